@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs every Debian package the build, the tests and the benchmarks need. Idempotent: when all
+# are present it does nothing (and needs no network). Run by `make run`, `make test` and .ci/run.
+set -euo pipefail
+
+PACKAGES=(
+  # build
+  build-essential meson ninja-build pkg-config clang
+  # core library
+  libsodium-dev libssl-dev libjansson-dev libzstd-dev libarchive-dev
+  # tests: cmocka unit tests, pytest integration tests, libFuzzer/ASan runtimes for clang, GNU tar
+  libcmocka-dev python3 python3-pytest libclang-rt-14-dev tar
+  # benchmarks: the reference tools and timing
+  zstd openssl time bc hyperfine
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+echo "bootstrap: installing ${missing[*]}"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
