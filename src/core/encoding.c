@@ -1,0 +1,66 @@
+#include <sodium.h>
+
+#include "otter/encoding.h"
+
+void ot_hex_encode(const uint8_t *in, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+enum ot_err ot_hex_decode(const char *hex, uint8_t *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!hex[2 * i] || !hex[2 * i + 1])
+            return OT_ERR_FORMAT;
+        int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return OT_ERR_FORMAT;
+        out[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return hex[2 * n] == '\0' ? OT_OK : OT_ERR_FORMAT;
+}
+
+size_t ot_base64_encoded_len(size_t n)
+{
+    return sodium_base64_ENCODED_LEN(n, sodium_base64_VARIANT_ORIGINAL);
+}
+
+void ot_base64_encode(const uint8_t *in, size_t n, char *out)
+{
+    sodium_bin2base64(out, ot_base64_encoded_len(n), in, n, sodium_base64_VARIANT_ORIGINAL);
+}
+
+enum ot_err ot_base64_decode_exact(const char *b64, uint8_t *out, size_t n)
+{
+    size_t len = strlen(b64), got = 0;
+    const char *end = NULL;
+    /* Decode into a scratch buffer one byte larger than wanted, so "too long" is detectable. */
+    uint8_t tmp[1024];
+    if (n >= sizeof(tmp) || len > ot_base64_encoded_len(n))
+        return OT_ERR_FORMAT;
+    if (sodium_base642bin(tmp, n + 1, b64, len, NULL, &got, &end,
+                          sodium_base64_VARIANT_ORIGINAL) != 0 ||
+        end != b64 + len || got != n) {
+        sodium_memzero(tmp, sizeof(tmp));
+        return OT_ERR_FORMAT;
+    }
+    memcpy(out, tmp, n);
+    sodium_memzero(tmp, sizeof(tmp));
+    return OT_OK;
+}
