@@ -1,0 +1,169 @@
+/* otter: the command-line tool. Program-local declarations shared by main.c and the cmd_*.c files.
+ *
+ * Every command is a function `int tool_cmd_<name>(struct tool_ctx *ctx, int argc, char **argv)`
+ * returning the process exit status. Errors are printed once, where they are handled, as
+ *     otter: <command>: <message>
+ * on stderr; normal output goes to stdout and -q suppresses it. */
+#ifndef OTTER_TOOL_H
+#define OTTER_TOOL_H
+
+#include <getopt.h>
+#include <jansson.h>
+
+#include "otter/artifact.h"
+#include "otter/key.h"
+#include "otter/trust.h"
+
+/* Documented exit statuses (docs/otter.md). */
+enum tool_exit {
+    TOOL_EXIT_OK = 0,
+    TOOL_EXIT_FAILURE = 1,  /* I/O, a bad input file, a refused operation */
+    TOOL_EXIT_USAGE = 2,    /* bad command line */
+    TOOL_EXIT_REJECTED = 3, /* the artifact failed verification */
+};
+
+struct tool_ctx;
+
+struct tool_cmd {
+    const char *name;
+    int (*run)(struct tool_ctx *ctx, int argc, char **argv);
+    const char *summary; /* one line for `otter --help` */
+    const char *usage;   /* the full text of `otter <cmd> --help` */
+};
+
+struct tool_ctx {
+    const struct tool_cmd *cmd;
+    bool quiet;
+};
+
+/* The command table (main.c), for `otter --help`. */
+extern const struct tool_cmd tool_cmds[];
+extern const size_t tool_ncmds;
+
+int tool_cmd_keygen(struct tool_ctx *ctx, int argc, char **argv);
+int tool_cmd_trust(struct tool_ctx *ctx, int argc, char **argv);
+int tool_cmd_pack(struct tool_ctx *ctx, int argc, char **argv);
+int tool_cmd_sign(struct tool_ctx *ctx, int argc, char **argv);
+int tool_cmd_verify(struct tool_ctx *ctx, int argc, char **argv);
+int tool_cmd_unpack(struct tool_ctx *ctx, int argc, char **argv);
+int tool_cmd_inspect(struct tool_ctx *ctx, int argc, char **argv);
+
+extern const char tool_usage_keygen[], tool_usage_trust[], tool_usage_pack[], tool_usage_sign[],
+    tool_usage_verify[], tool_usage_unpack[], tool_usage_inspect[];
+
+/* ---- errors and exit statuses (util.c) ---- */
+
+/* Where an error came from: the artifact's own bytes (malformed input means "rejected"), or
+ * anything else (a key file, the file system, the command line). */
+enum tool_src {
+    TOOL_SRC_OTHER,
+    TOOL_SRC_ARTIFACT,
+};
+
+/* The exit status for err (the one table mapping errors to exit statuses). */
+int tool_exit_code(enum ot_err err, enum tool_src src);
+/* Prints "otter: <cmd>: <message>" for err (the diag's message, else ot_strerror) and returns the
+ * exit status. d may be NULL. */
+int tool_fail(const struct tool_ctx *ctx, enum ot_err err, enum tool_src src,
+              const struct ot_diag *d);
+int tool_failf(const struct tool_ctx *ctx, enum ot_err err, const char *fmt, ...) OT_PRINTF(3, 4);
+/* Prints a usage error and returns TOOL_EXIT_USAGE. */
+int tool_usage_error(const struct tool_ctx *ctx, const char *fmt, ...) OT_PRINTF(2, 3);
+/* Handles getopt's '?' and ':' results (unknown option, missing argument). */
+int tool_bad_option(const struct tool_ctx *ctx, int c, char **argv);
+/* Prints the command's --help text on stdout and returns TOOL_EXIT_OK. */
+int tool_help(const struct tool_ctx *ctx);
+/* Normal output: printf to stdout unless -q. */
+void tool_out(const struct tool_ctx *ctx, const char *fmt, ...) OT_PRINTF(2, 3);
+/* Warnings go to stderr ("otter: <cmd>: warning: ..."), also under -q. */
+void tool_warn(const struct tool_ctx *ctx, const char *fmt, ...) OT_PRINTF(2, 3);
+
+/* ---- keys (util.c) ---- */
+
+enum tool_key_want {
+    TOOL_KEY_SIGN_SECRET,  /* --key for pack and sign */
+    TOOL_KEY_SIGN_PUBLIC,  /* trust: a public signing key (a secret one is accepted, with a warning) */
+    TOOL_KEY_BOX_SECRET,   /* --device-key */
+    TOOL_KEY_BOX_PUBLIC,   /* --encrypt-to (a secret one is accepted, with a warning) */
+};
+
+/* Loads a key file and checks it is what the option needs. Errors name the file. */
+enum ot_err tool_key_load(const struct tool_ctx *ctx, const char *path, enum tool_key_want want,
+                          struct ot_key *ret, struct ot_diag *d) OT_MUST_CHECK;
+
+/* A list of keys loaded from files, wiped when released. */
+struct tool_keys {
+    struct ot_key *v;
+    size_t n;
+};
+enum ot_err tool_keys_load(const struct tool_ctx *ctx, char *const *paths, size_t npaths,
+                           enum tool_key_want want, struct tool_keys *ret, struct ot_diag *d)
+    OT_MUST_CHECK;
+void tool_keys_release(struct tool_keys *k);
+void tool_key_wipep(struct ot_key *k);
+
+/* ---- small helpers (util.c) ---- */
+
+/* A growable list of option arguments (pointers into argv, not copied). */
+struct tool_strv {
+    char **v;
+    size_t n;
+};
+enum ot_err tool_strv_push(struct tool_strv *l, char *s) OT_MUST_CHECK;
+void tool_strv_release(struct tool_strv *l);
+
+/* Splits "KEY=VALUE" at the first '='; both sides non-empty. Returns false otherwise. */
+bool tool_split_kv(const char *s, char **ret_key, char **ret_value);
+/* "12.3 MiB" into buf. */
+const char *tool_fmt_size(uint64_t bytes, char *buf, size_t len);
+/* Tar entry times for files we write: SOURCE_DATE_EPOCH (reproducible-builds.org) or now. */
+int tool_entry_time(const struct tool_ctx *ctx, int64_t *ret);
+/* Prints a JSON value (pretty, sorted keys) on stdout. */
+enum ot_err tool_print_json(const json_t *v) OT_MUST_CHECK;
+const char *tool_sig_status_name(enum ot_sig_status s);
+
+/* ---- reading artifacts (read.c) ---- */
+
+/* Opens an artifact file for reading and returns its size (for progress). */
+enum ot_err tool_open_artifact(const char *path, int *ret_fd, uint64_t *ret_size,
+                               struct ot_diag *d) OT_MUST_CHECK;
+
+/* Set from SIGINT/SIGTERM/SIGHUP once tool_catch_signals was called; long loops poll it so that
+ * they can clean up (unpack removes its temporary directory). */
+void tool_catch_signals(void);
+bool tool_interrupted(void);
+
+struct tool_progress;
+
+/* Feeds fd to the reader in chunks of `chunk` bytes until the end (then finishes the reader) or
+ * until *stop becomes true (stop may be NULL; then the reader is not finished). Reports progress. */
+enum ot_err tool_feed(struct ot_artifact_reader *r, int fd, size_t chunk, uint64_t total,
+                      const bool *stop, struct tool_progress *p, struct ot_diag *d) OT_MUST_CHECK;
+
+/* Reads only as far as the manifest and signatures, without verifying anything. On success
+ * *ret_reader holds the parsed manifest and signature set. */
+enum ot_err tool_peek_manifest(int fd, struct ot_artifact_reader **ret_reader, struct ot_diag *d)
+    OT_MUST_CHECK;
+
+/* Human-readable signature report lines ("signature: alice 0123456789abcdef: valid"). */
+void tool_print_sig_report(const struct tool_ctx *ctx, const struct ot_sig_report *rep);
+json_t *tool_sig_report_json(const struct ot_sig_report *rep);
+
+/* ---- progress (progress.c) ---- */
+
+/* A single updating line on stderr (percent, MiB done/total, MiB/s), at most ~10 updates a second;
+ * only when stderr is a terminal and not -q. */
+struct tool_progress {
+    bool enabled;
+    bool drawn;
+    const char *label;
+    uint64_t start_ns, last_ns;
+};
+
+void tool_progress_init(struct tool_progress *p, const struct tool_ctx *ctx, const char *label);
+/* An ot_progress_fn: userdata is the struct tool_progress. */
+void tool_progress_cb(void *userdata, uint64_t done, uint64_t total);
+/* Erases the line (call before printing anything else, and at the end). */
+void tool_progress_clear(struct tool_progress *p);
+
+#endif
