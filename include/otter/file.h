@@ -8,19 +8,25 @@
 
 #include "otter/buf.h"
 
-/* A file being written atomically. Between open and commit the content lives in a temp file
- * "<dir>/.<name>.tmp-XXXXXX"; abort (or a crash) leaves the target untouched. */
+/* A file being written atomically. Between open and commit the content lives in an unnamed
+ * O_TMPFILE in the target's directory, so abort, a crash, SIGKILL or a power cut leaves nothing
+ * behind and the target untouched. Where the file system has no O_TMPFILE, a named temp file
+ * "<dir>/.<name>.tmp-XXXXXX" is used instead (removed on abort, left over only by a crash). */
 struct ot_atomic_file {
     int fd;         /* write here; -1 when closed */
     char *path;     /* final path, owned */
-    char *tmp_path; /* temp path, owned */
+    char *tmp_path; /* named temp file (fallback only), owned; NULL while unnamed */
 };
 
 /* Opens the temp file. The caller must end with ot_atomic_file_commit or ot_atomic_file_abort. */
 enum ot_err ot_atomic_file_open(struct ot_atomic_file *f, const char *path, mode_t mode,
                                 struct ot_diag *d) OT_MUST_CHECK;
-/* fsync, close, rename over path, fsync the directory. On failure the temp file is removed. */
+/* fsync, give the content its name (replacing what was there), fsync the directory. On failure
+ * the temp file is removed. */
 enum ot_err ot_atomic_file_commit(struct ot_atomic_file *f, struct ot_diag *d) OT_MUST_CHECK;
+/* Like commit, but only if nothing exists at path: OT_ERR_EXISTS otherwise (checked and created
+ * in one atomic step with link(2), so a file that appeared meanwhile is never replaced). */
+enum ot_err ot_atomic_file_commit_new(struct ot_atomic_file *f, struct ot_diag *d) OT_MUST_CHECK;
 /* Removes the temp file; safe to call after commit or twice. */
 void ot_atomic_file_abort(struct ot_atomic_file *f);
 

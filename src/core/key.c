@@ -50,7 +50,7 @@ static void buf_wipe_release(struct ot_buf *b)
 
 /* Key names are free text for humans, shown in terminals and logs: printable ASCII only, so they
  * can carry no escape sequences, and at most OT_KEY_NAME_MAX - 1 bytes. */
-static bool name_is_valid(const char *name)
+bool ot_key_name_is_valid(const char *name)
 {
     size_t len = strnlen(name, OT_KEY_NAME_MAX);
     if (len >= OT_KEY_NAME_MAX)
@@ -110,7 +110,7 @@ enum ot_err ot_key_generate(enum ot_key_type type, const char *name, struct ot_k
 {
     if (type != OT_KEY_SIGN_SECRET && type != OT_KEY_BOX_SECRET)
         return OT_ERR_INVALID;
-    if (name && !name_is_valid(name))
+    if (name && !ot_key_name_is_valid(name))
         return OT_ERR_INVALID;
     enum ot_err err = sodium_ready();
     if (err)
@@ -226,7 +226,7 @@ static enum ot_err parse_name(const json_t *root, struct ot_key *k, struct ot_di
         ot_json_get_str(root, "name", false, OT_KEY_NAME_MAX - 1, "key file", &name, d);
     if (err)
         return err;
-    if (!name_is_valid(name))
+    if (!ot_key_name_is_valid(name))
         return ot_diag_set(d, OT_ERR_FORMAT, "key file: name must be printable ASCII");
     memcpy(k->name, name, strlen(name) + 1);
     return OT_OK;
@@ -385,7 +385,7 @@ static enum ot_err format_key(const struct ot_key *k, enum ot_key_type type, con
 enum ot_err ot_key_format(const struct ot_key *k, bool public_only, struct ot_buf *out)
 {
     char id[OT_KEY_ID_STRLEN];
-    if (!type_is_valid(k->type) || !name_is_valid(k->name))
+    if (!type_is_valid(k->type) || !ot_key_name_is_valid(k->name))
         return OT_ERR_INVALID;
     /* The id is recomputed, so a file can never carry one that does not match its key. */
     enum ot_err err = compute_id(k->pk, id);
@@ -437,24 +437,6 @@ static enum ot_err refuse_existing(const char *path, struct ot_diag *d)
     return OT_OK;
 }
 
-/* link(2) creates path only if nothing is there: the existence check and the creation are one
- * atomic step (O_EXCL semantics), and the file appears with its full content. Filesystems without
- * hard links (FAT) fall back to rename after the lstat check made before writing. */
-static enum ot_err publish_new(struct ot_atomic_file *f, const char *path, struct ot_diag *d)
-{
-    if (link(f->tmp_path, path) == 0) {
-        ot_atomic_file_abort(f); /* drops the temp name; the content stays at path */
-        return ot_fsync_parent(path, d);
-    }
-    int e = errno;
-    if (e == EPERM || e == EOPNOTSUPP || e == ENOSYS)
-        return ot_atomic_file_commit(f, d);
-    ot_atomic_file_abort(f);
-    if (e == EEXIST)
-        return ot_diag_set(d, OT_ERR_EXISTS, "%s: already exists, refusing to overwrite it", path);
-    return ot_diag_errno(d, OT_ERR_IO, e, "%s: link", path);
-}
-
 static enum ot_err write_new(const char *path, const struct ot_buf *b, mode_t mode,
                              struct ot_diag *d)
 {
@@ -465,13 +447,13 @@ static enum ot_err write_new(const char *path, const struct ot_buf *b, mode_t mo
     if (err)
         return err;
     err = ot_write_all(f.fd, b->data, b->len, d);
-    if (!err && fsync(f.fd) < 0)
-        err = ot_diag_errno(d, OT_ERR_IO, errno, "fsync %s", f.tmp_path);
     if (err) {
         ot_atomic_file_abort(&f);
         return ot_diag_prefix(d, err, "%s", path);
     }
-    return publish_new(&f, path, d);
+    /* link(2) creates path only if nothing is there: a file that appeared since the check above
+     * is never replaced, and the key appears with its full content. */
+    return ot_atomic_file_commit_new(&f, d);
 }
 
 enum ot_err ot_key_save(const char *path, const struct ot_key *k, bool public_only, bool overwrite,

@@ -1,6 +1,8 @@
 /* Atomic file replacement and whole-file reads, on a real file system in a private temp dir. */
 #include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -112,10 +114,11 @@ static void test_abort_leaves_target(void **state)
     assert_int_equal(ot_atomic_file_open(&f, p, 0644, NULL), OT_OK);
     assert_true(f.fd >= 0);
     assert_true(fcntl(f.fd, F_GETFD) & FD_CLOEXEC);
-    assert_non_null(strstr(f.tmp_path, "/.keep.tmp-"));
+    /* The content being written has no name yet (O_TMPFILE): nothing to see, nothing to leak. */
+    assert_null(f.tmp_path);
     assert_int_equal(ot_write_all(f.fd, "new content", 11, NULL), OT_OK);
-    assert_int_equal(count_entries(&tmp), 2);
-    assert_true(tmp);
+    assert_int_equal(count_entries(&tmp), 1);
+    assert_false(tmp);
     ot_atomic_file_abort(&f);
     assert_int_equal(f.fd, -1);
     assert_null(f.tmp_path);
@@ -126,6 +129,57 @@ static void test_abort_leaves_target(void **state)
     assert_false(tmp);
     struct ot_diag d = {0};
     assert_int_equal(ot_atomic_file_commit(&f, &d), OT_ERR_INVALID); /* nothing open */
+    unlink(p);
+}
+
+/* A process killed between open and commit leaves the old content and no temp file. */
+static void test_killed_writer_leaves_nothing(void **state)
+{
+    (void)state;
+    const char *p = in_dir("k");
+    bool tmp;
+    assert_int_equal(ot_file_write_atomic(p, "old", 3, 0644, NULL), OT_OK);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct ot_atomic_file f;
+        if (ot_atomic_file_open(&f, p, 0644, NULL) != OT_OK ||
+            ot_write_all(f.fd, "half-writ", 9, NULL) != OT_OK)
+            _exit(2);
+        kill(getpid(), SIGKILL);
+        _exit(3);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    assert_content(p, "old");
+    assert_int_equal(count_entries(&tmp), 1);
+    assert_false(tmp);
+    unlink(p);
+}
+
+static void test_commit_new(void **state)
+{
+    (void)state;
+    const char *p = in_dir("n");
+    struct ot_atomic_file f;
+    struct ot_diag d = {0};
+    bool tmp;
+    assert_int_equal(ot_atomic_file_open(&f, p, 0600, NULL), OT_OK);
+    assert_int_equal(ot_write_all(f.fd, "first", 5, NULL), OT_OK);
+    assert_int_equal(ot_atomic_file_commit_new(&f, &d), OT_OK);
+    assert_content(p, "first");
+    struct stat st;
+    assert_int_equal(stat(p, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    /* A second writer must not replace it. */
+    assert_int_equal(ot_atomic_file_open(&f, p, 0600, NULL), OT_OK);
+    assert_int_equal(ot_write_all(f.fd, "second", 6, NULL), OT_OK);
+    assert_int_equal(ot_atomic_file_commit_new(&f, &d), OT_ERR_EXISTS);
+    assert_non_null(strstr(d.msg, "already exists"));
+    assert_content(p, "first");
+    assert_int_equal(count_entries(&tmp), 1);
+    assert_false(tmp);
     unlink(p);
 }
 
@@ -164,8 +218,7 @@ static void test_missing_directory(void **state)
     snprintf(target, sizeof(target), "%s/file", sub);
     assert_int_equal(ot_atomic_file_open(&f, target, 0644, &d), OT_OK);
     assert_int_equal(ot_write_all(f.fd, "x", 1, &d), OT_OK);
-    assert_int_equal(unlink(f.tmp_path), 0);
-    assert_int_equal(rmdir(sub), 0);
+    assert_int_equal(rmdir(sub), 0); /* empty: the temp file has no name */
     assert_int_equal(ot_atomic_file_commit(&f, &d), OT_ERR_NOENT);
     assert_null(f.tmp_path);
     assert_null(f.path);
@@ -246,6 +299,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_write_new_and_replace), cmocka_unit_test(test_mode_is_honoured),
         cmocka_unit_test(test_abort_leaves_target),   cmocka_unit_test(test_commit_then_abort),
+        cmocka_unit_test(test_killed_writer_leaves_nothing), cmocka_unit_test(test_commit_new),
         cmocka_unit_test(test_missing_directory),     cmocka_unit_test(test_read),
         cmocka_unit_test(test_write_all_read_full),   cmocka_unit_test(test_fsync_parent),
     };
