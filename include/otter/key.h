@@ -46,6 +46,9 @@ bool ot_key_is_signing(const struct ot_key *k);
 /* Computes the key id of a public key. */
 void ot_key_id(const uint8_t pk[32], char out[OT_KEY_ID_STRLEN]);
 const char *ot_key_type_name(enum ot_key_type type);
+/* Key names are free text shown in terminals and logs: printable ASCII only (no escape sequences),
+ * at most OT_KEY_NAME_MAX - 1 bytes. Trust files use the same rule. */
+bool ot_key_name_is_valid(const char *name);
 
 /* Parses a key file (untrusted bytes: fuzzed). Checks type, lengths, id, and for secret keys that
  * the public key matches the secret one. */

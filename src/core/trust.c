@@ -7,17 +7,6 @@
 #include "otter/json.h"
 #include "otter/trust.h"
 
-/* Same rule as key files (key.c): printable ASCII, at most OT_KEY_NAME_MAX - 1 bytes. */
-static bool name_is_valid(const char *name)
-{
-    size_t len = strnlen(name, OT_KEY_NAME_MAX);
-    if (len >= OT_KEY_NAME_MAX)
-        return false;
-    for (size_t i = 0; i < len; i++)
-        if (name[i] < 0x20 || name[i] > 0x7e)
-            return false;
-    return true;
-}
 
 /* Canonical encoding, on the curve, in the prime-order subgroup, not of small order. */
 static bool sign_pk_is_valid(const uint8_t pk[OT_SIGN_PK_LEN])
@@ -63,7 +52,7 @@ static enum ot_err parse_entry(const json_t *e, const char *what, struct ot_key 
     enum ot_err err = ot_json_only_keys(e, fields, what, d);
     if (!err)
         err = ot_json_get_str(e, "name", false, OT_KEY_NAME_MAX - 1, what, &name, d);
-    if (!err && !name_is_valid(name))
+    if (!err && !ot_key_name_is_valid(name))
         err = ot_diag_set(d, OT_ERR_FORMAT, "%s: name must be printable ASCII", what);
     if (!err)
         err = ot_json_get_b64(e, "public_key", true, OT_SIGN_PK_LEN, what, k->pk, d);
@@ -173,7 +162,7 @@ static enum ot_err format_entry(const struct ot_key *k, json_t *arr)
     json_t *e = json_object();
     if (!e || json_array_append_new(arr, e) != 0)
         return OT_ERR_NOMEM;
-    if (!ot_key_is_signing(k) || !name_is_valid(k->name))
+    if (!ot_key_is_signing(k) || !ot_key_name_is_valid(k->name))
         return OT_ERR_INVALID;
     ot_key_id(k->pk, id); /* recomputed: the file must verify against its own keys */
     if (!id[0])
@@ -213,7 +202,7 @@ static enum ot_err add_key(struct ot_trust *t, const struct ot_key *key, struct 
         return ot_diag_set(d, OT_ERR_INVALID,
                            "key %zu (%s) is a %s key, not an Ed25519 signing key", t->nkeys + 1,
                            key->id, ot_key_type_name(key->type));
-    if (!name_is_valid(key->name) || !sign_pk_is_valid(key->pk))
+    if (!ot_key_name_is_valid(key->name) || !sign_pk_is_valid(key->pk))
         return ot_diag_set(d, OT_ERR_INVALID, "key %zu: bad name or public key", t->nkeys + 1);
     ot_key_public(key, k);
     ot_key_id(k->pk, k->id);
