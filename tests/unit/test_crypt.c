@@ -309,7 +309,8 @@ static void test_wrong_key_and_ad(void **state)
                      OT_ERR_DECRYPT);
     assert_int_equal(pt.len, 0); /* nothing unauthenticated was passed on */
     assert_int_equal(finished, 0);
-    assert_non_null(strstr(d.msg, "payload 'rootfs'"));
+    /* Stages describe the failure; the artifact reader adds which payload it was. */
+    assert_non_null(strstr(d.msg, "failed authentication"));
     ot_buf_release(&pt);
     assert_int_equal(decrypt(key1, "rootfs2", s->ct.data, s->ct.len, 5000, &pt, &finished, &d),
                      OT_ERR_DECRYPT);
