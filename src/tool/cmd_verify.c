@@ -291,14 +291,10 @@ int tool_cmd_verify(struct tool_ctx *ctx, int argc, char **argv)
     int rc = parse_args(ctx, argc, argv, &o);
     if (rc)
         return rc < 0 ? tool_help(ctx) : rc;
-    struct ot_diag d = {0};
     struct ot_trust trust;
-    enum ot_err err = ot_trust_load(o.trust, &trust, &d);
-    if (err)
-        return tool_fail(ctx, err, TOOL_SRC_OTHER, &d);
     _cleanup_(tool_keys_release) struct tool_keys keys = {0};
-    err = tool_keys_load(ctx, o.device_keys.v, o.device_keys.n, TOOL_KEY_BOX_SECRET, &keys, &d);
-    if (err)
-        return tool_fail(ctx, err, TOOL_SRC_OTHER, &d);
+    rc = tool_load_verifier(ctx, o.trust, o.device_keys.v, o.device_keys.n, &trust, &keys);
+    if (rc)
+        return rc;
     return verify_file(ctx, &o, &trust, &keys);
 }

@@ -100,6 +100,10 @@ enum ot_err tool_keys_load(const struct tool_ctx *ctx, char *const *paths, size_
                            enum tool_key_want want, struct tool_keys *ret, struct ot_diag *d)
     OT_MUST_CHECK;
 void tool_keys_release(struct tool_keys *k);
+/* What a verifying command needs: the trust file and the --device-key files. Prints the error and
+ * returns an exit code (TOOL_EXIT_OK on success). */
+int tool_load_verifier(const struct tool_ctx *ctx, const char *trust_path, char *const *key_paths,
+                       size_t nkeys, struct ot_trust *ret_trust, struct tool_keys *ret_keys);
 void tool_key_wipep(struct ot_key *k);
 
 /* ---- small helpers (util.c) ---- */

@@ -290,3 +290,13 @@ int tool_entry_time(const struct tool_ctx *ctx, int64_t *ret)
                                 env);
     return TOOL_EXIT_OK;
 }
+
+int tool_load_verifier(const struct tool_ctx *ctx, const char *trust_path, char *const *key_paths,
+                       size_t nkeys, struct ot_trust *ret_trust, struct tool_keys *ret_keys)
+{
+    struct ot_diag d = {0};
+    enum ot_err err = ot_trust_load(trust_path, ret_trust, &d);
+    if (!err)
+        err = tool_keys_load(ctx, key_paths, nkeys, TOOL_KEY_BOX_SECRET, ret_keys, &d);
+    return err ? tool_fail(ctx, err, TOOL_SRC_OTHER, &d) : TOOL_EXIT_OK;
+}
