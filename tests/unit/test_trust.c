@@ -31,7 +31,7 @@ static enum ot_err parse_text(const char *text, struct ot_trust *t, struct ot_di
 static void gen_keys(struct ot_key *keys, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        char name[16];
+        char name[32];
         snprintf(name, sizeof(name), "key%zu", i);
         assert_int_equal(ot_key_generate(OT_KEY_SIGN_SECRET, name, &keys[i]), OT_OK);
     }
