@@ -5,8 +5,8 @@
  * manifest.sig is complete, before a single payload byte is looked at; every payload byte then
  * passes a chain that checks it against the signed manifest:
  *
- *   stored bytes -> hash(stored_size, stored_sha256) -> [decrypt] -> [zstd] -> hash(size, sha256)
- *                -> consumer sink
+ *   decode: stored bytes -> [decrypt] -> [zstd] -> hash(size, sha256) -> consumer sink
+ *   stored: stored bytes -> hash(stored_size, stored_sha256) -> consumer sink
  *
  * Sizes are enforced as the bytes arrive (a payload or a decompression bomb stops at its declared
  * size); hashes are compared at the end of the entry, and only then is payload_end called. */
@@ -100,20 +100,28 @@ static enum ot_err build_decode(struct ot_artifact_reader *r, const struct ot_pa
     return OT_OK;
 }
 
+/* Decoding checks every decoded byte against the signed installed hash (and an encrypted chunk
+ * against its tag), so a stored hash would prove nothing more: tampering that changes the content
+ * is caught, and tampering that does not is harmless. It is only checked when the stored bytes are
+ * all there is (OT_READ_STORED: no keys, e.g. a signer or the server). The entry's size was
+ * checked against stored_size at its header either way. */
 static enum ot_err build_chain(struct ot_artifact_reader *r, const struct ot_payload *p,
                                struct ot_sink *end, struct ot_diag *d)
 {
     struct ot_sink *s = NULL;
-    enum ot_err err = OT_OK;
-    if (r->opts.mode == OT_READ_DECODE)
+    enum ot_err err;
+    if (r->opts.mode == OT_READ_DECODE) {
         err = build_decode(r, p, end);
-    if (!err)
-        err = ot_sink_hash_new(chain_head(r, end), p->stored_size, "stored data", &s);
+    } else {
+        err = ot_sink_hash_new(end, p->stored_size, "stored data", &s);
+        if (!err) {
+            chain_push(r, s);
+            r->stored_hash = s;
+        }
+    }
     if (err)
         return ot_diag_set(d, err, "payload '%s': cannot set up decoding: %s", p->name,
                            ot_strerror(err));
-    chain_push(r, s);
-    r->stored_hash = s;
     return OT_OK;
 }
 
@@ -309,7 +317,8 @@ static enum ot_err end_payload(struct ot_artifact_reader *r, struct ot_diag *d)
     enum ot_err err = ot_sink_finish(r->chain[0], d);
     if (err)
         return ot_diag_prefix(d, err, "payload '%s'", p->name);
-    err = check_digest(r->stored_hash, p->stored_sha256, p->stored_size, p->name, "stored", d);
+    if (r->stored_hash)
+        err = check_digest(r->stored_hash, p->stored_sha256, p->stored_size, p->name, "stored", d);
     if (!err && r->installed_hash)
         err = check_digest(r->installed_hash, p->sha256, p->size, p->name, "decoded", d);
     chain_free(r);
