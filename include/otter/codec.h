@@ -52,6 +52,10 @@ enum ot_err ot_sink_zstd_decompress_new(uint64_t max_out, struct ot_sink *next,
 
 /* Writes everything to fd (not owned). */
 enum ot_err ot_sink_fd_new(int fd, struct ot_sink **ret) OT_MUST_CHECK;
+/* The same, for a file the caller will fsync: writeback is started behind the writer (every
+ * 8 MiB, waiting for the chunk before), so the disk works while the pipeline decodes and the
+ * final fsync is short. On fds that do not support it (pipes), the same as ot_sink_fd_new. */
+enum ot_err ot_sink_file_new(int fd, struct ot_sink **ret) OT_MUST_CHECK;
 /* Discards everything (end of a verify-only chain). */
 enum ot_err ot_sink_null_new(struct ot_sink **ret) OT_MUST_CHECK;
 /* Appends to a bounded buffer (not owned); exceeding its max fails with OT_ERR_LIMIT. */

@@ -241,7 +241,7 @@ static enum ot_err on_payload_begin(void *userdata, const struct ot_payload *p, 
     enum ot_err err = create_file(u, p->name, &u->fd, d);
     if (err)
         return err;
-    err = ot_sink_fd_new(u->fd, &u->sink);
+    err = ot_sink_file_new(u->fd, &u->sink);
     if (err)
         return ot_diag_set(d, err, "out of memory");
     *ret_sink = u->sink;
