@@ -205,3 +205,21 @@ def test_output_write_error_is_a_failure(signed):
         r = subprocess.run([str(OTTER), "inspect", str(signed)], stdout=full, stderr=subprocess.PIPE,
                            text=True)
     assert_error(r, EXIT_FAILURE, r"cannot write the output")
+
+
+def piped(artifact, cmd):
+    """Runs otter with the artifact fed through a pipe (not seekable) as /dev/stdin."""
+    return subprocess.run(f"cat '{artifact}' | '{OTTER}' {cmd} /dev/stdin", shell=True,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_verify_and_unpack_from_a_pipe(signed, trust, tmp_path):
+    """One pass over the input: an artifact streamed through a pipe verifies and unpacks."""
+    r = piped(signed, f"verify --trust '{trust['2of3']}'")
+    assert r.returncode == 0, r.stderr
+    assert "OK: demo-firmware" in r.stdout
+    dest = tmp_path / "out"
+    r = piped(signed, f"unpack -q --trust '{trust['2of3']}' -C '{dest}'")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in dest.iterdir()) == ["app.tar", "boot.scr", "manifest.json",
+                                                        "rootfs.img"]
