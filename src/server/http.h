@@ -1,0 +1,110 @@
+/* otterd's HTTP layer over libmicrohttpd: an internal epoll thread pool, a route table, bounded
+ * request bodies, one JSON error shape, one err -> status table, a request log line per request.
+ *
+ * A handler runs once the whole request (headers and body) has arrived and answers with exactly
+ * one srv_reply_* call. libmicrohttpd's rule, measured (ARCHITECTURE.md §2): a response queued on
+ * the access handler's first call makes it answer "Connection: close" (about 4x slower), so the
+ * layer always queues on a later call, after the body is complete. */
+#ifndef OTTERD_HTTP_H
+#define OTTERD_HTTP_H
+
+#include <jansson.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include "otter/buf.h"
+
+struct srv_http;
+struct srv_request;
+
+/* The listen address syntax ("127.0.0.1:8080", "[::1]:8080", "localhost:0"), parsed without any
+ * I/O so that main() validates its configuration before touching the disk, and srv_http_start()
+ * binds exactly what was validated. */
+struct srv_listen {
+    struct sockaddr_storage addr; /* sockaddr_in or sockaddr_in6 */
+    bool ipv6;
+    char host[INET6_ADDRSTRLEN]; /* numeric, without brackets ("::1", "127.0.0.1") */
+    uint16_t port;               /* 0: the kernel picks one (see srv_http_port) */
+};
+
+/* Host: a numeric IPv4 address, a numeric IPv6 address in brackets, or "localhost" (127.0.0.1);
+ * names are not resolved. Port: 0..65535. OT_ERR_CONFIG with a message naming the problem. */
+enum ot_err srv_listen_parse(const char *s, struct srv_listen *ret,
+                             struct ot_diag *d) OT_MUST_CHECK;
+
+
+/* How a route authenticates. */
+enum srv_auth_kind {
+    SRV_AUTH_NONE,   /* public (health) */
+    SRV_AUTH_TOKEN,  /* management API: "Authorization: Bearer <token>" with the route's scope */
+};
+
+typedef void (*srv_handler_fn)(void *app, struct srv_request *req);
+
+struct srv_route {
+    const char *method;       /* "GET", "POST", "PUT", "DELETE" (HEAD is answered by GET routes) */
+    const char *pattern;      /* "/api/v1/tokens/{id}": {name} matches one path segment */
+    srv_handler_fn handler;
+    enum srv_auth_kind auth;
+    uint32_t scope;           /* required scope (SRV_AUTH_TOKEN), a srv_scope bit */
+    size_t max_body;          /* bytes; larger bodies get 413 before they are read */
+    const char *summary;      /* one line, for --routes and the docs */
+};
+
+/* Authenticates a request for a route (SRV_AUTH_TOKEN): returns 0 when allowed, else the HTTP
+ * status to answer (401 no/bad token, 403 missing scope) with msg filled. principal (e.g.
+ * "token:3 (ci)") is copied into the request for handlers and the audit log. Called before the
+ * body is read. */
+typedef int (*srv_auth_fn)(void *app, struct srv_request *req, const struct srv_route *route,
+                           char *msg, size_t msg_len);
+
+struct srv_http_config {
+    const char *listen;            /* "127.0.0.1:8080", "[::1]:8080", "0.0.0.0:8080" */
+    unsigned threads;              /* thread pool size; 0 = number of CPUs */
+    unsigned connection_limit;     /* concurrent connections */
+    unsigned connection_timeout_s; /* idle connection timeout */
+    size_t header_limit;           /* bytes of request line + headers per connection */
+    const char *tls_cert, *tls_key; /* PEM paths: HTTPS when both are set */
+    bool log_requests;             /* one line per request on the log (method path status bytes ms) */
+};
+
+/* Starts serving (returns once listening). routes must outlive the server. The bound port is
+ * available through srv_http_port (useful with "127.0.0.1:0"). */
+enum ot_err srv_http_start(const struct srv_http_config *cfg, const struct srv_route *routes,
+                           size_t nroutes, srv_auth_fn auth, void *app, struct srv_http **ret,
+                           struct ot_diag *d) OT_MUST_CHECK;
+uint16_t srv_http_port(const struct srv_http *h);
+/* Stops accepting, lets requests in flight finish (bounded), frees. */
+void srv_http_stop(struct srv_http *h);
+
+/* ---- for handlers ---- */
+
+const char *srv_req_method(const struct srv_request *req);
+const char *srv_req_path(const struct srv_request *req);
+/* A {name} path parameter of the matched pattern, or NULL. */
+const char *srv_req_param(const struct srv_request *req, const char *name);
+/* A query-string argument, or NULL. */
+const char *srv_req_query(const struct srv_request *req, const char *name);
+const char *srv_req_header(const struct srv_request *req, const char *name);
+/* The whole body (bounded by the route's max_body). */
+const struct ot_buf *srv_req_body(const struct srv_request *req);
+/* Parses the body as a JSON object with ot_json_parse; on failure answers 400 itself and
+ * returns NULL. The caller owns the reference. */
+json_t *srv_req_json(struct srv_request *req);
+/* Who made the request ("token:3 (ci)"), set by the auth callback; "" for public routes. */
+const char *srv_req_principal(const struct srv_request *req);
+void srv_req_set_principal(struct srv_request *req, const char *principal);
+
+/* Replies (exactly one per request). The JSON reply takes ownership of body. */
+void srv_reply_json(struct srv_request *req, unsigned status, json_t *body);
+/* {"error":{"code":"<ot_err_name>","message":"..."}} with the status from the one err -> status
+ * table (OT_ERR_NOENT 404, OT_ERR_FORMAT/INVALID 400, OT_ERR_EXISTS 409, OT_ERR_LIMIT 413, ...). */
+void srv_reply_error(struct srv_request *req, enum ot_err err, const char *fmt, ...)
+    OT_PRINTF(3, 4);
+/* An error with an explicit status (401, 403, 404 unknown route, 405, ...). */
+void srv_reply_status(struct srv_request *req, unsigned status, const char *code,
+                      const char *fmt, ...) OT_PRINTF(4, 5);
+void srv_reply_empty(struct srv_request *req, unsigned status);
+unsigned srv_status_for_err(enum ot_err err);
+
+#endif
