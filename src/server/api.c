@@ -1,0 +1,208 @@
+/* The management API's route table and its handlers: health, API tokens, the audit log.
+ * Every route is declared here, with its auth and scope, so the test that walks the table
+ * covers new routes automatically (tests/server/test_routes.py). */
+#include <sodium.h>
+
+#include "app.h"
+#include "otter/json.h"
+#include "otter/log.h"
+#include "otter/parse.h"
+
+#define SMALL_BODY (16 * 1024)
+#define AUDIT_PAGE_MAX 1000
+
+static void health(void *app_, struct srv_request *req)
+{
+    struct srv_app *app = app_;
+    srv_reply_json(req, 200, json_pack("{s:s, s:s, s:i}", "status", "ok", "version", OTTER_VERSION,
+                                       "schema_version", srv_store_schema_version(app->store)));
+}
+
+/* Records a management action; a failure to record is logged, never hidden. */
+static void audit(struct srv_app *app, struct srv_request *req, const char *action,
+                  const char *object, json_t *detail)
+{
+    struct ot_diag d = {0};
+    char *text = detail ? json_dumps(detail, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    if (srv_store_audit_add(app->store, srv_req_principal(req), action, object, text, &d) != OT_OK)
+        ot_log(OT_LOG_ERR, "audit log write failed for %s %s: %s", action, object, d.msg);
+    free(text);
+    json_decref(detail);
+}
+
+static json_t *token_json(const struct srv_token *t)
+{
+    return json_pack("{s:I, s:s, s:o, s:I, s:I, s:b}", "id", (json_int_t)t->id, "name", t->name,
+                     "scopes", srv_scopes_json(t->scopes), "created_at", (json_int_t)t->created_at,
+                     "expires_at", (json_int_t)t->expires_at, "revoked", t->revoked);
+}
+
+/* Reads {"name": "...", "scopes": [...], "expires_in": seconds} into t. */
+static enum ot_err token_request(const json_t *body, struct srv_app *app, struct srv_token *t,
+                                 struct ot_diag *d)
+{
+    static const char *const keys[] = {"name", "scopes", "expires_in", NULL};
+    const char *name = NULL;
+    uint64_t expires_in = 0;
+    enum ot_err err = ot_json_only_keys(body, keys, "token", d);
+    if (!err)
+        err = ot_json_get_str(body, "name", true, SRV_TOKEN_NAME_MAX - 1, "token", &name, d);
+    if (!err)
+        err = ot_json_get_u64(body, "expires_in", false, 100ull * 365 * 86400, "token", &expires_in,
+                              d);
+    if (!err)
+        err = srv_scopes_parse(json_object_get(body, "scopes"), &t->scopes, d);
+    if (err)
+        return err;
+    if (!name[0])
+        return ot_diag_set(d, OT_ERR_FORMAT, "token: 'name' must not be empty");
+    snprintf(t->name, sizeof(t->name), "%s", name);
+    t->created_at = app->now();
+    t->expires_at = expires_in ? t->created_at + (int64_t)expires_in : 0;
+    return OT_OK;
+}
+
+static void token_create(void *app_, struct srv_request *req)
+{
+    struct srv_app *app = app_;
+    json_t *body = srv_req_json(req);
+    if (!body)
+        return;
+    struct srv_token t = {0}, me;
+    struct ot_diag d = {0};
+    enum ot_err err = token_request(body, app, &t, &d);
+    json_decref(body);
+    if (err)
+        return srv_reply_error(req, err, "%s", d.msg);
+    /* A token may hand out only what it holds itself (admin holds everything). */
+    if (!srv_auth_current(app, req, &me))
+        return srv_reply_status(req, 401, "unauthorized", "invalid API token");
+    if (!(me.scopes & SRV_SCOPE_ADMIN) && (t.scopes & ~me.scopes))
+        return srv_reply_status(req, 403, "forbidden",
+                                "a token cannot create a token with scopes it does not have");
+    char text[SRV_TOKEN_TEXT_MAX];
+    err = srv_token_generate(text, t.hash);
+    if (!err)
+        err = srv_store_token_create(app->store, &t, &d);
+    if (err)
+        return srv_reply_error(req, err, "cannot create the token: %s", d.msg);
+    char object[32];
+    snprintf(object, sizeof(object), "token:%lld", (long long)t.id);
+    audit(app, req, "token.create", object,
+          json_pack("{s:s, s:o}", "name", t.name, "scopes", srv_scopes_json(t.scopes)));
+    json_t *out = token_json(&t);
+    json_object_set_new(out, "token", json_string(text)); /* the only time it is shown */
+    sodium_memzero(text, sizeof(text));
+    srv_reply_json(req, 201, out);
+}
+
+static void token_list(void *app_, struct srv_request *req)
+{
+    struct srv_app *app = app_;
+    struct srv_token *list = NULL;
+    size_t n = 0;
+    struct ot_diag d = {0};
+    enum ot_err err = srv_store_token_list(app->store, &list, &n, &d);
+    if (err)
+        return srv_reply_error(req, err, "%s", d.msg);
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, token_json(&list[i]));
+    free(list);
+    srv_reply_json(req, 200, json_pack("{s:o}", "tokens", a));
+}
+
+/* A positive decimal id from a path parameter, or 0. */
+static int64_t param_id(struct srv_request *req, const char *name)
+{
+    int64_t id;
+    const char *s = srv_req_param(req, name);
+    return s && ot_parse_i64(s, 1, INT64_MAX, &id) == OT_OK ? id : 0;
+}
+
+static void token_revoke(void *app_, struct srv_request *req)
+{
+    struct srv_app *app = app_;
+    int64_t id = param_id(req, "id");
+    if (!id)
+        return srv_reply_error(req, OT_ERR_FORMAT, "token id must be a positive number");
+    struct ot_diag d = {0};
+    enum ot_err err = srv_store_token_revoke(app->store, id, &d);
+    if (err == OT_ERR_NOENT)
+        return srv_reply_error(req, err, "no token %lld", (long long)id);
+    if (err)
+        return srv_reply_error(req, err, "%s", d.msg);
+    char object[32];
+    snprintf(object, sizeof(object), "token:%lld", (long long)id);
+    audit(app, req, "token.revoke", object, NULL);
+    srv_reply_empty(req, 204);
+}
+
+static enum ot_err query_u64(struct srv_request *req, const char *name, uint64_t min, uint64_t max,
+                             uint64_t *ret, struct ot_diag *d)
+{
+    const char *s = srv_req_query(req, name);
+    if (!s)
+        return OT_OK;
+    if (ot_parse_u64(s, min, max, ret) != OT_OK)
+        return ot_diag_set(d, OT_ERR_FORMAT, "query '%s' must be a number from %llu to %llu", name,
+                           (unsigned long long)min, (unsigned long long)max);
+    return OT_OK;
+}
+
+static void audit_list(void *app_, struct srv_request *req)
+{
+    struct srv_app *app = app_;
+    uint64_t after = 0, limit = 100;
+    struct ot_diag d = {0};
+    enum ot_err err = query_u64(req, "after", 0, INT64_MAX, &after, &d);
+    if (!err)
+        err = query_u64(req, "limit", 1, AUDIT_PAGE_MAX, &limit, &d);
+    if (err)
+        return srv_reply_error(req, err, "%s", d.msg);
+    struct srv_audit *list = NULL;
+    size_t n = 0;
+    err = srv_store_audit_list(app->store, (int64_t)after, (size_t)limit, &list, &n, &d);
+    if (err)
+        return srv_reply_error(req, err, "%s", d.msg);
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++) {
+        json_t *detail = list[i].detail ? json_loads(list[i].detail, 0, NULL) : NULL;
+        json_array_append_new(a, json_pack("{s:I, s:I, s:s, s:s, s:s, s:o}", "id",
+                                           (json_int_t)list[i].id, "at", (json_int_t)list[i].at,
+                                           "actor", list[i].actor, "action", list[i].action,
+                                           "object", list[i].object, "detail",
+                                           detail ? detail : json_null()));
+    }
+    int64_t next = n ? list[n - 1].id : (int64_t)after;
+    srv_audit_list_free(list, n);
+    srv_reply_json(req, 200, json_pack("{s:o, s:I}", "entries", a, "next_after", (json_int_t)next));
+}
+
+const struct srv_route srv_routes[] = {
+    {"GET", "/api/v1/health", health, SRV_AUTH_NONE, 0, 0, "liveness and version"},
+    {"POST", "/api/v1/tokens", token_create, SRV_AUTH_TOKEN, SRV_SCOPE_TOKENS, SMALL_BODY,
+     "create an API token (shown once)"},
+    {"GET", "/api/v1/tokens", token_list, SRV_AUTH_TOKEN, SRV_SCOPE_TOKENS, 0, "list API tokens"},
+    {"DELETE", "/api/v1/tokens/{id}", token_revoke, SRV_AUTH_TOKEN, SRV_SCOPE_TOKENS, 0,
+     "revoke an API token (at once)"},
+    {"GET", "/api/v1/audit", audit_list, SRV_AUTH_TOKEN, SRV_SCOPE_AUDIT_READ, 0,
+     "the audit log, oldest first (?after=ID&limit=N)"},
+};
+const size_t srv_nroutes = OT_ARRAY_SIZE(srv_routes);
+
+json_t *srv_routes_json(void)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < srv_nroutes; i++) {
+        const struct srv_route *r = &srv_routes[i];
+        json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:s*, s:I, s:s}", "method", r->method,
+                                           "path", r->pattern, "auth",
+                                           r->auth == SRV_AUTH_TOKEN ? "token" : "none", "scope",
+                                           r->auth == SRV_AUTH_TOKEN ? srv_scope_name(r->scope)
+                                                                     : NULL,
+                                           "max_body", (json_int_t)r->max_body, "summary",
+                                           r->summary));
+    }
+    return a;
+}
