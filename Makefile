@@ -15,9 +15,9 @@ $(BUILD)/build.ninja:
 build: bootstrap $(BUILD)/build.ninja
 	ninja -C $(BUILD)
 
-# The main job: until otterd exists, a demo of the artifact tool chain (keys, pack, sign, verify).
+# The main job: the artifact tool-chain demo, then otterd in the foreground (Ctrl-C stops it).
 run: build
-	@scripts/demo.sh $(BUILD)
+	@scripts/run.sh $(BUILD)
 
 # Every test, twice: a normal -Werror build and an ASan+UBSan build. Ends with "N passed, N failed".
 test: bootstrap

@@ -8,8 +8,10 @@ PACKAGES=(
   build-essential meson ninja-build pkg-config clang
   # core library
   libsodium-dev libssl-dev libjansson-dev libzstd-dev libarchive-dev
+  # otterd: HTTP server, embedded database (sqlite3: the shell, for operators and tests)
+  libmicrohttpd-dev libsqlite3-dev sqlite3
   # tests: cmocka unit tests, pytest integration tests, libFuzzer/ASan runtimes for clang, GNU tar
-  libcmocka-dev python3 python3-pytest libclang-rt-14-dev tar
+  libcmocka-dev python3 python3-pytest python3-yaml libclang-rt-14-dev tar
   # benchmarks: the reference tools and timing
   zstd openssl time bc hyperfine
 )

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds and runs the whole suite: unit tests (cmocka), fuzz-corpus replays, the layering check and
-# the integration tests (pytest driving the real binaries), once in a normal -Werror build and once
-# in an ASan+UBSan build. Prints one summary line at the end: "N passed, N failed".
+# the integration tests (pytest driving the real otter and otterd binaries), once in a normal
+# -Werror build and once in an ASan+UBSan build. Prints one summary line at the end: "N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,7 +32,7 @@ run_build() { # name, dir, meson args...
   cp "$dir/meson-logs/testlog.json" "$results_dir/meson-$name.json" 2>/dev/null
   echo "=== $name integration tests"
   if ! OTTER_BUILD_DIR="$PWD/$dir" /usr/bin/python3 -m pytest -q -p no:cacheprovider \
-        --junitxml="$results_dir/pytest-$name.xml" tests/integration; then
+        --junitxml="$results_dir/pytest-$name.xml" tests/integration tests/server; then
     status=1
   fi
 }
