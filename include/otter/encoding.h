@@ -6,6 +6,8 @@
 
 /* Writes 2*n lowercase hex digits and a NUL to out (size >= 2*n+1). */
 void ot_hex_encode(const uint8_t *in, size_t n, char *out);
+/* The value of one hex digit (either case), or -1. */
+int ot_hex_digit_value(char c);
 /* Decodes exactly 2*n hex digits (either case) into out; OT_ERR_FORMAT otherwise. */
 enum ot_err ot_hex_decode(const char *hex, uint8_t *out, size_t n) OT_MUST_CHECK;
 

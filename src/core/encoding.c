@@ -12,7 +12,7 @@ void ot_hex_encode(const uint8_t *in, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
-static int hexval(char c)
+int ot_hex_digit_value(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -28,7 +28,7 @@ enum ot_err ot_hex_decode(const char *hex, uint8_t *out, size_t n)
     for (size_t i = 0; i < n; i++) {
         if (!hex[2 * i] || !hex[2 * i + 1])
             return OT_ERR_FORMAT;
-        int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+        int hi = ot_hex_digit_value(hex[2 * i]), lo = ot_hex_digit_value(hex[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return OT_ERR_FORMAT;
         out[i] = (uint8_t)(hi << 4 | lo);

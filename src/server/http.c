@@ -30,6 +30,7 @@
 
 #include "http.h"
 #include "otter/file.h"
+#include "otter/encoding.h"
 #include "otter/json.h"
 #include "otter/log.h"
 #include "otter/parse.h"
@@ -130,17 +131,6 @@ unsigned srv_status_for_err(enum ot_err err)
 
 /* ---- small helpers --------------------------------------------------------------------------- */
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* RFC 3986 pchar without '%': unreserved, sub-delims, ':' and '@'. */
 static bool path_char(unsigned char c)
 {
@@ -159,8 +149,8 @@ static ssize_t pct_decode(const char *s, size_t n, char *out)
             out[o++] = s[i];
             continue;
         }
-        int hi = i + 2 < n ? hex_value(s[i + 1]) : -1;
-        int lo = i + 2 < n ? hex_value(s[i + 2]) : -1;
+        int hi = i + 2 < n ? ot_hex_digit_value(s[i + 1]) : -1;
+        int lo = i + 2 < n ? ot_hex_digit_value(s[i + 2]) : -1;
         if (hi < 0 || lo < 0)
             return -1;
         out[o++] = (char)(hi << 4 | lo);
@@ -409,7 +399,7 @@ static const char *path_problem(const char *path)
     if (strcasestr(path, "%2e%2e") || strstr(path, "%00"))
         return "the request path contains an encoded '..' or NUL";
     for (const char *s = path; *s; s++) {
-        if (*s == '%' && (hex_value(s[1]) < 0 || hex_value(s[2]) < 0))
+        if (*s == '%' && (ot_hex_digit_value(s[1]) < 0 || ot_hex_digit_value(s[2]) < 0))
             return "the request path contains an invalid percent escape";
         if (*s != '/' && *s != '%' && !path_char((unsigned char)*s))
             return "the request path contains a character that must be percent-encoded";
