@@ -13,7 +13,7 @@ PACKAGES=(
   # tests: cmocka unit tests, pytest integration tests, libFuzzer/ASan runtimes for clang, GNU tar
   libcmocka-dev python3 python3-pytest python3-yaml libclang-rt-14-dev tar
   # benchmarks: the reference tools and timing
-  zstd openssl time bc hyperfine
+  zstd openssl time bc hyperfine wrk nginx-light
 )
 
 missing=()
