@@ -12,8 +12,8 @@ static const struct scheme {
     bool keep_prefix;
 } schemes[] = {
     {"sqlite:", &srv__store_sqlite_ops, false},
-    {"postgresql://", NULL, true},
-    {"postgres://", NULL, true},
+    {"postgresql://", &srv__store_pg_ops, true},
+    {"postgres://", &srv__store_pg_ops, true},
 };
 
 /* "name://..." with a URL scheme name before "://", which a file name practically never has. */
@@ -28,11 +28,11 @@ static enum ot_err open_with(const struct scheme *sc, const char *url, struct sr
 {
     if (!sc->ops)
         return ot_diag_set(d, OT_ERR_UNSUPPORTED,
-                           "store URL '%.*s...': PostgreSQL is not supported by this otterd yet; "
+                           "store URL '%.*s...': this back end is not supported by this otterd; "
                            "use sqlite:PATH",
                            (int)strlen(sc->prefix), url);
     const char *target = sc->keep_prefix ? url : url + strlen(sc->prefix);
-    if (!*target)
+    if (!*target) /* only "sqlite:" can get here: the other prefixes are the URL itself */
         return ot_diag_set(d, OT_ERR_INVALID, "store URL '%s' names no database", url);
     /* "sqlite:///abs/path" is a path, but "sqlite://host/x" would quietly mean "/host/x". */
     if (!sc->keep_prefix && strncmp(target, "//", 2) == 0 && target[2] != '/')

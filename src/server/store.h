@@ -1,6 +1,6 @@
-/* otterd's persistent state behind one interface. SQLite (store_sqlite.c, the default) implements
- * it now; PostgreSQL (store_pg.c) will implement the same functions, and one contract test suite
- * (tests/unit/test_store.c) runs against every back end.
+/* otterd's persistent state behind one interface, with two back ends: SQLite (store_sqlite.c, the
+ * default, embedded) and PostgreSQL (store_pg.c, for several otterd instances). One contract test
+ * suite (tests/unit/test_store.c) runs against both; the test run starts a real PostgreSQL.
  *
  * Rules every back end keeps:
  *  - a call that returns OT_OK has committed its writes durably (SQLite: WAL, synchronous=FULL);
@@ -59,7 +59,8 @@ struct srv_audit {
 
 /* Opens (creating if needed) the store named by url and applies pending migrations:
  *   "sqlite:/var/lib/otter/otter.db"  (or a plain path)
- *   "postgresql://..."                 → OT_ERR_UNSUPPORTED until store_pg.c exists */
+ *   "postgresql://user@host/db", "postgres://..." (libpq connection URIs; messages never repeat
+ *   the URL, which may hold a password) */
 enum ot_err srv_store_open(const char *url, struct srv_store **ret, struct ot_diag *d)
     OT_MUST_CHECK;
 void srv_store_close(struct srv_store *s);

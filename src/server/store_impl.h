@@ -1,6 +1,6 @@
 /* The back-end side of store.h. store.c parses the URL, checks every argument against the limits
  * in store.h and then calls the back end through its ops table, so a back end only ever sees valid
- * input and a new one (store_pg.c) is one more table, with no change to the callers.
+ * input and a new one is one more table, with no change to the callers.
  *
  * A back end's store object starts with struct srv_store (its first member), so store.c can reach
  * the ops table without knowing the rest. */
@@ -37,5 +37,7 @@ struct srv_store {
 
 /* The SQLite back end (store_sqlite.c). */
 extern const struct srv_store_ops srv__store_sqlite_ops;
+/* The PostgreSQL back end (store_pg.c); gets the whole "postgresql://" URL. */
+extern const struct srv_store_ops srv__store_pg_ops;
 
 #endif
