@@ -10,6 +10,9 @@ PACKAGES=(
   libsodium-dev libssl-dev libjansson-dev libzstd-dev libarchive-dev
   # otterd: HTTP server, embedded database (sqlite3: the shell, for operators and tests)
   libmicrohttpd-dev libsqlite3-dev sqlite3
+  # otterd's PostgreSQL back end (libpq), and a server for its tests (scripts/test.sh starts a
+  # throwaway cluster; postgresql-common has pg_createcluster and pg_virtualenv)
+  libpq-dev postgresql postgresql-common
   # tests: cmocka unit tests, pytest integration tests, libFuzzer/ASan runtimes for clang, GNU tar
   libcmocka-dev python3 python3-pytest python3-yaml libclang-rt-14-dev tar
   # benchmarks: the reference tools and timing

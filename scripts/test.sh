@@ -2,13 +2,57 @@
 # Builds and runs the whole suite: unit tests (cmocka), fuzz-corpus replays, the layering check and
 # the integration tests (pytest driving the real otter and otterd binaries), once in a normal
 # -Werror build and once in an ASan+UBSan build. Prints one summary line at the end: "N passed, N failed".
+# The store's contract tests also run against a real PostgreSQL: a throwaway server started here
+# (or the one OTTER_TEST_PG_URL already names).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 builds="${OTTER_TEST_BUILDS:-normal asan}"
 results_dir=$(mktemp -d "${TMPDIR:-/tmp}/otter-test.XXXXXX")
-trap 'rm -rf "$results_dir"' EXIT
+pg_dir=""
+pg_bin=""
+pg_as=()
+trap 'pg_stop; rm -rf "$results_dir"' EXIT
+trap 'exit 130' INT TERM # so that the EXIT trap runs
 status=0
+
+# A throwaway PostgreSQL cluster in a temp dir for the store tests (test_store.c makes a database
+# per case in it). Unix socket only, in that dir: no TCP port, so nothing to collide with. fsync is
+# off because nothing here must survive a power cut; the durability case kills the client, not the
+# server, and commits stay synchronous. initdb refuses to run as root: then it runs as postgres.
+pg_start() {
+  if [ -n "${OTTER_TEST_PG_URL:-}" ]; then
+    echo "=== PostgreSQL: the server OTTER_TEST_PG_URL names"; return 0
+  fi
+  local bin
+  bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  if [ ! -x "$bin/initdb" ]; then
+    echo "PostgreSQL server binaries not found (scripts/bootstrap.sh installs them)"; return 1
+  fi
+  pg_dir=$(mktemp -d /tmp/otter-pg.XXXXXX) # /tmp: the socket path must stay short
+  if [ "$(id -u)" -eq 0 ]; then
+    chown postgres: "$pg_dir"; pg_as=(runuser -u postgres --)
+  fi
+  pg_bin=$bin
+  if ! "${pg_as[@]}" "$bin/initdb" -D "$pg_dir/data" -U postgres -A trust -E UTF8 --locale=C \
+        --no-sync >"$pg_dir/initdb.log" 2>&1; then
+    cat "$pg_dir/initdb.log"; return 1
+  fi
+  if ! "${pg_as[@]}" "$bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/server.log" -w -t 30 \
+        -o "-c listen_addresses='' -c unix_socket_directories='$pg_dir' -c fsync=off" \
+        start >/dev/null; then
+    cat "$pg_dir/server.log"; return 1
+  fi
+  export OTTER_TEST_PG_URL="postgresql:///postgres?host=$pg_dir&user=postgres"
+  echo "=== PostgreSQL: throwaway server in $pg_dir"
+}
+
+pg_stop() {
+  [ -n "$pg_dir" ] || return 0
+  "${pg_as[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -m immediate stop >/dev/null 2>&1
+  rm -rf "$pg_dir"
+  pg_dir=""
+}
 
 setup() { # dir, extra meson args...
   local dir=$1; shift
@@ -36,6 +80,10 @@ run_build() { # name, dir, meson args...
     status=1
   fi
 }
+
+if ! pg_start; then
+  echo "PostgreSQL: could not start a server for the tests" >"$results_dir/postgresql.fail"; status=1
+fi
 
 for b in $builds; do
   case $b in
