@@ -5,9 +5,10 @@
  *     manifest.sig     one or more Ed25519 signatures over the exact bytes of manifest.json
  *     payload/<name>   each payload in manifest order: raw, zstd-compressed and/or encrypted
  *
- * Reading verifies the signature threshold once, then hashes every payload while it streams: the
- * stored bytes against stored_sha256, the decoded bytes against sha256. The consumer sees decoded
- * bytes as they arrive but must not make them active before payload_end reports them verified. */
+ * Reading verifies the signature threshold once (before the manifest is parsed), then checks every
+ * payload while it streams: decoding, the decoded bytes against sha256; in stored mode (no keys),
+ * the stored bytes against stored_sha256. The consumer sees bytes as they arrive but must not make
+ * them active before payload_end reports them verified. */
 #ifndef OTTER_ARTIFACT_H
 #define OTTER_ARTIFACT_H
 
