@@ -433,14 +433,26 @@ static enum ot_err check_not_newer(int64_t version, struct ot_diag *d)
                        (long long)version, SCHEMA_VERSION);
 }
 
+/* One snapshot for all the checks: as separate autocommit statements (READ COMMITTED), another
+ * otterd's first migration could commit between "is there a marker?" (no) and "are there tables?"
+ * (yes), and this database would look like another program's. Seen in the concurrent-open test. */
 static enum ot_err check_db(struct pg_store *s, int64_t *ret_version, struct ot_diag *d)
 {
-    enum ot_err err = check_identity(s, d);
+    enum ot_err err = exec_script(s, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+                                  "check the database", d);
+    if (err)
+        return err;
+    err = check_identity(s, d);
     if (!err)
         err = read_version(s, ret_version, d);
     if (!err)
-        err = check_not_newer(*ret_version, d);
-    return err;
+        err = exec_script(s, "COMMIT", "check the database", d);
+    if (err) {
+        if (PQtransactionStatus(s->conn) != PQTRANS_IDLE)
+            PQclear(PQexec(s->conn, "ROLLBACK"));
+        return err;
+    }
+    return check_not_newer(*ret_version, d);
 }
 
 static enum ot_err record_migration(struct pg_store *s, int64_t version, struct ot_diag *d)
