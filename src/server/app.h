@@ -36,10 +36,6 @@ const char *srv_scope_name(uint32_t scope_bit);
 int srv_auth_check(void *app, struct srv_request *req, const struct srv_route *route, char *msg,
                    size_t msg_len);
 
-/* The token the request authenticated with (looked up again: handlers that need its scopes, such
- * as token creation, which may not grant scopes its creator lacks). */
-bool srv_auth_current(struct srv_app *app, struct srv_request *req, struct srv_token *ret);
-
 /* On a store that has never had one, creates the first admin token and writes its text to ret
  * (the caller prints it once). OT_ERR_EXISTS when the store was bootstrapped before. */
 enum ot_err srv_auth_bootstrap_admin(struct srv_app *app, char ret[SRV_TOKEN_TEXT_MAX],

@@ -152,13 +152,8 @@ int srv_auth_check(void *app, struct srv_request *req, const struct srv_route *r
     char principal[SRV_TOKEN_NAME_MAX + 32];
     snprintf(principal, sizeof(principal), "token:%lld (%s)", (long long)t.id, t.name);
     srv_req_set_principal(req, principal);
+    srv_req_set_scopes(req, t.scopes);
     return 0;
-}
-
-bool srv_auth_current(struct srv_app *app, struct srv_request *req, struct srv_token *ret)
-{
-    char why[128];
-    return current_token(app, req, ret, why, sizeof(why));
 }
 
 enum ot_err srv_auth_bootstrap_admin(struct srv_app *app, char ret[SRV_TOKEN_TEXT_MAX],

@@ -92,6 +92,7 @@ struct srv_request {
     struct ot_buf body;
     size_t discarded;
     char principal[PRINCIPAL_MAX];
+    uint32_t scopes; /* of the authenticated token */
     struct MHD_Response *response; /* the reply, until queued */
     unsigned status;
     size_t reply_bytes;
@@ -597,6 +598,10 @@ json_t *srv_req_json(struct srv_request *req)
 }
 
 const char *srv_req_principal(const struct srv_request *req) { return req->principal; }
+
+uint32_t srv_req_scopes(const struct srv_request *req) { return req->scopes; }
+
+void srv_req_set_scopes(struct srv_request *req, uint32_t scopes) { req->scopes = scopes; }
 
 void srv_req_set_principal(struct srv_request *req, const char *principal)
 {

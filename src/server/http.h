@@ -91,9 +91,12 @@ const struct ot_buf *srv_req_body(const struct srv_request *req);
 /* Parses the body as a JSON object with ot_json_parse; on failure answers 400 itself and
  * returns NULL. The caller owns the reference. */
 json_t *srv_req_json(struct srv_request *req);
-/* Who made the request ("token:3 (ci)"), set by the auth callback; "" for public routes. */
+/* Who made the request ("token:3 (ci)") and what it may do (srv_scope bits), set by the auth
+ * callback once per request; "" and 0 for public routes. */
 const char *srv_req_principal(const struct srv_request *req);
 void srv_req_set_principal(struct srv_request *req, const char *principal);
+uint32_t srv_req_scopes(const struct srv_request *req);
+void srv_req_set_scopes(struct srv_request *req, uint32_t scopes);
 
 /* Replies (exactly one per request). The JSON reply takes ownership of body. */
 void srv_reply_json(struct srv_request *req, unsigned status, json_t *body);
