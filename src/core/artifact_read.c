@@ -12,12 +12,10 @@
  * size); hashes are compared at the end of the entry, and only then is payload_end called. */
 #include <fcntl.h>
 #include <sodium.h>
-#include <sys/stat.h>
 
 #include "otter/artifact.h"
 #include "otter/crypt.h"
 #include "otter/encoding.h"
-#include "otter/file.h"
 #include "otter/tar.h"
 
 enum expect {
