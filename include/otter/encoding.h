@@ -19,4 +19,8 @@ void ot_base64_encode(const uint8_t *in, size_t n, char *out);
  * wrong length, trailing garbage). */
 enum ot_err ot_base64_decode_exact(const char *b64, uint8_t *out, size_t n) OT_MUST_CHECK;
 
+/* Well-formed UTF-8 (what jansson accepts) without control characters: no C0, DEL or C1, except
+ * the C0 characters listed in allowed (e.g. "\t\n"; may be NULL). For text from untrusted input
+ * that ends up in terminals and logs. */
+bool ot_utf8_printable(const char *s, size_t len, const char *allowed);
 #endif

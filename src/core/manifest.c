@@ -66,50 +66,6 @@ static const struct text_rule text_rules[] = {
     [TEXT_ARG] = {0, OT_MANIFEST_ARG_MAX, NULL, NULL, "at most 1024 bytes of printable UTF-8"},
 };
 
-/* Length of the well-formed UTF-8 sequence at s (no overlongs, surrogates or values above
- * U+10FFFF: the same rules jansson applies when it decodes), 0 if there is none. */
-static size_t utf8_seq_len(const unsigned char *s, size_t left)
-{
-    size_t n;
-    uint32_t cp, min;
-    if (s[0] < 0x80)
-        return 1;
-    if (s[0] >= 0xc2 && s[0] <= 0xdf)
-        n = 2, cp = s[0] & 0x1fu, min = 0x80;
-    else if ((s[0] & 0xf0) == 0xe0)
-        n = 3, cp = s[0] & 0x0fu, min = 0x800;
-    else if (s[0] >= 0xf0 && s[0] <= 0xf4)
-        n = 4, cp = s[0] & 0x07u, min = 0x10000;
-    else
-        return 0;
-    if (n > left)
-        return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = cp << 6 | (s[i] & 0x3fu);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    /* C1 control characters (U+0080..U+009F) are as unwelcome in a log line as C0 ones. */
-    return cp >= 0x80 && cp <= 0x9f ? 0 : n;
-}
-
-/* Well-formed UTF-8 without control characters (C0, DEL, C1). */
-static bool printable_utf8(const char *s, size_t len)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    for (size_t i = 0; i < len;) {
-        if (p[i] < 0x20 || p[i] == 0x7f)
-            return false;
-        size_t n = utf8_seq_len(p + i, len - i);
-        if (n == 0)
-            return false;
-        i += n;
-    }
-    return true;
-}
-
 static bool text_valid(enum text_kind kind, const char *s)
 {
     const struct text_rule *r = &text_rules[kind];
@@ -123,7 +79,7 @@ static bool text_valid(enum text_kind kind, const char *s)
     if (r->forbidden && strpbrk(s, r->forbidden))
         return false;
     if (!r->char_ok)
-        return printable_utf8(s, len);
+        return ot_utf8_printable(s, len, NULL);
     for (size_t i = 0; i < len; i++)
         if (!r->char_ok((unsigned char)s[i]))
             return false;
