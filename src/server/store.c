@@ -2,6 +2,7 @@
  * here, for all back ends, and dispatches through the back end's ops table (store_impl.h). */
 #include <time.h>
 
+#include "otter/json.h"
 #include "store_impl.h"
 
 /* URL prefixes, first match wins; a plain path (no scheme) is SQLite. ops NULL: a back end that is
@@ -101,6 +102,239 @@ static enum ot_err check_token(const struct srv_token *t, struct ot_diag *d)
     return OT_OK;
 }
 
+static enum ot_err check_limit(size_t limit, size_t max, struct ot_diag *d)
+{
+    if (limit < 1 || limit > max)
+        return ot_diag_set(d, OT_ERR_RANGE, "limit %zu is not between 1 and %zu", limit, max);
+    return OT_OK;
+}
+
+static enum ot_err check_time(const char *what, int64_t t, struct ot_diag *d)
+{
+    return t >= 0 ? OT_OK : ot_diag_set(d, OT_ERR_INVALID, "%s must not be negative", what);
+}
+
+/* A JSON text of the given type (JSON_OBJECT, JSON_ARRAY), parsed with the strict rules of
+ * otter/json.h, so what the store keeps is always valid for whoever reads it back. */
+static enum ot_err check_json(const char *what, const char *text, size_t max, json_type type,
+                              struct ot_diag *d)
+{
+    enum ot_err err = check_string(what, text, 1, max, d);
+    if (err)
+        return err;
+    json_t *v = NULL;
+    struct ot_diag parse = {0};
+    if (ot_json_parse((const uint8_t *)text, strlen(text), &v, &parse) != OT_OK)
+        return ot_diag_set(d, OT_ERR_INVALID, "%s is not valid JSON: %s", what, parse.msg);
+    bool ok = json_typeof(v) == type;
+    json_decref(v);
+    if (!ok)
+        return ot_diag_set(d, OT_ERR_INVALID, "%s must be a JSON %s", what,
+                           type == JSON_OBJECT ? "object" : "array");
+    return OT_OK;
+}
+
+/* 1..max bytes of printable ASCII (0x20..0x7e), like token names: these end up in logs, JSON and
+ * the dashboard. */
+static enum ot_err check_printable(const char *what, const char *s, size_t max, struct ot_diag *d)
+{
+    enum ot_err err = check_string(what, s, 1, max, d);
+    for (size_t i = 0; !err && s[i]; i++)
+        if (s[i] < 0x20 || s[i] > 0x7e)
+            err = ot_diag_set(d, OT_ERR_INVALID, "%s must be printable ASCII (byte 0x%02x at %zu)",
+                              what, (unsigned char)s[i], i);
+    return err;
+}
+
+/* [A-Za-z0-9._-]{1,63}: tags go into URLs and filters unquoted, and the back ends join them with
+ * blanks (srv__store_split_tags). */
+static enum ot_err check_tag(const char *tag, struct ot_diag *d)
+{
+    if (!tag)
+        return ot_diag_set(d, OT_ERR_INVALID, "a tag is missing");
+    size_t n = strnlen(tag, SRV_TAG_MAX);
+    size_t ok = strspn(tag, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-");
+    if (n == 0 || n == SRV_TAG_MAX || ok != n)
+        return ot_diag_set(d, OT_ERR_INVALID,
+                           "tag '%.*s' is not 1 to %d of the characters A-Z a-z 0-9 . _ -",
+                           (int)OT_MIN(n, (size_t)SRV_TAG_MAX - 1), tag, SRV_TAG_MAX - 1);
+    return OT_OK;
+}
+
+static int compare_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The tag set as the back ends want it: checked, sorted, duplicates merged, at most
+ * SRV_DEVICE_TAGS_MAX. *ret (malloc'd, NULL when there are none) points into tags. */
+static enum ot_err normalize_tags(const char *const *tags, size_t n, const char ***ret,
+                                  size_t *ret_n, struct ot_diag *d)
+{
+    *ret = NULL;
+    *ret_n = 0;
+    if (n && !tags)
+        return ot_diag_set(d, OT_ERR_INVALID, "no tags given");
+    for (size_t i = 0; i < n; i++) {
+        enum ot_err err = check_tag(tags[i], d);
+        if (err)
+            return err;
+    }
+    if (n == 0)
+        return OT_OK;
+    const char **sorted = malloc(n * sizeof(*sorted));
+    if (!sorted)
+        return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+    memcpy(sorted, tags, n * sizeof(*sorted));
+    qsort(sorted, n, sizeof(*sorted), compare_str);
+    size_t m = 1;
+    for (size_t i = 1; i < n; i++)
+        if (strcmp(sorted[i], sorted[m - 1]) != 0)
+            sorted[m++] = sorted[i];
+    if (m > SRV_DEVICE_TAGS_MAX) {
+        free(sorted);
+        return ot_diag_set(d, OT_ERR_LIMIT, "%zu tags: a device has at most %d", m,
+                           SRV_DEVICE_TAGS_MAX);
+    }
+    *ret = sorted;
+    *ret_n = m;
+    return OT_OK;
+}
+
+enum ot_err srv__store_split_tags(const char *joined, char ***ret, size_t *ret_n,
+                                  struct ot_diag *d)
+{
+    *ret = NULL;
+    *ret_n = 0;
+    const char *start = joined ? joined + strspn(joined, " ") : "";
+    size_t n = 0;
+    for (const char *p = start; *p; p += strspn(p, " "), n++)
+        p += strcspn(p, " ");
+    if (n == 0)
+        return OT_OK;
+    char **tags = calloc(n, sizeof(*tags));
+    if (!tags)
+        return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+    size_t i = 0;
+    for (const char *p = start; *p; p += strspn(p, " "), i++) {
+        size_t len = strcspn(p, " ");
+        if (!(tags[i] = strndup(p, len))) {
+            for (size_t k = 0; k < i; k++)
+                free(tags[k]);
+            free(tags);
+            return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+        }
+        p += len;
+    }
+    qsort(tags, n, sizeof(*tags), compare_str); /* byte order, whatever the database collates */
+    *ret = tags;
+    *ret_n = n;
+    return OT_OK;
+}
+
+static enum ot_err check_device_status(enum srv_device_status st, bool any_ok, struct ot_diag *d)
+{
+    if ((any_ok && st == 0) || (st >= SRV_DEVICE_PENDING && st <= SRV_DEVICE_DECOMMISSIONED))
+        return OT_OK;
+    return ot_diag_set(d, OT_ERR_INVALID, "unknown device status %d", (int)st);
+}
+
+static enum ot_err check_device_type(const char *type, struct ot_diag *d)
+{
+    return check_string("device type", type, 0, SRV_DEVICE_TYPE_MAX - 1, d);
+}
+
+static enum ot_err check_device(const struct srv_device *dev, struct ot_diag *d)
+{
+    enum ot_err err = check_device_status(dev->status, false, d);
+    if (!err && strnlen(dev->device_type, sizeof(dev->device_type)) == sizeof(dev->device_type))
+        err = ot_diag_set(d, OT_ERR_LIMIT, "device type is longer than %d bytes",
+                          SRV_DEVICE_TYPE_MAX - 1);
+    if (!err)
+        err = check_json("device identity", dev->identity, SRV_DEVICE_IDENTITY_MAX, JSON_OBJECT,
+                         d);
+    if (!err && dev->attributes)
+        err = check_json("device attributes", dev->attributes, SRV_DEVICE_JSON_MAX, JSON_OBJECT,
+                         d);
+    if (!err && dev->installed)
+        err = check_json("installed payloads", dev->installed, SRV_DEVICE_JSON_MAX, JSON_OBJECT,
+                         d);
+    if (!err)
+        err = check_time("device creation time", dev->created_at, d);
+    return err;
+}
+
+static bool is_sha256_hex(const char *s)
+{
+    return strnlen(s, SRV_SHA256_HEX) == SRV_SHA256_HEX - 1 &&
+           strspn(s, "0123456789abcdef") == SRV_SHA256_HEX - 1;
+}
+
+static enum ot_err check_artifact(const struct srv_artifact *a, struct ot_diag *d)
+{
+    enum ot_err err = check_string("artifact name", a->name, 1, SRV_ARTIFACT_FIELD_MAX, d);
+    if (!err)
+        err = check_string("artifact version", a->version, 1, SRV_ARTIFACT_FIELD_MAX, d);
+    if (!err && !is_sha256_hex(a->sha256))
+        err = ot_diag_set(d, OT_ERR_INVALID, "artifact sha256 is not 64 lower-case hex digits");
+    if (!err && a->size > INT64_MAX)
+        err = ot_diag_set(d, OT_ERR_RANGE, "artifact size %llu is too large",
+                          (unsigned long long)a->size);
+    if (!err)
+        err = check_string("artifact manifest", a->manifest, 1, SRV_ARTIFACT_MANIFEST_MAX, d);
+    if (!err)
+        err = check_string("artifact signatures", a->signatures, 1, SRV_ARTIFACT_SIGNATURES_MAX,
+                           d);
+    if (!err)
+        err = check_json("artifact device types", a->device_types, SRV_DEVICE_JSON_MAX,
+                         JSON_ARRAY, d);
+    if (!err)
+        err = check_time("artifact creation time", a->created_at, d);
+    if (!err)
+        err = check_string("artifact uploader", a->uploaded_by, 1, SRV_AUDIT_FIELD_MAX, d);
+    return err;
+}
+
+static enum ot_err check_deployment(const struct srv_deployment *dep, struct ot_diag *d)
+{
+    enum ot_err err = check_printable("deployment name", dep->name, SRV_DEPLOYMENT_NAME_MAX - 1, d);
+    if (!err)
+        err = check_json("deployment target", dep->target, SRV_DEPLOYMENT_TARGET_MAX, JSON_OBJECT,
+                         d);
+    if (!err)
+        err = check_time("deployment creation time", dep->created_at, d);
+    if (!err)
+        err = check_string("deployment creator", dep->created_by, 1, SRV_AUDIT_FIELD_MAX, d);
+    return err;
+}
+
+static int compare_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* A device listed twice would get two rows; the database would refuse the second one with a
+ * message that names no device. */
+static enum ot_err check_unique_ids(const int64_t *ids, size_t n, struct ot_diag *d)
+{
+    _cleanup_free_ int64_t *sorted = malloc(n * sizeof(*sorted));
+    if (!sorted)
+        return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+    memcpy(sorted, ids, n * sizeof(*sorted));
+    qsort(sorted, n, sizeof(*sorted), compare_i64);
+    for (size_t i = 1; i < n; i++)
+        if (sorted[i] == sorted[i - 1])
+            return ot_diag_set(d, OT_ERR_INVALID, "device %lld is listed twice",
+                               (long long)sorted[i]);
+    return OT_OK;
+}
+
+static enum ot_err check_message(const char *message, struct ot_diag *d)
+{
+    return message ? check_string("status message", message, 0, SRV_DD_MESSAGE_MAX, d) : OT_OK;
+}
+
 /* ---- dispatch -------------------------------------------------------------------------------- */
 
 enum ot_err srv_store_meta_get(struct srv_store *s, const char *key, char **ret, struct ot_diag *d)
@@ -174,6 +408,423 @@ void srv_audit_list_free(struct srv_audit *list, size_t n)
         free(list[i].action);
         free(list[i].object);
         free(list[i].detail);
+    }
+    free(list);
+}
+
+/* ---- devices --------------------------------------------------------------------------------- */
+
+enum ot_err srv_store_device_create(struct srv_store *s, struct srv_device *d, struct ot_diag *diag)
+{
+    if (!d)
+        return ot_diag_set(diag, OT_ERR_INVALID, "no device given");
+    _cleanup_free_ const char **tags = NULL;
+    size_t ntags = 0;
+    enum ot_err err = check_device(d, diag);
+    if (!err)
+        err = normalize_tags((const char *const *)d->tags, d->ntags, &tags, &ntags, diag);
+    if (err)
+        return err;
+    struct srv_device row = *d;
+    row.updated_at = row.created_at;
+    row.last_seen = 0;
+    row.attributes = d->attributes ? d->attributes : (char *)"{}";
+    row.installed = d->installed ? d->installed : (char *)"{}";
+    row.tags = (char **)tags;
+    row.ntags = ntags;
+    int64_t id = 0;
+    err = s->ops->device_create(s, &row, &id, diag);
+    if (!err)
+        d->id = id;
+    return err;
+}
+
+enum ot_err srv_store_device_get(struct srv_store *s, int64_t id, struct srv_device *ret,
+                                 struct ot_diag *diag)
+{
+    if (!ret)
+        return ot_diag_set(diag, OT_ERR_INVALID, "nowhere to put the device");
+    return s->ops->device_get(s, id, ret, diag);
+}
+
+enum ot_err srv_store_device_by_pubkey(struct srv_store *s,
+                                       const uint8_t pubkey[SRV_DEVICE_PUBKEY_LEN],
+                                       struct srv_device *ret, struct ot_diag *diag)
+{
+    if (!pubkey || !ret)
+        return ot_diag_set(diag, OT_ERR_INVALID, "no public key given");
+    return s->ops->device_by_pubkey(s, pubkey, ret, diag);
+}
+
+enum ot_err srv_store_device_set_status(struct srv_store *s, int64_t id,
+                                        enum srv_device_status status, int64_t now,
+                                        struct ot_diag *diag)
+{
+    enum ot_err err = check_device_status(status, false, diag);
+    if (!err)
+        err = check_time("time", now, diag);
+    return err ? err : s->ops->device_set_status(s, id, status, now, diag);
+}
+
+enum ot_err srv_store_device_set_installed(struct srv_store *s, int64_t id, const char *device_type,
+                                           const char *installed, int64_t now,
+                                           struct ot_diag *diag)
+{
+    enum ot_err err = check_device_type(device_type, diag);
+    if (!err)
+        err = check_json("installed payloads", installed, SRV_DEVICE_JSON_MAX, JSON_OBJECT, diag);
+    if (!err)
+        err = check_time("time", now, diag);
+    return err ? err : s->ops->device_set_installed(s, id, device_type, installed, now, diag);
+}
+
+enum ot_err srv_store_device_set_attributes(struct srv_store *s, int64_t id, const char *attributes,
+                                            int64_t now, struct ot_diag *diag)
+{
+    enum ot_err err = check_json("device attributes", attributes, SRV_DEVICE_JSON_MAX,
+                                 JSON_OBJECT, diag);
+    if (!err)
+        err = check_time("time", now, diag);
+    return err ? err : s->ops->device_set_attributes(s, id, attributes, now, diag);
+}
+
+enum ot_err srv_store_device_set_tags(struct srv_store *s, int64_t id, const char *const *tags,
+                                      size_t ntags, int64_t now, struct ot_diag *diag)
+{
+    _cleanup_free_ const char **sorted = NULL;
+    size_t n = 0;
+    enum ot_err err = normalize_tags(tags, ntags, &sorted, &n, diag);
+    if (!err)
+        err = check_time("time", now, diag);
+    return err ? err : s->ops->device_set_tags(s, id, sorted, n, now, diag);
+}
+
+/* No check of the times: this is a batch from the check-in path, retried as a whole when it fails,
+ * and max() makes any value harmless. */
+enum ot_err srv_store_device_touch(struct srv_store *s, const int64_t *ids, const int64_t *at,
+                                   size_t n, struct ot_diag *diag)
+{
+    if (n == 0)
+        return OT_OK;
+    if (!ids || !at)
+        return ot_diag_set(diag, OT_ERR_INVALID, "no device ids or times given");
+    return s->ops->device_touch(s, ids, at, n, diag);
+}
+
+enum ot_err srv_store_device_list(struct srv_store *s, const struct srv_device_filter *f,
+                                  struct srv_device **ret, size_t *ret_n, struct ot_diag *diag)
+{
+    if (!f || !ret || !ret_n)
+        return ot_diag_set(diag, OT_ERR_INVALID, "no device filter given");
+    enum ot_err err = check_limit(f->limit, SRV_LIST_MAX, diag);
+    if (!err)
+        err = check_device_status(f->status, true, diag);
+    if (!err && f->tag)
+        err = check_tag(f->tag, diag);
+    if (!err && f->device_type)
+        err = check_device_type(f->device_type, diag);
+    return err ? err : s->ops->device_list(s, f, ret, ret_n, diag);
+}
+
+enum ot_err srv_store_device_ids_by_tag(struct srv_store *s, const char *tag, int64_t **ret,
+                                        size_t *ret_n, struct ot_diag *diag)
+{
+    if (!ret || !ret_n)
+        return ot_diag_set(diag, OT_ERR_INVALID, "nowhere to put the ids");
+    enum ot_err err = check_tag(tag, diag);
+    return err ? err : s->ops->device_ids_by_tag(s, tag, ret, ret_n, diag);
+}
+
+void srv_device_release(struct srv_device *d)
+{
+    if (!d)
+        return;
+    free(d->identity);
+    free(d->attributes);
+    free(d->installed);
+    for (size_t i = 0; d->tags && i < d->ntags; i++)
+        free(d->tags[i]);
+    free(d->tags);
+    memset(d, 0, sizeof(*d));
+}
+
+void srv_device_list_free(struct srv_device *list, size_t n)
+{
+    for (size_t i = 0; list && i < n; i++)
+        srv_device_release(&list[i]);
+    free(list);
+}
+
+/* ---- artifacts ------------------------------------------------------------------------------- */
+
+enum ot_err srv_store_artifact_create(struct srv_store *s, struct srv_artifact *a,
+                                      struct ot_diag *d)
+{
+    if (!a)
+        return ot_diag_set(d, OT_ERR_INVALID, "no artifact given");
+    int64_t id = 0;
+    enum ot_err err = check_artifact(a, d);
+    if (!err)
+        err = s->ops->artifact_create(s, a, &id, d);
+    if (!err)
+        a->id = id;
+    return err;
+}
+
+enum ot_err srv_store_artifact_get(struct srv_store *s, int64_t id, struct srv_artifact *ret,
+                                   struct ot_diag *d)
+{
+    if (!ret)
+        return ot_diag_set(d, OT_ERR_INVALID, "nowhere to put the artifact");
+    return s->ops->artifact_get(s, id, ret, d);
+}
+
+enum ot_err srv_store_artifact_by_sha256(struct srv_store *s, const char *sha256_hex,
+                                         struct srv_artifact *ret, struct ot_diag *d)
+{
+    if (!sha256_hex || !ret)
+        return ot_diag_set(d, OT_ERR_INVALID, "no sha256 given");
+    if (!is_sha256_hex(sha256_hex))
+        return ot_diag_set(d, OT_ERR_INVALID, "'%.64s' is not 64 lower-case hex digits",
+                           sha256_hex);
+    return s->ops->artifact_by_sha256(s, sha256_hex, ret, d);
+}
+
+enum ot_err srv_store_artifact_list(struct srv_store *s, int64_t after_id, size_t limit,
+                                    struct srv_artifact **ret, size_t *ret_n, struct ot_diag *d)
+{
+    if (!ret || !ret_n)
+        return ot_diag_set(d, OT_ERR_INVALID, "nowhere to put the artifacts");
+    enum ot_err err = check_limit(limit, SRV_LIST_MAX, d);
+    return err ? err : s->ops->artifact_list(s, after_id, limit, ret, ret_n, d);
+}
+
+enum ot_err srv_store_artifact_delete(struct srv_store *s, int64_t id, struct ot_diag *d)
+{
+    return s->ops->artifact_delete(s, id, d);
+}
+
+void srv_artifact_release(struct srv_artifact *a)
+{
+    if (!a)
+        return;
+    free(a->name);
+    free(a->version);
+    free(a->manifest);
+    free(a->signatures);
+    free(a->device_types);
+    free(a->uploaded_by);
+    memset(a, 0, sizeof(*a));
+}
+
+void srv_artifact_list_free(struct srv_artifact *list, size_t n)
+{
+    for (size_t i = 0; list && i < n; i++)
+        srv_artifact_release(&list[i]);
+    free(list);
+}
+
+/* ---- deployments ----------------------------------------------------------------------------- */
+
+static bool all_true(const bool *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!v[i])
+            return false;
+    return true;
+}
+
+enum ot_err srv_store_deployment_create(struct srv_store *s, struct srv_deployment *dep,
+                                        const int64_t *device_ids, const bool *skipped,
+                                        size_t ndevices, const char *skip_message,
+                                        struct ot_diag *d)
+{
+    if (!dep)
+        return ot_diag_set(d, OT_ERR_INVALID, "no deployment given");
+    if (ndevices == 0 || !device_ids)
+        return ot_diag_set(d, OT_ERR_INVALID, "a deployment needs at least one device");
+    enum ot_err err = check_deployment(dep, d);
+    if (!err)
+        err = check_message(skip_message, d);
+    if (!err)
+        err = check_unique_ids(device_ids, ndevices, d);
+    if (err)
+        return err;
+    _cleanup_free_ bool *none = skipped ? NULL : calloc(ndevices, sizeof(*none));
+    if (!skipped && !none)
+        return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+    struct srv_deployment row = *dep;
+    bool finished = all_true(skipped ? skipped : none, ndevices);
+    row.status = finished ? SRV_DEPLOYMENT_FINISHED : SRV_DEPLOYMENT_ACTIVE;
+    row.finished_at = finished ? dep->created_at : 0;
+    row.ndevices = ndevices;
+    int64_t id = 0;
+    err = s->ops->deployment_create(s, &row, device_ids, skipped ? skipped : none, ndevices,
+                                    skip_message ? skip_message : "", &id, d);
+    if (err)
+        return err;
+    dep->id = id;
+    dep->status = row.status;
+    dep->finished_at = row.finished_at;
+    dep->ndevices = ndevices;
+    return OT_OK;
+}
+
+enum ot_err srv_store_deployment_get(struct srv_store *s, int64_t id, struct srv_deployment *ret,
+                                     struct ot_diag *d)
+{
+    if (!ret)
+        return ot_diag_set(d, OT_ERR_INVALID, "nowhere to put the deployment");
+    return s->ops->deployment_get(s, id, ret, d);
+}
+
+enum ot_err srv_store_deployment_list(struct srv_store *s, enum srv_deployment_status status,
+                                      int64_t before_id, size_t limit,
+                                      struct srv_deployment **ret, size_t *ret_n,
+                                      struct ot_diag *d)
+{
+    if (!ret || !ret_n)
+        return ot_diag_set(d, OT_ERR_INVALID, "nowhere to put the deployments");
+    if (status != 0 && (status < SRV_DEPLOYMENT_ACTIVE || status > SRV_DEPLOYMENT_CANCELLED))
+        return ot_diag_set(d, OT_ERR_INVALID, "unknown deployment status %d", (int)status);
+    enum ot_err err = check_limit(limit, SRV_LIST_MAX, d);
+    return err ? err : s->ops->deployment_list(s, status, before_id, limit, ret, ret_n, d);
+}
+
+enum ot_err srv_store_deployment_rollup(struct srv_store *s, int64_t id,
+                                        uint64_t counts[SRV_DD__MAX], struct ot_diag *d)
+{
+    if (!counts)
+        return ot_diag_set(d, OT_ERR_INVALID, "nowhere to put the counts");
+    return s->ops->deployment_rollup(s, id, counts, d);
+}
+
+enum ot_err srv_store_deployment_devices(struct srv_store *s, int64_t id, int64_t after_device_id,
+                                         size_t limit, struct srv_dd **ret, size_t *ret_n,
+                                         struct ot_diag *d)
+{
+    if (!ret || !ret_n)
+        return ot_diag_set(d, OT_ERR_INVALID, "nowhere to put the rows");
+    enum ot_err err = check_limit(limit, SRV_LIST_MAX, d);
+    return err ? err : s->ops->deployment_devices(s, id, after_device_id, limit, ret, ret_n, d);
+}
+
+enum ot_err srv_store_deployment_cancel(struct srv_store *s, int64_t id, int64_t now,
+                                        struct ot_diag *d)
+{
+    enum ot_err err = check_time("time", now, d);
+    return err ? err : s->ops->deployment_cancel(s, id, now, d);
+}
+
+enum ot_err srv_store_device_next(struct srv_store *s, int64_t device_id, struct srv_dd *ret,
+                                  struct ot_diag *d)
+{
+    if (!ret)
+        return ot_diag_set(d, OT_ERR_INVALID, "nowhere to put the row");
+    return s->ops->device_next(s, device_id, ret, d);
+}
+
+enum ot_err srv_store_dd_get(struct srv_store *s, int64_t deployment_id, int64_t device_id,
+                             struct srv_dd *ret, struct ot_diag *d)
+{
+    if (!ret)
+        return ot_diag_set(d, OT_ERR_INVALID, "nowhere to put the row");
+    return s->ops->dd_get(s, deployment_id, device_id, ret, d);
+}
+
+enum ot_err srv_store_dd_report(struct srv_store *s, int64_t deployment_id, int64_t device_id,
+                                enum srv_dd_status status, int progress, const char *message,
+                                const char *log, int64_t at, bool *ret_applied,
+                                enum srv_dd_status *ret_current, struct ot_diag *d)
+{
+    if (!ret_applied)
+        return ot_diag_set(d, OT_ERR_INVALID, "nowhere to put the outcome");
+    if (status < SRV_DD_DOWNLOADING || status > SRV_DD_ROLLED_BACK)
+        return ot_diag_set(d, OT_ERR_INVALID, "status %d cannot be reported by a device",
+                           (int)status);
+    if (progress < -1 || progress > 100)
+        return ot_diag_set(d, OT_ERR_RANGE, "progress %d is not between -1 and 100", progress);
+    enum ot_err err = check_message(message, d);
+    if (!err && log)
+        err = check_string("report log", log, 0, SRV_DD_LOG_MAX, d);
+    if (!err)
+        err = check_time("report time", at, d);
+    if (err)
+        return err;
+    enum srv_dd_status current = 0;
+    err = s->ops->dd_report(s, deployment_id, device_id, status, progress, message ? message : "",
+                            log, at, ret_applied, &current, d);
+    if (!err && ret_current)
+        *ret_current = current;
+    return err;
+}
+
+enum ot_err srv_store_dd_skip(struct srv_store *s, int64_t deployment_id, int64_t device_id,
+                              const char *message, int64_t at, struct ot_diag *d)
+{
+    enum ot_err err = check_message(message, d);
+    if (!err)
+        err = check_time("time", at, d);
+    return err ? err : s->ops->dd_skip(s, deployment_id, device_id, message ? message : "", at, d);
+}
+
+enum ot_err srv_store_dd_events(struct srv_store *s, int64_t deployment_id, int64_t device_id,
+                                int64_t after_id, size_t limit, struct srv_dd_event **ret,
+                                size_t *ret_n, struct ot_diag *d)
+{
+    if (!ret || !ret_n)
+        return ot_diag_set(d, OT_ERR_INVALID, "nowhere to put the events");
+    enum ot_err err = check_limit(limit, SRV_LIST_MAX, d);
+    return err ? err
+               : s->ops->dd_events(s, deployment_id, device_id, after_id, limit, ret, ret_n, d);
+}
+
+enum ot_err srv_store_deployments_generation(struct srv_store *s, int64_t *ret, struct ot_diag *d)
+{
+    if (!ret)
+        return ot_diag_set(d, OT_ERR_INVALID, "nowhere to put the generation");
+    return s->ops->deployments_generation(s, ret, d);
+}
+
+void srv_deployment_release(struct srv_deployment *dep)
+{
+    if (!dep)
+        return;
+    free(dep->name);
+    free(dep->artifact_name);
+    free(dep->artifact_version);
+    free(dep->target);
+    free(dep->created_by);
+    memset(dep, 0, sizeof(*dep));
+}
+
+void srv_deployment_list_free(struct srv_deployment *list, size_t n)
+{
+    for (size_t i = 0; list && i < n; i++)
+        srv_deployment_release(&list[i]);
+    free(list);
+}
+
+void srv_dd_release(struct srv_dd *dd)
+{
+    if (!dd)
+        return;
+    free(dd->message);
+    memset(dd, 0, sizeof(*dd));
+}
+
+void srv_dd_list_free(struct srv_dd *list, size_t n)
+{
+    for (size_t i = 0; list && i < n; i++)
+        srv_dd_release(&list[i]);
+    free(list);
+}
+
+void srv_dd_event_list_free(struct srv_dd_event *list, size_t n)
+{
+    for (size_t i = 0; list && i < n; i++) {
+        free(list[i].message);
+        free(list[i].log);
     }
     free(list);
 }

@@ -10,6 +10,9 @@
 #ifndef OTTERD_STORE_H
 #define OTTERD_STORE_H
 
+#include <stdbool.h>
+#include <stdint.h>
+
 #include "otter/err.h"
 
 struct srv_store;
@@ -35,8 +38,9 @@ enum srv_scope {
     SRV_SCOPE_DEVICES_WRITE = 1u << 6,
     SRV_SCOPE_DEPLOYMENTS_READ = 1u << 7,
     SRV_SCOPE_DEPLOYMENTS_WRITE = 1u << 8,
+    SRV_SCOPE_DEVICES_ENROLL = 1u << 9,  /* a fleet's enrollment token: new devices auto-accepted */
 };
-#define SRV_SCOPE_ALL 0x1ffu
+#define SRV_SCOPE_ALL 0x3ffu
 
 struct srv_token {
     int64_t id;                          /* assigned by the store */
@@ -99,5 +103,269 @@ enum ot_err srv_store_audit_list(struct srv_store *s, int64_t after_id, size_t l
                                  struct srv_audit **ret, size_t *ret_n, struct ot_diag *d)
     OT_MUST_CHECK;
 void srv_audit_list_free(struct srv_audit *list, size_t n);
+
+/* ---- devices --------------------------------------------------------------------------------- */
+
+/* A device's standing with the server (docs/otterd.md, "Devices"). */
+enum srv_device_status {
+    SRV_DEVICE_PENDING = 1,     /* authenticated with an unknown key: waits for an operator */
+    SRV_DEVICE_ACCEPTED,        /* may get tokens, check in, download, report */
+    SRV_DEVICE_REJECTED,        /* refused; an operator may still accept it later */
+    SRV_DEVICE_PREAUTHORIZED,   /* registered in advance: accepted on its first authentication */
+    SRV_DEVICE_DECOMMISSIONED,  /* retired for good: never gets a token again */
+};
+
+#define SRV_DEVICE_PUBKEY_LEN 32      /* Ed25519 public key */
+#define SRV_DEVICE_TYPE_MAX 64        /* bytes, including NUL */
+#define SRV_DEVICE_IDENTITY_MAX 24576 /* bytes of the identity JSON text (16 wire entries fit) */
+#define SRV_DEVICE_JSON_MAX 65536     /* bytes of the attributes / installed JSON texts */
+#define SRV_TAG_MAX 64                /* bytes, including NUL; tags are [A-Za-z0-9._-]{1,63} */
+#define SRV_DEVICE_TAGS_MAX 32        /* tags per device */
+#define SRV_LIST_MAX 1000             /* rows per page of any list call */
+
+struct srv_device {
+    int64_t id;                                /* assigned by the store, never reused */
+    uint8_t pubkey[SRV_DEVICE_PUBKEY_LEN];     /* unique */
+    char *identity;        /* owned: canonical JSON object text, e.g. {"mac":"02:00:00:00:00:01"} */
+    enum srv_device_status status;
+    char device_type[SRV_DEVICE_TYPE_MAX];     /* "" until the device says */
+    int64_t created_at, updated_at;            /* Unix seconds */
+    int64_t last_seen;                         /* Unix seconds; 0 = never */
+    char *attributes;      /* owned: JSON object text of inventory attributes, "{}" when none */
+    char *installed;       /* owned: JSON object text, {"rootfs":{"version":"1.2","sha256":"<hex>"}} */
+    char **tags;           /* owned, sorted, unique */
+    size_t ntags;
+};
+/* Frees the owned members and zeroes d; safe on a zeroed struct. */
+void srv_device_release(struct srv_device *d);
+void srv_device_list_free(struct srv_device *list, size_t n);
+
+/* create: stores identity, pubkey, status, device_type, created_at (= updated_at), attributes
+ * ("{}" if NULL), installed ("{}" if NULL), tags; last_seen starts at 0; assigns d->id (nothing
+ * else in *d changes). OT_ERR_EXISTS when a device with this public key exists. OT_ERR_INVALID for
+ * a bad status, a tag outside the rule above, or JSON texts that are not objects; OT_ERR_LIMIT past
+ * the sizes above. */
+enum ot_err srv_store_device_create(struct srv_store *s, struct srv_device *d, struct ot_diag *diag)
+    OT_MUST_CHECK;
+/* get/by_pubkey: OT_ERR_NOENT when absent; the caller releases *ret. */
+enum ot_err srv_store_device_get(struct srv_store *s, int64_t id, struct srv_device *ret,
+                                 struct ot_diag *diag) OT_MUST_CHECK;
+enum ot_err srv_store_device_by_pubkey(struct srv_store *s,
+                                       const uint8_t pubkey[SRV_DEVICE_PUBKEY_LEN],
+                                       struct srv_device *ret, struct ot_diag *diag) OT_MUST_CHECK;
+/* Sets the status and updated_at = now. OT_ERR_NOENT for an unknown id. (Which transitions are
+ * allowed is the caller's rule, not the store's.) */
+enum ot_err srv_store_device_set_status(struct srv_store *s, int64_t id,
+                                        enum srv_device_status status, int64_t now,
+                                        struct ot_diag *diag) OT_MUST_CHECK;
+/* What the device reported at check-in: its type and installed payloads (JSON object text).
+ * updated_at = now. OT_ERR_NOENT for an unknown id. */
+enum ot_err srv_store_device_set_installed(struct srv_store *s, int64_t id, const char *device_type,
+                                           const char *installed, int64_t now,
+                                           struct ot_diag *diag) OT_MUST_CHECK;
+/* Replaces the attributes (JSON object text; the caller merges). updated_at = now. OT_ERR_NOENT for
+ * an unknown id, here and in set_tags. */
+enum ot_err srv_store_device_set_attributes(struct srv_store *s, int64_t id, const char *attributes,
+                                            int64_t now, struct ot_diag *diag) OT_MUST_CHECK;
+/* Replaces the tag set (duplicates are merged). updated_at = now. */
+enum ot_err srv_store_device_set_tags(struct srv_store *s, int64_t id, const char *const *tags,
+                                      size_t ntags, int64_t now, struct ot_diag *diag)
+    OT_MUST_CHECK;
+/* Last-seen times, batched: one transaction for all n (ids unknown by now are skipped). A time
+ * never moves backwards (last_seen = max(last_seen, at)). n may be 0. */
+enum ot_err srv_store_device_touch(struct srv_store *s, const int64_t *ids, const int64_t *at,
+                                   size_t n, struct ot_diag *diag) OT_MUST_CHECK;
+
+struct srv_device_filter {
+    enum srv_device_status status;   /* 0: any */
+    const char *tag;                 /* NULL: any */
+    const char *device_type;         /* NULL: any */
+    int64_t after_id;                /* pagination: ids > after_id, ascending */
+    size_t limit;                    /* 1..SRV_LIST_MAX, OT_ERR_RANGE otherwise */
+};
+/* A page of devices matching every given filter, by id; free with srv_device_list_free. */
+enum ot_err srv_store_device_list(struct srv_store *s, const struct srv_device_filter *f,
+                                  struct srv_device **ret, size_t *ret_n, struct ot_diag *diag)
+    OT_MUST_CHECK;
+/* All ids of devices with this tag and status accepted, ascending; *ret malloc'd (NULL when none). */
+enum ot_err srv_store_device_ids_by_tag(struct srv_store *s, const char *tag, int64_t **ret,
+                                        size_t *ret_n, struct ot_diag *diag) OT_MUST_CHECK;
+
+/* ---- artifacts ------------------------------------------------------------------------------- */
+
+#define SRV_SHA256_HEX 65   /* 64 hex digits + NUL */
+#define SRV_ARTIFACT_FIELD_MAX 255                /* bytes of name, version (OT_MANIFEST_STR_MAX) */
+#define SRV_ARTIFACT_MANIFEST_MAX (1024 * 1024)   /* bytes of manifest (OT_MANIFEST_MAX) */
+#define SRV_ARTIFACT_SIGNATURES_MAX (16 * 1024)   /* bytes of signatures (OT_SIG_FILE_MAX) */
+
+struct srv_artifact {
+    int64_t id;
+    char *name, *version;           /* owned; (name, version) is unique */
+    char sha256[SRV_SHA256_HEX];    /* of the whole artifact file, lower-case hex; unique; the blob */
+    uint64_t size;                  /* bytes of the artifact file */
+    char *manifest;                 /* owned: the exact manifest.json text */
+    char *signatures;               /* owned: the exact manifest.sig text */
+    char *device_types;             /* owned: JSON array text, e.g. ["gw-2","gw-3"] */
+    int64_t created_at;
+    char *uploaded_by;              /* owned: principal, "token:3 (ci)" */
+};
+void srv_artifact_release(struct srv_artifact *a);
+void srv_artifact_list_free(struct srv_artifact *list, size_t n);
+
+/* create: assigns a->id. OT_ERR_EXISTS when the same sha256 or the same (name, version) is stored
+ * (the message says which). OT_ERR_INVALID unless name, version and uploaded_by are non-empty,
+ * sha256 is 64 lower-case hex digits, device_types is a JSON array and created_at is not negative;
+ * OT_ERR_LIMIT past the sizes above (device_types: SRV_DEVICE_JSON_MAX, uploaded_by:
+ * SRV_AUDIT_FIELD_MAX); OT_ERR_RANGE for a size above INT64_MAX. get/by_sha256: OT_ERR_NOENT when
+ * absent; the caller releases *ret. */
+enum ot_err srv_store_artifact_create(struct srv_store *s, struct srv_artifact *a,
+                                      struct ot_diag *d) OT_MUST_CHECK;
+enum ot_err srv_store_artifact_get(struct srv_store *s, int64_t id, struct srv_artifact *ret,
+                                   struct ot_diag *d) OT_MUST_CHECK;
+enum ot_err srv_store_artifact_by_sha256(struct srv_store *s, const char *sha256_hex,
+                                         struct srv_artifact *ret, struct ot_diag *d) OT_MUST_CHECK;
+/* A page by id ascending (ids > after_id, limit 1..SRV_LIST_MAX). */
+enum ot_err srv_store_artifact_list(struct srv_store *s, int64_t after_id, size_t limit,
+                                    struct srv_artifact **ret, size_t *ret_n, struct ot_diag *d)
+    OT_MUST_CHECK;
+/* Deletes the row. OT_ERR_NOENT for an unknown id; OT_ERR_EXISTS (with the deployment's id in the
+ * message) while an active deployment uses it. Finished and cancelled deployments keep their
+ * artifact's name and version and lose the link (artifact_id becomes 0). */
+enum ot_err srv_store_artifact_delete(struct srv_store *s, int64_t id, struct ot_diag *d)
+    OT_MUST_CHECK;
+
+/* ---- deployments ----------------------------------------------------------------------------- */
+
+enum srv_deployment_status {
+    SRV_DEPLOYMENT_ACTIVE = 1,
+    SRV_DEPLOYMENT_FINISHED,     /* every device reached a final state */
+    SRV_DEPLOYMENT_CANCELLED,
+};
+
+/* One device's state within a deployment. The device reports DOWNLOADING..ROLLED_BACK; PENDING is
+ * where every device starts; CANCELLED and SKIPPED are set by the server. */
+enum srv_dd_status {
+    SRV_DD_PENDING = 1,
+    SRV_DD_DOWNLOADING,
+    SRV_DD_INSTALLING,
+    SRV_DD_REBOOTING,
+    SRV_DD_VERIFYING,
+    SRV_DD_SUCCESS,      /* final */
+    SRV_DD_FAILURE,      /* final */
+    SRV_DD_ROLLED_BACK,  /* final */
+    SRV_DD_CANCELLED,    /* final: the deployment was cancelled before the device started */
+    SRV_DD_SKIPPED,      /* final: not for this device (wrong device type); message says why */
+    SRV_DD__MAX
+};
+#define SRV_DD_IS_FINAL(st) ((st) >= SRV_DD_SUCCESS)
+#define SRV_DEPLOYMENT_NAME_MAX 128   /* bytes, including NUL */
+#define SRV_DD_MESSAGE_MAX 1024       /* bytes of a status message */
+#define SRV_DD_LOG_MAX 65536          /* bytes of log lines sent with one report */
+#define SRV_DEPLOYMENT_TARGET_MAX (256 * 1024) /* bytes of the target JSON text */
+
+struct srv_deployment {
+    int64_t id;
+    char *name;                       /* owned */
+    int64_t artifact_id;              /* 0 once the artifact was deleted */
+    char *artifact_name, *artifact_version; /* owned copies, kept for history */
+    char *target;                     /* owned: JSON text, {"devices":[1,2]} or {"tag":"lab"} */
+    enum srv_deployment_status status;
+    int64_t created_at, finished_at;  /* finished_at 0 while active */
+    char *created_by;                 /* owned: principal */
+    size_t ndevices;                  /* devices in the deployment (filled by get and list) */
+};
+void srv_deployment_release(struct srv_deployment *dep);
+void srv_deployment_list_free(struct srv_deployment *list, size_t n);
+
+struct srv_dd {
+    int64_t deployment_id, device_id;
+    enum srv_dd_status status;
+    int progress;                     /* 0..100, -1 when unknown */
+    char *message;                    /* owned; "" when none */
+    int64_t updated_at;
+};
+/* Frees the message and zeroes dd (for the rows device_next and dd_get return). */
+void srv_dd_release(struct srv_dd *dd);
+void srv_dd_list_free(struct srv_dd *list, size_t n);
+
+/* One report in a device's timeline. */
+struct srv_dd_event {
+    int64_t id;
+    int64_t at;
+    enum srv_dd_status status;
+    int progress;
+    char *message;                    /* owned */
+    char *log;                        /* owned; may be NULL */
+};
+void srv_dd_event_list_free(struct srv_dd_event *list, size_t n);
+
+/* Creates the deployment and one PENDING row per device (ids must exist, no duplicates:
+ * OT_ERR_INVALID otherwise) in one transaction; assigns dep->id, sets status ACTIVE, copies the
+ * artifact's name and version from the artifact row (OT_ERR_NOENT if it does not exist).
+ * ndevices >= 1. skipped[i] (may be NULL) marks devices created directly as SKIPPED with
+ * skip_message. When every device is skipped the deployment is created FINISHED. The store reads
+ * dep's name (1..SRV_DEPLOYMENT_NAME_MAX-1 bytes of printable ASCII), artifact_id, target (a JSON
+ * object), created_at and created_by (1..SRV_AUDIT_FIELD_MAX bytes), and sets id, status,
+ * finished_at and ndevices; its other members are not touched. */
+enum ot_err srv_store_deployment_create(struct srv_store *s, struct srv_deployment *dep,
+                                        const int64_t *device_ids, const bool *skipped,
+                                        size_t ndevices, const char *skip_message,
+                                        struct ot_diag *d) OT_MUST_CHECK;
+/* OT_ERR_NOENT when absent; the caller releases *ret. */
+enum ot_err srv_store_deployment_get(struct srv_store *s, int64_t id, struct srv_deployment *ret,
+                                     struct ot_diag *d) OT_MUST_CHECK;
+/* Newest first: ids < before_id (0 = from the newest), limit 1..SRV_LIST_MAX. status 0: any. */
+enum ot_err srv_store_deployment_list(struct srv_store *s, enum srv_deployment_status status,
+                                      int64_t before_id, size_t limit,
+                                      struct srv_deployment **ret, size_t *ret_n,
+                                      struct ot_diag *d) OT_MUST_CHECK;
+/* Counts per enum srv_dd_status (counts[SRV_DD_PENDING] ...; counts[0] unused). OT_ERR_NOENT for an
+ * unknown deployment, here and in srv_store_deployment_devices. */
+enum ot_err srv_store_deployment_rollup(struct srv_store *s, int64_t id,
+                                        uint64_t counts[SRV_DD__MAX], struct ot_diag *d)
+    OT_MUST_CHECK;
+/* A page of the deployment's device rows by device id (> after_device_id), limit 1..SRV_LIST_MAX. */
+enum ot_err srv_store_deployment_devices(struct srv_store *s, int64_t id, int64_t after_device_id,
+                                         size_t limit, struct srv_dd **ret, size_t *ret_n,
+                                         struct ot_diag *d) OT_MUST_CHECK;
+/* Cancels an active deployment: status CANCELLED, finished_at = now, PENDING rows -> CANCELLED
+ * (devices already under way keep reporting). OT_ERR_NOENT unknown; OT_ERR_EXISTS when it is not
+ * active any more. */
+enum ot_err srv_store_deployment_cancel(struct srv_store *s, int64_t id, int64_t now,
+                                        struct ot_diag *d) OT_MUST_CHECK;
+
+/* The device's next piece of work: its row in the oldest ACTIVE deployment where the row is not
+ * final. OT_ERR_NOENT when there is none. */
+enum ot_err srv_store_device_next(struct srv_store *s, int64_t device_id, struct srv_dd *ret,
+                                  struct ot_diag *d) OT_MUST_CHECK;
+/* One row (OT_ERR_NOENT when the device is not in the deployment). */
+enum ot_err srv_store_dd_get(struct srv_store *s, int64_t deployment_id, int64_t device_id,
+                             struct srv_dd *ret, struct ot_diag *d) OT_MUST_CHECK;
+
+/* A status report, atomically: if the row's current status is final, nothing changes and
+ * *ret_applied is false (*ret_current says what it is: a repeat of the same final status is the
+ * caller's to accept). Otherwise the row takes status/progress/message/updated_at = at, an event
+ * (with log, may be NULL) is appended, and when the row became final and no row of the deployment
+ * is left non-final, an ACTIVE deployment becomes FINISHED (finished_at = at). status must be
+ * DOWNLOADING..ROLLED_BACK (OT_ERR_INVALID otherwise). OT_ERR_NOENT when there is no such row. */
+enum ot_err srv_store_dd_report(struct srv_store *s, int64_t deployment_id, int64_t device_id,
+                                enum srv_dd_status status, int progress, const char *message,
+                                const char *log, int64_t at, bool *ret_applied,
+                                enum srv_dd_status *ret_current, struct ot_diag *d) OT_MUST_CHECK;
+/* Marks a PENDING row SKIPPED with message (the server found at check-in that the device cannot
+ * take the artifact), finishing the deployment like a report does. No-op on other states. */
+enum ot_err srv_store_dd_skip(struct srv_store *s, int64_t deployment_id, int64_t device_id,
+                              const char *message, int64_t at, struct ot_diag *d) OT_MUST_CHECK;
+/* The device's timeline in the deployment: events with id > after_id, oldest first, at most limit
+ * (1..SRV_LIST_MAX). OT_ERR_NOENT when there is no such row. */
+enum ot_err srv_store_dd_events(struct srv_store *s, int64_t deployment_id, int64_t device_id,
+                                int64_t after_id, size_t limit, struct srv_dd_event **ret,
+                                size_t *ret_n, struct ot_diag *d) OT_MUST_CHECK;
+/* A cheap number that changes whenever any deployment is created, cancelled or finished, or any row
+ * leaves PENDING for a server-side reason (skip), in the same transaction as the change: otterd's
+ * check-in cache compares it instead of asking the database per request. With PostgreSQL it is
+ * shared by every instance. */
+enum ot_err srv_store_deployments_generation(struct srv_store *s, int64_t *ret, struct ot_diag *d)
+    OT_MUST_CHECK;
 
 #endif

@@ -29,11 +29,99 @@ struct srv_store_ops {
                              struct ot_diag *d);
     enum ot_err (*audit_list)(struct srv_store *s, int64_t after_id, size_t limit,
                               struct srv_audit **ret, size_t *ret_n, struct ot_diag *d);
+
+    /* Devices. d->tags is sorted and unique, attributes and installed are never NULL. */
+    enum ot_err (*device_create)(struct srv_store *s, const struct srv_device *d, int64_t *ret_id,
+                                 struct ot_diag *diag);
+    enum ot_err (*device_get)(struct srv_store *s, int64_t id, struct srv_device *ret,
+                              struct ot_diag *diag);
+    enum ot_err (*device_by_pubkey)(struct srv_store *s,
+                                    const uint8_t pubkey[SRV_DEVICE_PUBKEY_LEN],
+                                    struct srv_device *ret, struct ot_diag *diag);
+    enum ot_err (*device_set_status)(struct srv_store *s, int64_t id,
+                                     enum srv_device_status status, int64_t now,
+                                     struct ot_diag *diag);
+    enum ot_err (*device_set_installed)(struct srv_store *s, int64_t id, const char *device_type,
+                                        const char *installed, int64_t now, struct ot_diag *diag);
+    enum ot_err (*device_set_attributes)(struct srv_store *s, int64_t id, const char *attributes,
+                                         int64_t now, struct ot_diag *diag);
+    /* tags: sorted and unique */
+    enum ot_err (*device_set_tags)(struct srv_store *s, int64_t id, const char *const *tags,
+                                   size_t ntags, int64_t now, struct ot_diag *diag);
+    enum ot_err (*device_touch)(struct srv_store *s, const int64_t *ids, const int64_t *at,
+                                size_t n, struct ot_diag *diag);
+    enum ot_err (*device_list)(struct srv_store *s, const struct srv_device_filter *f,
+                               struct srv_device **ret, size_t *ret_n, struct ot_diag *diag);
+    enum ot_err (*device_ids_by_tag)(struct srv_store *s, const char *tag, int64_t **ret,
+                                     size_t *ret_n, struct ot_diag *diag);
+
+    /* Artifacts. */
+    enum ot_err (*artifact_create)(struct srv_store *s, const struct srv_artifact *a,
+                                   int64_t *ret_id, struct ot_diag *d);
+    enum ot_err (*artifact_get)(struct srv_store *s, int64_t id, struct srv_artifact *ret,
+                                struct ot_diag *d);
+    enum ot_err (*artifact_by_sha256)(struct srv_store *s, const char *sha256_hex,
+                                      struct srv_artifact *ret, struct ot_diag *d);
+    enum ot_err (*artifact_list)(struct srv_store *s, int64_t after_id, size_t limit,
+                                 struct srv_artifact **ret, size_t *ret_n, struct ot_diag *d);
+    enum ot_err (*artifact_delete)(struct srv_store *s, int64_t id, struct ot_diag *d);
+
+    /* Deployments. create: dep->status, finished_at and ndevices are already what the row gets;
+     * skipped is never NULL, skip_message never NULL, the ids are unique. */
+    enum ot_err (*deployment_create)(struct srv_store *s, const struct srv_deployment *dep,
+                                     const int64_t *device_ids, const bool *skipped,
+                                     size_t ndevices, const char *skip_message, int64_t *ret_id,
+                                     struct ot_diag *d);
+    enum ot_err (*deployment_get)(struct srv_store *s, int64_t id, struct srv_deployment *ret,
+                                  struct ot_diag *d);
+    enum ot_err (*deployment_list)(struct srv_store *s, enum srv_deployment_status status,
+                                   int64_t before_id, size_t limit, struct srv_deployment **ret,
+                                   size_t *ret_n, struct ot_diag *d);
+    enum ot_err (*deployment_rollup)(struct srv_store *s, int64_t id,
+                                     uint64_t counts[SRV_DD__MAX], struct ot_diag *d);
+    enum ot_err (*deployment_devices)(struct srv_store *s, int64_t id, int64_t after_device_id,
+                                      size_t limit, struct srv_dd **ret, size_t *ret_n,
+                                      struct ot_diag *d);
+    enum ot_err (*deployment_cancel)(struct srv_store *s, int64_t id, int64_t now,
+                                     struct ot_diag *d);
+    enum ot_err (*device_next)(struct srv_store *s, int64_t device_id, struct srv_dd *ret,
+                               struct ot_diag *d);
+    enum ot_err (*dd_get)(struct srv_store *s, int64_t deployment_id, int64_t device_id,
+                          struct srv_dd *ret, struct ot_diag *d);
+    /* message never NULL */
+    enum ot_err (*dd_report)(struct srv_store *s, int64_t deployment_id, int64_t device_id,
+                             enum srv_dd_status status, int progress, const char *message,
+                             const char *log, int64_t at, bool *ret_applied,
+                             enum srv_dd_status *ret_current, struct ot_diag *d);
+    enum ot_err (*dd_skip)(struct srv_store *s, int64_t deployment_id, int64_t device_id,
+                           const char *message, int64_t at, struct ot_diag *d);
+    enum ot_err (*dd_events)(struct srv_store *s, int64_t deployment_id, int64_t device_id,
+                             int64_t after_id, size_t limit, struct srv_dd_event **ret,
+                             size_t *ret_n, struct ot_diag *d);
+    enum ot_err (*deployments_generation)(struct srv_store *s, int64_t *ret, struct ot_diag *d);
 };
 
 struct srv_store {
     const struct srv_store_ops *ops;
 };
+
+/* The back ends write these numbers into their SQL (CHECK constraints, "status < 6" ...). */
+_Static_assert(SRV_DEVICE_PENDING == 1 && SRV_DEVICE_ACCEPTED == 2 &&
+                   SRV_DEVICE_DECOMMISSIONED == 5,
+               "device status numbers are in the schema");
+_Static_assert(SRV_DEPLOYMENT_ACTIVE == 1 && SRV_DEPLOYMENT_FINISHED == 2 &&
+                   SRV_DEPLOYMENT_CANCELLED == 3,
+               "deployment status numbers are in the schema");
+_Static_assert(SRV_DD_PENDING == 1 && SRV_DD_DOWNLOADING == 2 && SRV_DD_SUCCESS == 6 &&
+                   SRV_DD_ROLLED_BACK == 8 && SRV_DD_CANCELLED == 9 && SRV_DD_SKIPPED == 10 &&
+                   SRV_DD__MAX == 11,
+               "device-deployment status numbers are in the schema");
+
+/* Tags travel between the database and the back ends as one text, separated by single spaces
+ * (the tag rule has no blanks): this splits one into a sorted array of copies. NULL or "" is no
+ * tag. Both back ends use it; it lives in store.c. */
+enum ot_err srv__store_split_tags(const char *joined, char ***ret, size_t *ret_n,
+                                  struct ot_diag *d) OT_MUST_CHECK;
 
 /* The SQLite back end (store_sqlite.c). */
 extern const struct srv_store_ops srv__store_sqlite_ops;

@@ -3,7 +3,8 @@
  * parses (docs/otterd.md, "PostgreSQL").
  *
  * Durability: a call returns OT_OK only after its statement completed, and each statement runs in
- * its own transaction (autocommit), so that is after the commit. We rely on PostgreSQL's default
+ * its own transaction (autocommit), so that is after the commit; an operation of several
+ * statements runs them between BEGIN and COMMIT and returns after the COMMIT. We rely on PostgreSQL's default
  * synchronous_commit = on (the commit record is flushed to the WAL before the server answers);
  * a session that finds it "off" (a server-wide setting for bulk loads) sets it back to "on" for
  * itself, see session_setup().
@@ -15,15 +16,22 @@
  * Lost connections (server restart, failover, an idle connection killed by a proxy): an operation
  * that finds the connection bad resets it once (PQreset) and reports OT_ERR_IO if that fails. An
  * operation whose statement fails because the connection broke is retried once after a reset only
- * when repeating it is harmless (reads, the meta upsert, revoke); a token or audit insert is not
- * retried, because it may have committed before the answer was lost: it reports OT_ERR_IO.
+ * when repeating it is harmless (reads, the meta upsert, revoke, setting a device's fields); a
+ * token, audit or artifact insert is not retried, because it may have committed before the answer
+ * was lost: it reports OT_ERR_IO. Neither is a transaction: one that loses its connection is
+ * rolled back by the server, or committed if only the answer to COMMIT was lost (OT_ERR_IO).
+ *
+ * Lock order, so that concurrent transactions wait instead of deadlocking: a deployment row
+ * before its device rows (cancel, a report that may finish the deployment, skip), device rows in
+ * id order (last-seen batches), the generation row last.
  *
  * Which database is ours: the table otterd_database holds one row with application_id 'OTRD'
  * (0x4f545244, the value the SQLite back end keeps in its file header). A database with that table
  * or with no table at all in the current schema is ours; one with other tables is refused.
  *
- * Every statement with input goes through PQexecParams with $n parameters; only the constant
- * migration scripts go through PQexec. Results are requested in binary, so the token hash (BYTEA)
+ * Every statement with input goes through PQexecParams with $n parameters (a batch as array
+ * parameters, $1::bigint[]); only the constant migration scripts and transaction control go
+ * through PQexec. Results are requested in binary, so the token hash (BYTEA)
  * comes back as its 32 raw bytes and integers as 8-byte big-endian values. */
 #include <libpq-fe.h>
 #include <pthread.h>
@@ -39,7 +47,7 @@
 #define STR_(x) #x
 #define STR(x) STR_(x)
 #define CONNECT_TIMEOUT_S "10"
-#define MAX_PARAMS 6
+#define MAX_PARAMS 10
 
 /* ---- schema ---------------------------------------------------------------------------------- */
 
@@ -60,6 +68,43 @@ static const char *const migrations[] = {
     " revoked BOOLEAN NOT NULL DEFAULT false, hash BYTEA NOT NULL UNIQUE);"
     "CREATE TABLE audit(id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, at BIGINT NOT NULL,"
     " actor TEXT NOT NULL, action TEXT NOT NULL, object TEXT NOT NULL, detail TEXT);",
+    /* 2: devices, artifacts, deployments; the same tables as the SQLite back end's migration 2
+     * (see there for the indexes, ndevices and the generation row). PostgreSQL does not index the
+     * referencing side of a foreign key by itself: every one here is the prefix of an index. */
+    "CREATE TABLE devices(id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+    " pubkey BYTEA NOT NULL UNIQUE, identity TEXT NOT NULL,"
+    " status INTEGER NOT NULL CHECK (status BETWEEN 1 AND 5), device_type TEXT NOT NULL,"
+    " created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, last_seen BIGINT NOT NULL DEFAULT 0,"
+    " attributes TEXT NOT NULL, installed TEXT NOT NULL);"
+    "CREATE TABLE device_tags(device_id BIGINT NOT NULL REFERENCES devices(id),"
+    " tag TEXT NOT NULL, PRIMARY KEY(device_id, tag));"
+    "CREATE INDEX device_tags_tag ON device_tags(tag, device_id);"
+    "CREATE TABLE artifacts(id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+    " name TEXT NOT NULL, version TEXT NOT NULL, sha256 TEXT NOT NULL UNIQUE,"
+    " size BIGINT NOT NULL, manifest TEXT NOT NULL, signatures TEXT NOT NULL,"
+    " device_types TEXT NOT NULL, created_at BIGINT NOT NULL, uploaded_by TEXT NOT NULL,"
+    " UNIQUE(name, version));"
+    "CREATE TABLE deployments(id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+    " name TEXT NOT NULL, artifact_id BIGINT REFERENCES artifacts(id) ON DELETE SET NULL,"
+    " artifact_name TEXT NOT NULL, artifact_version TEXT NOT NULL, target TEXT NOT NULL,"
+    " status INTEGER NOT NULL CHECK (status BETWEEN 1 AND 3), created_at BIGINT NOT NULL,"
+    " finished_at BIGINT NOT NULL, created_by TEXT NOT NULL, ndevices BIGINT NOT NULL);"
+    "CREATE INDEX deployments_artifact ON deployments(artifact_id, status);"
+    "CREATE TABLE deployment_devices(deployment_id BIGINT NOT NULL REFERENCES deployments(id),"
+    " device_id BIGINT NOT NULL REFERENCES devices(id),"
+    " status INTEGER NOT NULL CHECK (status BETWEEN 1 AND 10), progress INTEGER NOT NULL,"
+    " message TEXT NOT NULL, updated_at BIGINT NOT NULL, PRIMARY KEY(deployment_id, device_id));"
+    "CREATE INDEX deployment_devices_device ON deployment_devices(device_id, status);"
+    "CREATE INDEX deployment_devices_status ON deployment_devices(deployment_id, status);"
+    "CREATE TABLE dd_events(id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+    " deployment_id BIGINT NOT NULL, device_id BIGINT NOT NULL, at BIGINT NOT NULL,"
+    " status INTEGER NOT NULL, progress INTEGER NOT NULL, message TEXT NOT NULL, log TEXT,"
+    " FOREIGN KEY(deployment_id, device_id)"
+    " REFERENCES deployment_devices(deployment_id, device_id));"
+    "CREATE INDEX dd_events_row ON dd_events(deployment_id, device_id, id);"
+    "CREATE TABLE deployments_generation(id INTEGER PRIMARY KEY CHECK (id = 1),"
+    " value BIGINT NOT NULL);"
+    "INSERT INTO deployments_generation(id, value) VALUES(1, 0);",
 };
 #define SCHEMA_VERSION ((int)OT_ARRAY_SIZE(migrations))
 
@@ -98,6 +143,138 @@ static const char sql_audit_insert[] =
                           " SELECT $1::bigint, $2::text, $3::text, $4::text, $5::text FROM serial";
 static const char sql_audit_list[] = "SELECT id, at, actor, action, object, detail FROM audit"
                                      " WHERE id > $1 ORDER BY id LIMIT $2";
+
+/* The tags come joined by blanks (srv__store_split_tags), so a device is one row. */
+#define DEVICE_COLUMNS                                                                             \
+    "d.id, d.pubkey, d.identity, d.status, d.device_type, d.created_at, d.updated_at,"             \
+    " d.last_seen, d.attributes, d.installed,"                                                     \
+    " (SELECT string_agg(t.tag, ' ') FROM device_tags t WHERE t.device_id = d.id)"
+#define ARTIFACT_COLUMNS                                                                           \
+    "id, name, version, sha256, size, manifest, signatures, device_types, created_at, uploaded_by"
+#define DEPLOYMENT_COLUMNS                                                                         \
+    "id, name, coalesce(artifact_id, 0), artifact_name, artifact_version, target, status,"         \
+    " created_at, finished_at, created_by, ndevices"
+#define DD_COLUMNS                                                                                 \
+    "dd.deployment_id, dd.device_id, dd.status, dd.progress, dd.message, dd.updated_at"
+
+static const char sql_device_insert[] =
+    "INSERT INTO devices(pubkey, identity, status, device_type, created_at, updated_at,"
+    " attributes, installed) VALUES($1, $2, $3, $4, $5, $5, $6, $7) RETURNING id";
+static const char sql_tags_insert[] =
+    "INSERT INTO device_tags(device_id, tag) SELECT $1, unnest($2::text[])";
+static const char sql_tags_delete[] = "DELETE FROM device_tags WHERE device_id = $1";
+static const char sql_device_get[] = "SELECT " DEVICE_COLUMNS " FROM devices d WHERE d.id = $1";
+static const char sql_device_by_pubkey[] =
+    "SELECT " DEVICE_COLUMNS " FROM devices d WHERE d.pubkey = $1";
+static const char sql_device_set_status[] =
+    "UPDATE devices SET status = $2, updated_at = $3 WHERE id = $1 RETURNING id";
+static const char sql_device_set_installed[] =
+    "UPDATE devices SET device_type = $2, installed = $3, updated_at = $4 WHERE id = $1"
+    " RETURNING id";
+static const char sql_device_set_attributes[] =
+    "UPDATE devices SET attributes = $2, updated_at = $3 WHERE id = $1 RETURNING id";
+static const char sql_device_set_updated[] =
+    "UPDATE devices SET updated_at = $2 WHERE id = $1 RETURNING id";
+/* A batch of last-seen times in one statement. Duplicate ids are merged first (UPDATE ... FROM
+ * would apply an arbitrary one of them), and the rows are locked in id order, so two instances
+ * touching overlapping batches wait for each other instead of deadlocking. */
+static const char sql_device_touch[] =
+    "WITH u AS (SELECT x.id, max(x.at) AS at FROM unnest($1::bigint[], $2::bigint[]) AS x(id, at)"
+    " GROUP BY x.id),"
+    " l AS (SELECT d.id, u.at FROM devices d JOIN u ON u.id = d.id WHERE d.last_seen < u.at"
+    " ORDER BY d.id FOR NO KEY UPDATE OF d)"
+    " UPDATE devices SET last_seen = l.at FROM l WHERE devices.id = l.id";
+/* One fixed query for every combination of filters: an absent filter is 0 or NULL. */
+static const char sql_device_list[] =
+    "SELECT " DEVICE_COLUMNS " FROM devices d WHERE d.id > $1"
+    " AND ($2::integer = 0 OR d.status = $2) AND ($3::text IS NULL OR d.device_type = $3)"
+    " AND ($4::text IS NULL OR EXISTS (SELECT 1 FROM device_tags f"
+    " WHERE f.device_id = d.id AND f.tag = $4)) ORDER BY d.id LIMIT $5";
+static const char sql_device_ids_by_tag[] =
+    "SELECT t.device_id FROM device_tags t JOIN devices d ON d.id = t.device_id"
+    " WHERE t.tag = $1 AND d.status = 2 ORDER BY t.device_id";
+
+static const char sql_artifact_insert[] =
+    "INSERT INTO artifacts(name, version, sha256, size, manifest, signatures, device_types,"
+    " created_at, uploaded_by) VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id";
+/* Which unique key an insert ran into: the sha256 one first. */
+static const char sql_artifact_conflict[] =
+    "SELECT id, sha256 = $1 FROM artifacts WHERE sha256 = $1 OR (name = $2 AND version = $3)"
+    " ORDER BY 2 DESC LIMIT 1";
+static const char sql_artifact_get[] = "SELECT " ARTIFACT_COLUMNS " FROM artifacts WHERE id = $1";
+static const char sql_artifact_by_sha256[] =
+    "SELECT " ARTIFACT_COLUMNS " FROM artifacts WHERE sha256 = $1";
+static const char sql_artifact_list[] =
+    "SELECT " ARTIFACT_COLUMNS " FROM artifacts WHERE id > $1 ORDER BY id LIMIT $2";
+/* Locked before the check for users: a deployment being created with it waits for the delete
+ * (its FOR KEY SHARE below) and then finds no artifact, or commits first and is seen. */
+static const char sql_artifact_lock[] = "SELECT id FROM artifacts WHERE id = $1 FOR UPDATE";
+static const char sql_artifact_user[] =
+    "SELECT id FROM deployments WHERE artifact_id = $1 AND status = 1 ORDER BY id LIMIT 1";
+static const char sql_artifact_delete[] = "DELETE FROM artifacts WHERE id = $1";
+
+static const char sql_deployment_insert[] =
+    "INSERT INTO deployments(name, artifact_id, artifact_name, artifact_version, target, status,"
+    " created_at, finished_at, created_by, ndevices) SELECT $1::text, a.id, a.name, a.version,"
+    " $3::text, $4::integer, $5::bigint, $6::bigint, $7::text, $8::bigint FROM artifacts a"
+    " WHERE a.id = $2 FOR KEY SHARE RETURNING id";
+static const char sql_dd_unknown_device[] =
+    "SELECT x.id FROM unnest($1::bigint[]) AS x(id)"
+    " WHERE NOT EXISTS (SELECT 1 FROM devices v WHERE v.id = x.id) LIMIT 1";
+static const char sql_dd_insert[] =
+    "INSERT INTO deployment_devices(deployment_id, device_id, status, progress, message,"
+    " updated_at) SELECT $1::bigint, x.id, CASE WHEN x.skip THEN 10 ELSE 1 END, -1,"
+    " CASE WHEN x.skip THEN $4::text ELSE '' END, $5::bigint"
+    " FROM unnest($2::bigint[], $3::boolean[]) AS x(id, skip)";
+static const char sql_deployment_get[] =
+    "SELECT " DEPLOYMENT_COLUMNS " FROM deployments WHERE id = $1";
+static const char sql_deployment_status[] = "SELECT status FROM deployments WHERE id = $1";
+/* Held to the end of a transaction that may finish the deployment: see pg_dd_report. */
+static const char sql_deployment_lock[] =
+    "SELECT status FROM deployments WHERE id = $1 FOR NO KEY UPDATE";
+static const char sql_deployment_list[] =
+    "SELECT " DEPLOYMENT_COLUMNS " FROM deployments WHERE ($1::integer = 0 OR status = $1)"
+    " AND ($2::bigint = 0 OR id < $2) ORDER BY id DESC LIMIT $3";
+static const char sql_deployment_rollup[] =
+    "SELECT status, count(*) FROM deployment_devices WHERE deployment_id = $1 GROUP BY status";
+static const char sql_deployment_devices[] =
+    "SELECT " DD_COLUMNS " FROM deployment_devices dd WHERE dd.deployment_id = $1"
+    " AND dd.device_id > $2 ORDER BY dd.device_id LIMIT $3";
+static const char sql_deployment_cancel[] =
+    "UPDATE deployments SET status = 3, finished_at = $2 WHERE id = $1 AND status = 1"
+    " RETURNING id";
+static const char sql_dd_cancel_pending[] =
+    "UPDATE deployment_devices SET status = 9, updated_at = $2"
+    " WHERE deployment_id = $1 AND status = 1";
+static const char sql_deployment_finish[] =
+    "UPDATE deployments SET status = 2, finished_at = $2 WHERE id = $1 AND status = 1"
+    " AND NOT EXISTS (SELECT 1 FROM deployment_devices WHERE deployment_id = $1 AND status < 6)"
+    " RETURNING id";
+static const char sql_device_next[] =
+    "SELECT " DD_COLUMNS " FROM deployment_devices dd JOIN deployments d"
+    " ON d.id = dd.deployment_id WHERE dd.device_id = $1 AND dd.status < 6 AND d.status = 1"
+    " ORDER BY dd.deployment_id LIMIT 1";
+static const char sql_dd_get[] = "SELECT " DD_COLUMNS " FROM deployment_devices dd"
+                                 " WHERE dd.deployment_id = $1 AND dd.device_id = $2";
+static const char sql_dd_status[] =
+    "SELECT status FROM deployment_devices WHERE deployment_id = $1 AND device_id = $2";
+/* Two reports for one row wait for each other here, so only one can see it non-final. */
+static const char sql_dd_lock[] = "SELECT status FROM deployment_devices"
+                                  " WHERE deployment_id = $1 AND device_id = $2 FOR NO KEY UPDATE";
+static const char sql_dd_update[] =
+    "UPDATE deployment_devices SET status = $3, progress = $4, message = $5, updated_at = $6"
+    " WHERE deployment_id = $1 AND device_id = $2";
+static const char sql_dd_skip[] =
+    "UPDATE deployment_devices SET status = 10, message = $3, updated_at = $4"
+    " WHERE deployment_id = $1 AND device_id = $2 AND status = 1 RETURNING device_id";
+static const char sql_event_insert[] =
+    "INSERT INTO dd_events(deployment_id, device_id, at, status, progress, message, log)"
+    " VALUES($1, $2, $3, $4, $5, $6, $7)";
+static const char sql_events[] =
+    "SELECT id, at, status, progress, message, log FROM dd_events WHERE deployment_id = $1"
+    " AND device_id = $2 AND id > $3 ORDER BY id LIMIT $4";
+static const char sql_generation_bump[] = "UPDATE deployments_generation SET value = value + 1";
+static const char sql_generation_get[] = "SELECT value FROM deployments_generation";
 
 struct pg_store {
     struct srv_store base; /* first: store.c sees only this */
@@ -759,6 +936,1072 @@ static enum ot_err pg_audit_list(struct srv_store *base, int64_t after_id, size_
     return OT_OK;
 }
 
+/* ---- helpers for the operations below -------------------------------------------------------- */
+
+/* Statements with input in arrays (a batch in one statement): PostgreSQL array literals, sent as
+ * text parameters and cast in the SQL ($1::bigint[]). Numbers and booleans need no quoting. */
+static char *i64_array(const int64_t *v, size_t n)
+{
+    size_t cap = n * 21 + 3, len = 0;
+    char *out = malloc(cap);
+    if (!out)
+        return NULL;
+    out[len++] = '{';
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)snprintf(out + len, cap - len, "%s%lld", i ? "," : "", (long long)v[i]);
+    snprintf(out + len, cap - len, "}");
+    return out;
+}
+
+static char *bool_array(const bool *v, size_t n)
+{
+    char *out = malloc(n * 2 + 3);
+    if (!out)
+        return NULL;
+    size_t len = 0;
+    out[len++] = '{';
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            out[len++] = ',';
+        out[len++] = v[i] ? 't' : 'f';
+    }
+    out[len++] = '}';
+    out[len] = '\0';
+    return out;
+}
+
+/* Tags only: each is quoted, or a tag named "null" would be read as NULL; the tag rule leaves
+ * nothing inside the quotes that needs escaping. */
+static char *tag_array(const char *const *tags, size_t n)
+{
+    size_t cap = 3;
+    for (size_t i = 0; i < n; i++)
+        cap += strlen(tags[i]) + 3;
+    char *out = malloc(cap);
+    if (!out)
+        return NULL;
+    size_t len = 0;
+    out[len++] = '{';
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)snprintf(out + len, cap - len, "%s\"%s\"", i ? "," : "", tags[i]);
+    snprintf(out + len, cap - len, "}");
+    return out;
+}
+
+/* Transactions: BEGIN and COMMIT on the store's connection, under its lock. The statements in
+ * between go through step(), never run(): a connection reset half-way would run the rest without
+ * the transaction. */
+static enum ot_err begin(struct pg_store *s, struct ot_diag *d)
+{
+    enum ot_err err = ensure_connected(s, d);
+    return err ? err : exec_script(s, "BEGIN", "start a transaction", d);
+}
+
+/* Commits when err is OT_OK, rolls back otherwise; returns the outcome. A lost answer to COMMIT is
+ * OT_ERR_IO (it may have committed), as for the single inserts. */
+static enum ot_err end(struct pg_store *s, enum ot_err err, struct ot_diag *d)
+{
+    if (!err)
+        err = exec_script(s, "COMMIT", "commit", d);
+    if (err && PQtransactionStatus(s->conn) != PQTRANS_IDLE)
+        PQclear(PQexec(s->conn, "ROLLBACK"));
+    return err;
+}
+
+/* One statement inside a transaction. *ret_found (may be NULL): it returned a row; *ret_int (may
+ * be NULL): that row's first column, an integer. */
+static enum ot_err step(struct pg_store *s, const char *sql, const struct params *p,
+                        bool *ret_found, int64_t *ret_int, struct ot_diag *d, const char *fmt,
+                        ...) OT_PRINTF(7, 8);
+
+static enum ot_err step(struct pg_store *s, const char *sql, const struct params *p,
+                        bool *ret_found, int64_t *ret_int, struct ot_diag *d, const char *fmt,
+                        ...)
+{
+    _cleanup_result_ PGresult *res = exec_params(s, sql, p);
+    if (!result_ok(res)) {
+        char what[160];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(what, sizeof(what), fmt, ap);
+        va_end(ap);
+        return map_error(s->conn, res, what, d);
+    }
+    bool found = PQntuples(res) > 0;
+    if (found && ret_int && !get_int(res, 0, 0, ret_int))
+        return ot_diag_set(d, OT_ERR_INTERNAL, "unexpected result");
+    if (ret_found)
+        *ret_found = found;
+    return OT_OK;
+}
+
+/* How to read one kind of row into its struct (read_*) and free a list of them. */
+struct row_kind {
+    size_t size;
+    enum ot_err (*read)(const PGresult *res, int row, void *elem, struct ot_diag *d);
+    void (*free_list)(void *list, size_t n);
+};
+
+/* A read outside a transaction, repeated once on a new connection if the old one broke. */
+static enum ot_err read_rows(struct pg_store *s, const char *sql, const struct params *p,
+                             PGresult **ret, struct ot_diag *d)
+{
+    enum ot_err err = run(s, sql, p, true, ret, d);
+    if (!err && !result_ok(*ret))
+        err = db_error(s, *ret, d, "read the database");
+    return err;
+}
+
+/* The first row into *ret (a struct of kind k), written only on success; OT_ERR_NOENT without a
+ * message when there is none: the caller says what was missing. */
+static enum ot_err query_one(struct pg_store *s, const char *sql, const struct params *p,
+                             const struct row_kind *k, void *ret, struct ot_diag *d)
+{
+    _cleanup_result_ PGresult *res = NULL;
+    enum ot_err err = read_rows(s, sql, p, &res, d);
+    if (err)
+        return err;
+    if (PQntuples(res) == 0)
+        return OT_ERR_NOENT;
+    void *row = calloc(1, k->size);
+    if (!row)
+        return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+    err = k->read(res, 0, row, d);
+    if (err) {
+        k->free_list(row, 1);
+        return err;
+    }
+    memcpy(ret, row, k->size);
+    free(row);
+    return OT_OK;
+}
+
+/* Up to limit rows (limit ≤ SRV_LIST_MAX) into a new array of kind k. */
+static enum ot_err query_list(struct pg_store *s, const char *sql, const struct params *p,
+                              const struct row_kind *k, size_t limit, void **ret, size_t *ret_n,
+                              struct ot_diag *d)
+{
+    _cleanup_result_ PGresult *res = NULL;
+    enum ot_err err = read_rows(s, sql, p, &res, d);
+    if (err)
+        return err;
+    size_t n = (size_t)PQntuples(res);
+    if (n > limit)
+        return ot_diag_set(d, OT_ERR_INTERNAL, "read the database: too many rows");
+    char *list = calloc(limit, k->size);
+    if (!list)
+        return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; !err && i < n; i++)
+        err = k->read(res, (int)i, list + i * k->size, d); /* a half-read row is freed below */
+    if (err) {
+        k->free_list(list, n);
+        return err;
+    }
+    *ret = list;
+    *ret_n = n;
+    return OT_OK;
+}
+
+/* A text column into a fixed field of size max (NUL included); anything longer is damage. */
+static enum ot_err column_copy(const PGresult *res, int row, int col, char *out, size_t max,
+                               struct ot_diag *d)
+{
+    int n = PQgetlength(res, row, col);
+    if (PQgetisnull(res, row, col) || n < 0 || (size_t)n >= max)
+        return ot_diag_set(d, OT_ERR_FORMAT, "database is damaged: %s", PQfname(res, col));
+    memcpy(out, PQgetvalue(res, row, col), (size_t)n);
+    out[n] = '\0';
+    return OT_OK;
+}
+
+/* Integer columns of one row, in order from first; false when one is NULL or not an integer. */
+static bool get_ints(const PGresult *res, int row, int first, int64_t *const *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!get_int(res, row, first + (int)i, out[i]))
+            return false;
+    return true;
+}
+
+static enum ot_err bump_generation(struct pg_store *s, struct ot_diag *d)
+{
+    return step(s, sql_generation_bump, NULL, NULL, NULL, d, "bump the generation");
+}
+
+/* ---- devices --------------------------------------------------------------------------------- */
+
+/* A row of DEVICE_COLUMNS. */
+static enum ot_err read_device(const PGresult *res, int row, void *elem, struct ot_diag *d)
+{
+    struct srv_device *dev = elem;
+    int64_t status = 0;
+    bool ok = get_int(res, row, 0, &dev->id) && get_int(res, row, 3, &status) &&
+              get_ints(res, row, 5, (int64_t *const[]){&dev->created_at, &dev->updated_at,
+                                                       &dev->last_seen}, 3) &&
+              PQgetlength(res, row, 1) == SRV_DEVICE_PUBKEY_LEN;
+    if (!ok)
+        return ot_diag_set(d, OT_ERR_FORMAT, "database is damaged: device %lld",
+                           (long long)dev->id);
+    memcpy(dev->pubkey, PQgetvalue(res, row, 1), SRV_DEVICE_PUBKEY_LEN);
+    dev->status = (enum srv_device_status)status;
+    enum ot_err err = column_copy(res, row, 4, dev->device_type, sizeof(dev->device_type), d);
+    if (!err)
+        err = column_dup(res, row, 2, false, &dev->identity, d);
+    if (!err)
+        err = column_dup(res, row, 8, false, &dev->attributes, d);
+    if (!err)
+        err = column_dup(res, row, 9, false, &dev->installed, d);
+    if (!err)
+        err = srv__store_split_tags(PQgetisnull(res, row, 10) ? NULL : PQgetvalue(res, row, 10),
+                                    &dev->tags, &dev->ntags, d);
+    return err;
+}
+
+static void free_devices(void *list, size_t n) { srv_device_list_free(list, n); }
+
+static const struct row_kind device_rows = {sizeof(struct srv_device), read_device, free_devices};
+
+static enum ot_err insert_tags(struct pg_store *s, int64_t id, const char *const *tags, size_t n,
+                               struct ot_diag *d)
+{
+    if (n == 0)
+        return OT_OK;
+    _cleanup_free_ char *array = tag_array(tags, n);
+    if (!array)
+        return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+    struct params p = {0};
+    param_i64(&p, id);
+    param_text(&p, array);
+    return step(s, sql_tags_insert, &p, NULL, NULL, d, "tag device %lld", (long long)id);
+}
+
+static enum ot_err insert_device(struct pg_store *s, const struct srv_device *dev, int64_t *ret_id,
+                                 struct ot_diag *d)
+{
+    struct params p = {0};
+    param_bytes(&p, dev->pubkey, SRV_DEVICE_PUBKEY_LEN);
+    param_text(&p, dev->identity);
+    param_i64(&p, dev->status);
+    param_text(&p, dev->device_type);
+    param_i64(&p, dev->created_at);
+    param_text(&p, dev->attributes);
+    param_text(&p, dev->installed);
+    enum ot_err err = step(s, sql_device_insert, &p, NULL, ret_id, d, "add device");
+    if (!err)
+        err = insert_tags(s, *ret_id, (const char *const *)dev->tags, dev->ntags, d);
+    return err;
+}
+
+static enum ot_err pg_device_create(struct srv_store *base, const struct srv_device *dev,
+                                    int64_t *ret_id, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    int64_t id = 0;
+    enum ot_err err = begin(s, d);
+    if (!err)
+        err = insert_device(s, dev, &id, d);
+    err = end(s, err, d);
+    if (!err)
+        *ret_id = id;
+    return err;
+}
+
+static enum ot_err pg_device_get(struct srv_store *base, int64_t id, struct srv_device *ret,
+                                 struct ot_diag *d)
+{
+    LOCKED(s, base);
+    struct params p = {0};
+    param_i64(&p, id);
+    enum ot_err err = query_one(s, sql_device_get, &p, &device_rows, ret, d);
+    if (err == OT_ERR_NOENT)
+        return ot_diag_set(d, err, "no device with id %lld", (long long)id);
+    return err;
+}
+
+static enum ot_err pg_device_by_pubkey(struct srv_store *base,
+                                       const uint8_t pubkey[SRV_DEVICE_PUBKEY_LEN],
+                                       struct srv_device *ret, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    struct params p = {0};
+    param_bytes(&p, pubkey, SRV_DEVICE_PUBKEY_LEN);
+    enum ot_err err = query_one(s, sql_device_by_pubkey, &p, &device_rows, ret, d);
+    if (err == OT_ERR_NOENT)
+        return ot_diag_set(d, err, "no device with this public key");
+    return err;
+}
+
+/* An UPDATE ... WHERE id = $1 RETURNING id of one device, outside a transaction (again: it is
+ * safe to repeat), or inside one (in_txn). OT_ERR_NOENT when there is no such device. */
+static enum ot_err update_device(struct pg_store *s, const char *sql, const struct params *p,
+                                 int64_t id, bool in_txn, struct ot_diag *d)
+{
+    _cleanup_result_ PGresult *res = NULL;
+    enum ot_err err = OT_OK;
+    if (in_txn)
+        res = exec_params(s, sql, p);
+    else
+        err = run(s, sql, p, true, &res, d);
+    if (err)
+        return err;
+    if (!result_ok(res))
+        return db_error(s, res, d, "update device %lld", (long long)id);
+    if (PQntuples(res) == 0)
+        return ot_diag_set(d, OT_ERR_NOENT, "no device with id %lld", (long long)id);
+    return OT_OK;
+}
+
+static enum ot_err pg_device_set_status(struct srv_store *base, int64_t id,
+                                        enum srv_device_status status, int64_t now,
+                                        struct ot_diag *d)
+{
+    LOCKED(s, base);
+    struct params p = {0};
+    param_i64(&p, id);
+    param_i64(&p, status);
+    param_i64(&p, now);
+    return update_device(s, sql_device_set_status, &p, id, false, d);
+}
+
+static enum ot_err pg_device_set_installed(struct srv_store *base, int64_t id,
+                                           const char *device_type, const char *installed,
+                                           int64_t now, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    struct params p = {0};
+    param_i64(&p, id);
+    param_text(&p, device_type);
+    param_text(&p, installed);
+    param_i64(&p, now);
+    return update_device(s, sql_device_set_installed, &p, id, false, d);
+}
+
+static enum ot_err pg_device_set_attributes(struct srv_store *base, int64_t id,
+                                            const char *attributes, int64_t now,
+                                            struct ot_diag *d)
+{
+    LOCKED(s, base);
+    struct params p = {0};
+    param_i64(&p, id);
+    param_text(&p, attributes);
+    param_i64(&p, now);
+    return update_device(s, sql_device_set_attributes, &p, id, false, d);
+}
+
+/* The device row is locked first (the UPDATE), so two calls for one device take turns. */
+static enum ot_err replace_tags(struct pg_store *s, int64_t id, const char *const *tags,
+                                size_t ntags, int64_t now, struct ot_diag *d)
+{
+    struct params p = {0};
+    param_i64(&p, id);
+    param_i64(&p, now);
+    enum ot_err err = update_device(s, sql_device_set_updated, &p, id, true, d);
+    if (!err) {
+        p.n = 1;
+        err = step(s, sql_tags_delete, &p, NULL, NULL, d, "untag device %lld", (long long)id);
+    }
+    if (!err)
+        err = insert_tags(s, id, tags, ntags, d);
+    return err;
+}
+
+static enum ot_err pg_device_set_tags(struct srv_store *base, int64_t id, const char *const *tags,
+                                      size_t ntags, int64_t now, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    enum ot_err err = begin(s, d);
+    if (!err)
+        err = replace_tags(s, id, tags, ntags, now, d);
+    return end(s, err, d);
+}
+
+#define BATCH_MAX 10000 /* array elements per statement */
+
+struct seen {
+    int64_t id, at;
+};
+
+static int compare_seen(const void *a, const void *b)
+{
+    const struct seen *x = a, *y = b;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+static enum ot_err touch_chunk(struct pg_store *s, const struct seen *v, size_t n,
+                               struct ot_diag *d)
+{
+    _cleanup_free_ int64_t *ids = malloc(n * sizeof(*ids));
+    _cleanup_free_ int64_t *at = malloc(n * sizeof(*at));
+    if (!ids || !at)
+        return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        ids[i] = v[i].id;
+        at[i] = v[i].at;
+    }
+    _cleanup_free_ char *id_text = i64_array(ids, n);
+    _cleanup_free_ char *at_text = i64_array(at, n);
+    if (!id_text || !at_text)
+        return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+    struct params p = {0};
+    param_text(&p, id_text);
+    param_text(&p, at_text);
+    return step(s, sql_device_touch, &p, NULL, NULL, d, "update last-seen times");
+}
+
+/* The check-in path's batch: one transaction, BATCH_MAX devices per statement, sorted by id so
+ * that the row locks of the whole batch are taken in one order (see sql_device_touch). */
+static enum ot_err pg_device_touch(struct srv_store *base, const int64_t *ids, const int64_t *at,
+                                   size_t n, struct ot_diag *d)
+{
+    _cleanup_free_ struct seen *v = calloc(n, sizeof(*v));
+    if (!v)
+        return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++)
+        v[i] = (struct seen){ids[i], at[i]};
+    qsort(v, n, sizeof(*v), compare_seen);
+    LOCKED(s, base);
+    enum ot_err err = begin(s, d);
+    for (size_t i = 0; !err && i < n; i += BATCH_MAX)
+        err = touch_chunk(s, v + i, OT_MIN(n - i, (size_t)BATCH_MAX), d);
+    return end(s, err, d);
+}
+
+static enum ot_err pg_device_list(struct srv_store *base, const struct srv_device_filter *f,
+                                  struct srv_device **ret, size_t *ret_n, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    struct params p = {0};
+    param_i64(&p, f->after_id);
+    param_i64(&p, f->status);
+    param_text(&p, f->device_type); /* NULL sends NULL: any */
+    param_text(&p, f->tag);
+    param_i64(&p, (int64_t)f->limit);
+    return query_list(s, sql_device_list, &p, &device_rows, f->limit, (void **)ret, ret_n, d);
+}
+
+static enum ot_err pg_device_ids_by_tag(struct srv_store *base, const char *tag, int64_t **ret,
+                                        size_t *ret_n, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    struct params p = {0};
+    param_text(&p, tag);
+    _cleanup_result_ PGresult *res = NULL;
+    enum ot_err err = read_rows(s, sql_device_ids_by_tag, &p, &res, d);
+    if (err)
+        return err;
+    size_t n = (size_t)PQntuples(res);
+    _cleanup_free_ int64_t *ids = n ? calloc(n, sizeof(*ids)) : NULL;
+    if (n && !ids)
+        return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++)
+        if (!get_int(res, (int)i, 0, &ids[i]))
+            return ot_diag_set(d, OT_ERR_FORMAT, "database is damaged: device_tags");
+    *ret = TAKE_PTR(ids);
+    *ret_n = n;
+    return OT_OK;
+}
+
+/* ---- artifacts ------------------------------------------------------------------------------- */
+
+/* A row of ARTIFACT_COLUMNS. */
+static enum ot_err read_artifact(const PGresult *res, int row, void *elem, struct ot_diag *d)
+{
+    struct srv_artifact *a = elem;
+    int64_t size = 0;
+    if (!get_int(res, row, 0, &a->id) || !get_int(res, row, 4, &size) ||
+        !get_int(res, row, 8, &a->created_at) || size < 0)
+        return ot_diag_set(d, OT_ERR_FORMAT, "database is damaged: artifact %lld",
+                           (long long)a->id);
+    a->size = (uint64_t)size;
+    enum ot_err err = column_copy(res, row, 3, a->sha256, sizeof(a->sha256), d);
+    if (!err)
+        err = column_dup(res, row, 1, false, &a->name, d);
+    if (!err)
+        err = column_dup(res, row, 2, false, &a->version, d);
+    if (!err)
+        err = column_dup(res, row, 5, false, &a->manifest, d);
+    if (!err)
+        err = column_dup(res, row, 6, false, &a->signatures, d);
+    if (!err)
+        err = column_dup(res, row, 7, false, &a->device_types, d);
+    if (!err)
+        err = column_dup(res, row, 9, false, &a->uploaded_by, d);
+    return err;
+}
+
+static void free_artifacts(void *list, size_t n) { srv_artifact_list_free(list, n); }
+
+static const struct row_kind artifact_rows = {sizeof(struct srv_artifact), read_artifact,
+                                              free_artifacts};
+
+/* After a refused insert: which of the two unique keys, for the message. */
+static enum ot_err artifact_conflict(struct pg_store *s, const struct srv_artifact *a,
+                                     struct ot_diag *d)
+{
+    struct params p = {0};
+    param_text(&p, a->sha256);
+    param_text(&p, a->name);
+    param_text(&p, a->version);
+    _cleanup_result_ PGresult *res = NULL;
+    int64_t id = 0;
+    bool same_sha = false;
+    if (read_rows(s, sql_artifact_conflict, &p, &res, NULL) == OT_OK && PQntuples(res) == 1 &&
+        get_int(res, 0, 0, &id))
+        same_sha = PQgetlength(res, 0, 1) == 1 && PQgetvalue(res, 0, 1)[0];
+    if (same_sha)
+        return ot_diag_set(d, OT_ERR_EXISTS, "sha256 %s is already stored as artifact %lld",
+                           a->sha256, (long long)id);
+    return ot_diag_set(d, OT_ERR_EXISTS, "%s version %s is already stored as artifact %lld",
+                       a->name, a->version, (long long)id);
+}
+
+static enum ot_err pg_artifact_create(struct srv_store *base, const struct srv_artifact *a,
+                                      int64_t *ret_id, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    struct params p = {0};
+    param_text(&p, a->name);
+    param_text(&p, a->version);
+    param_text(&p, a->sha256);
+    param_i64(&p, (int64_t)a->size); /* ≤ INT64_MAX, checked in store.c */
+    param_text(&p, a->manifest);
+    param_text(&p, a->signatures);
+    param_text(&p, a->device_types);
+    param_i64(&p, a->created_at);
+    param_text(&p, a->uploaded_by);
+    _cleanup_result_ PGresult *res = NULL;
+    enum ot_err err = run(s, sql_artifact_insert, &p, false, &res, d);
+    if (err)
+        return err;
+    if (!result_ok(res)) {
+        err = db_error(s, res, d, "store artifact %s %s", a->name, a->version);
+        return err == OT_ERR_EXISTS ? artifact_conflict(s, a, d) : err;
+    }
+    if (PQntuples(res) != 1 || !get_int(res, 0, 0, ret_id))
+        return ot_diag_set(d, OT_ERR_INTERNAL, "store artifact: no id returned");
+    return OT_OK;
+}
+
+static enum ot_err pg_artifact_get(struct srv_store *base, int64_t id, struct srv_artifact *ret,
+                                   struct ot_diag *d)
+{
+    LOCKED(s, base);
+    struct params p = {0};
+    param_i64(&p, id);
+    enum ot_err err = query_one(s, sql_artifact_get, &p, &artifact_rows, ret, d);
+    if (err == OT_ERR_NOENT)
+        return ot_diag_set(d, err, "no artifact with id %lld", (long long)id);
+    return err;
+}
+
+static enum ot_err pg_artifact_by_sha256(struct srv_store *base, const char *sha256_hex,
+                                         struct srv_artifact *ret, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    struct params p = {0};
+    param_text(&p, sha256_hex);
+    enum ot_err err = query_one(s, sql_artifact_by_sha256, &p, &artifact_rows, ret, d);
+    if (err == OT_ERR_NOENT)
+        return ot_diag_set(d, err, "no artifact with sha256 %s", sha256_hex);
+    return err;
+}
+
+static enum ot_err pg_artifact_list(struct srv_store *base, int64_t after_id, size_t limit,
+                                    struct srv_artifact **ret, size_t *ret_n, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    struct params p = {0};
+    param_i64(&p, after_id);
+    param_i64(&p, (int64_t)limit);
+    return query_list(s, sql_artifact_list, &p, &artifact_rows, limit, (void **)ret, ret_n, d);
+}
+
+static enum ot_err delete_artifact(struct pg_store *s, int64_t id, struct ot_diag *d)
+{
+    struct params p = {0};
+    param_i64(&p, id);
+    bool found = false, used = false;
+    int64_t user = 0;
+    enum ot_err err = step(s, sql_artifact_lock, &p, &found, NULL, d, "delete artifact %lld",
+                           (long long)id);
+    if (!err && !found)
+        return ot_diag_set(d, OT_ERR_NOENT, "no artifact with id %lld", (long long)id);
+    if (!err)
+        err = step(s, sql_artifact_user, &p, &used, &user, d, "delete artifact %lld",
+                   (long long)id);
+    if (!err && used)
+        return ot_diag_set(d, OT_ERR_EXISTS, "artifact %lld is used by active deployment %lld",
+                           (long long)id, (long long)user);
+    if (!err)
+        err = step(s, sql_artifact_delete, &p, NULL, NULL, d, "delete artifact %lld",
+                   (long long)id);
+    return err;
+}
+
+static enum ot_err pg_artifact_delete(struct srv_store *base, int64_t id, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    enum ot_err err = begin(s, d);
+    if (!err)
+        err = delete_artifact(s, id, d);
+    return end(s, err, d);
+}
+
+/* ---- deployments ----------------------------------------------------------------------------- */
+
+/* A row of DEPLOYMENT_COLUMNS. */
+static enum ot_err read_deployment(const PGresult *res, int row, void *elem, struct ot_diag *d)
+{
+    struct srv_deployment *dep = elem;
+    int64_t status = 0, ndevices = 0;
+    bool ok = get_int(res, row, 0, &dep->id) && get_int(res, row, 2, &dep->artifact_id) &&
+              get_ints(res, row, 6, (int64_t *const[]){&status, &dep->created_at,
+                                                       &dep->finished_at}, 3) &&
+              get_int(res, row, 10, &ndevices) && ndevices >= 0;
+    if (!ok)
+        return ot_diag_set(d, OT_ERR_FORMAT, "database is damaged: deployment %lld",
+                           (long long)dep->id);
+    dep->status = (enum srv_deployment_status)status;
+    dep->ndevices = (size_t)ndevices;
+    enum ot_err err = column_dup(res, row, 1, false, &dep->name, d);
+    if (!err)
+        err = column_dup(res, row, 3, false, &dep->artifact_name, d);
+    if (!err)
+        err = column_dup(res, row, 4, false, &dep->artifact_version, d);
+    if (!err)
+        err = column_dup(res, row, 5, false, &dep->target, d);
+    if (!err)
+        err = column_dup(res, row, 9, false, &dep->created_by, d);
+    return err;
+}
+
+static void free_deployments(void *list, size_t n) { srv_deployment_list_free(list, n); }
+
+static const struct row_kind deployment_rows = {sizeof(struct srv_deployment), read_deployment,
+                                                free_deployments};
+
+/* A row of DD_COLUMNS. */
+static enum ot_err read_dd(const PGresult *res, int row, void *elem, struct ot_diag *d)
+{
+    struct srv_dd *dd = elem;
+    int64_t status = 0, progress = 0;
+    if (!get_ints(res, row, 0, (int64_t *const[]){&dd->deployment_id, &dd->device_id, &status,
+                                                  &progress}, 4) ||
+        !get_int(res, row, 5, &dd->updated_at))
+        return ot_diag_set(d, OT_ERR_FORMAT, "database is damaged: deployment_devices");
+    dd->status = (enum srv_dd_status)status;
+    dd->progress = (int)progress;
+    return column_dup(res, row, 4, false, &dd->message, d);
+}
+
+static void free_dds(void *list, size_t n) { srv_dd_list_free(list, n); }
+
+static const struct row_kind dd_rows = {sizeof(struct srv_dd), read_dd, free_dds};
+
+static enum ot_err read_event(const PGresult *res, int row, void *elem, struct ot_diag *d)
+{
+    struct srv_dd_event *e = elem;
+    int64_t status = 0, progress = 0;
+    if (!get_ints(res, row, 0, (int64_t *const[]){&e->id, &e->at, &status, &progress}, 4))
+        return ot_diag_set(d, OT_ERR_FORMAT, "database is damaged: dd_events");
+    e->status = (enum srv_dd_status)status;
+    e->progress = (int)progress;
+    enum ot_err err = column_dup(res, row, 4, false, &e->message, d);
+    if (!err)
+        err = column_dup(res, row, 5, true, &e->log, d);
+    return err;
+}
+
+static void free_events(void *list, size_t n) { srv_dd_event_list_free(list, n); }
+
+static const struct row_kind event_rows = {sizeof(struct srv_dd_event), read_event, free_events};
+
+static enum ot_err insert_deployment(struct pg_store *s, const struct srv_deployment *dep,
+                                     int64_t *ret_id, struct ot_diag *d)
+{
+    struct params p = {0};
+    param_text(&p, dep->name);
+    param_i64(&p, dep->artifact_id);
+    param_text(&p, dep->target);
+    param_i64(&p, dep->status);
+    param_i64(&p, dep->created_at);
+    param_i64(&p, dep->finished_at);
+    param_text(&p, dep->created_by);
+    param_i64(&p, (int64_t)dep->ndevices);
+    bool found = false;
+    enum ot_err err = step(s, sql_deployment_insert, &p, &found, ret_id, d,
+                           "create deployment '%s'", dep->name);
+    if (!err && !found)
+        err = ot_diag_set(d, OT_ERR_NOENT, "no artifact with id %lld",
+                          (long long)dep->artifact_id);
+    return err;
+}
+
+/* Up to BATCH_MAX rows of a new deployment. Devices are never deleted, so one that exists now
+ * still does at the commit; the foreign key stays the last word all the same. */
+static enum ot_err insert_dds(struct pg_store *s, int64_t deployment_id, const int64_t *ids,
+                              const bool *skipped, size_t n, const char *skip_message, int64_t at,
+                              struct ot_diag *d)
+{
+    _cleanup_free_ char *id_text = i64_array(ids, n);
+    _cleanup_free_ char *skip_text = bool_array(skipped, n);
+    if (!id_text || !skip_text)
+        return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+    struct params p = {0};
+    param_text(&p, id_text);
+    bool unknown = false;
+    int64_t id = 0;
+    enum ot_err err = step(s, sql_dd_unknown_device, &p, &unknown, &id, d, "check the devices");
+    if (!err && unknown)
+        return ot_diag_set(d, OT_ERR_INVALID, "device %lld does not exist", (long long)id);
+    p.n = 0;
+    param_i64(&p, deployment_id);
+    param_text(&p, id_text);
+    param_text(&p, skip_text);
+    param_text(&p, skip_message);
+    param_i64(&p, at);
+    if (!err)
+        err = step(s, sql_dd_insert, &p, NULL, NULL, d, "add the devices to the deployment");
+    return err;
+}
+
+static enum ot_err pg_deployment_create(struct srv_store *base, const struct srv_deployment *dep,
+                                        const int64_t *device_ids, const bool *skipped,
+                                        size_t ndevices, const char *skip_message,
+                                        int64_t *ret_id, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    int64_t id = 0;
+    enum ot_err err = begin(s, d);
+    if (!err)
+        err = insert_deployment(s, dep, &id, d);
+    for (size_t i = 0; !err && i < ndevices; i += BATCH_MAX)
+        err = insert_dds(s, id, device_ids + i, skipped + i,
+                         OT_MIN(ndevices - i, (size_t)BATCH_MAX), skip_message, dep->created_at, d);
+    if (!err)
+        err = bump_generation(s, d);
+    err = end(s, err, d);
+    if (!err)
+        *ret_id = id;
+    return err;
+}
+
+static enum ot_err pg_deployment_get(struct srv_store *base, int64_t id,
+                                     struct srv_deployment *ret, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    struct params p = {0};
+    param_i64(&p, id);
+    enum ot_err err = query_one(s, sql_deployment_get, &p, &deployment_rows, ret, d);
+    if (err == OT_ERR_NOENT)
+        return ot_diag_set(d, err, "no deployment with id %lld", (long long)id);
+    return err;
+}
+
+static enum ot_err pg_deployment_list(struct srv_store *base, enum srv_deployment_status status,
+                                      int64_t before_id, size_t limit,
+                                      struct srv_deployment **ret, size_t *ret_n,
+                                      struct ot_diag *d)
+{
+    LOCKED(s, base);
+    struct params p = {0};
+    param_i64(&p, status);
+    param_i64(&p, before_id);
+    param_i64(&p, (int64_t)limit);
+    return query_list(s, sql_deployment_list, &p, &deployment_rows, limit, (void **)ret, ret_n,
+                      d);
+}
+
+/* OT_ERR_NOENT for an unknown deployment (outside a transaction). */
+static enum ot_err deployment_exists(struct pg_store *s, int64_t id, struct ot_diag *d)
+{
+    struct params p = {0};
+    param_i64(&p, id);
+    _cleanup_result_ PGresult *res = NULL;
+    enum ot_err err = read_rows(s, sql_deployment_status, &p, &res, d);
+    if (!err && PQntuples(res) == 0)
+        err = ot_diag_set(d, OT_ERR_NOENT, "no deployment with id %lld", (long long)id);
+    return err;
+}
+
+static enum ot_err pg_deployment_rollup(struct srv_store *base, int64_t id,
+                                        uint64_t counts[SRV_DD__MAX], struct ot_diag *d)
+{
+    LOCKED(s, base);
+    enum ot_err err = deployment_exists(s, id, d);
+    if (err)
+        return err;
+    struct params p = {0};
+    param_i64(&p, id);
+    _cleanup_result_ PGresult *res = NULL;
+    err = read_rows(s, sql_deployment_rollup, &p, &res, d);
+    if (err)
+        return err;
+    uint64_t got[SRV_DD__MAX] = {0};
+    for (int i = 0; i < PQntuples(res); i++) {
+        int64_t status = 0, n = 0;
+        if (!get_int(res, i, 0, &status) || !get_int(res, i, 1, &n))
+            return ot_diag_set(d, OT_ERR_FORMAT, "database is damaged: deployment_devices");
+        if (status >= SRV_DD_PENDING && status < SRV_DD__MAX)
+            got[status] = (uint64_t)n;
+    }
+    memcpy(counts, got, sizeof(got));
+    return OT_OK;
+}
+
+static enum ot_err pg_deployment_devices(struct srv_store *base, int64_t id,
+                                         int64_t after_device_id, size_t limit,
+                                         struct srv_dd **ret, size_t *ret_n, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    enum ot_err err = deployment_exists(s, id, d);
+    if (err)
+        return err;
+    struct params p = {0};
+    param_i64(&p, id);
+    param_i64(&p, after_device_id);
+    param_i64(&p, (int64_t)limit);
+    return query_list(s, sql_deployment_devices, &p, &dd_rows, limit, (void **)ret, ret_n, d);
+}
+
+/* Locks the deployment row first (the UPDATE), then its pending rows: the same order as a report
+ * that may finish it (pg_dd_report), so the two never deadlock. */
+static enum ot_err cancel_deployment(struct pg_store *s, int64_t id, int64_t now,
+                                     struct ot_diag *d)
+{
+    struct params p = {0};
+    param_i64(&p, id);
+    param_i64(&p, now);
+    bool found = false;
+    enum ot_err err = step(s, sql_deployment_cancel, &p, &found, NULL, d,
+                           "cancel deployment %lld", (long long)id);
+    if (!err && !found) {
+        p.n = 1;
+        err = step(s, sql_deployment_status, &p, &found, NULL, d, "read deployment %lld",
+                   (long long)id);
+        if (!err && !found)
+            return ot_diag_set(d, OT_ERR_NOENT, "no deployment with id %lld", (long long)id);
+        return err ? err : ot_diag_set(d, OT_ERR_EXISTS, "deployment %lld is not active",
+                                       (long long)id);
+    }
+    if (!err)
+        err = step(s, sql_dd_cancel_pending, &p, NULL, NULL, d,
+                   "cancel the devices of deployment %lld", (long long)id);
+    if (!err)
+        err = bump_generation(s, d);
+    return err;
+}
+
+static enum ot_err pg_deployment_cancel(struct srv_store *base, int64_t id, int64_t now,
+                                        struct ot_diag *d)
+{
+    LOCKED(s, base);
+    enum ot_err err = begin(s, d);
+    if (!err)
+        err = cancel_deployment(s, id, now, d);
+    return end(s, err, d);
+}
+
+static enum ot_err pg_device_next(struct srv_store *base, int64_t device_id, struct srv_dd *ret,
+                                  struct ot_diag *d)
+{
+    LOCKED(s, base);
+    struct params p = {0};
+    param_i64(&p, device_id);
+    enum ot_err err = query_one(s, sql_device_next, &p, &dd_rows, ret, d);
+    if (err == OT_ERR_NOENT)
+        return ot_diag_set(d, err, "no work for device %lld", (long long)device_id);
+    return err;
+}
+
+static enum ot_err no_row(int64_t deployment_id, int64_t device_id, struct ot_diag *d)
+{
+    return ot_diag_set(d, OT_ERR_NOENT, "device %lld is not in deployment %lld",
+                       (long long)device_id, (long long)deployment_id);
+}
+
+static enum ot_err pg_dd_get(struct srv_store *base, int64_t deployment_id, int64_t device_id,
+                             struct srv_dd *ret, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    struct params p = {0};
+    param_i64(&p, deployment_id);
+    param_i64(&p, device_id);
+    enum ot_err err = query_one(s, sql_dd_get, &p, &dd_rows, ret, d);
+    return err == OT_ERR_NOENT ? no_row(deployment_id, device_id, d) : err;
+}
+
+/* Inside a transaction: the deployment row, locked to the end of it. */
+static enum ot_err lock_deployment(struct pg_store *s, int64_t id, struct ot_diag *d)
+{
+    struct params p = {0};
+    param_i64(&p, id);
+    return step(s, sql_deployment_lock, &p, NULL, NULL, d, "lock deployment %lld",
+                (long long)id);
+}
+
+/* After a row became final: an active deployment with no row left to finish is finished. The
+ * caller holds the deployment's lock, so of two reports finishing its last two rows at once, the
+ * second waits and then sees the first's row final (a new snapshot per statement). */
+static enum ot_err finish_if_done(struct pg_store *s, int64_t deployment_id, int64_t at,
+                                  struct ot_diag *d)
+{
+    struct params p = {0};
+    param_i64(&p, deployment_id);
+    param_i64(&p, at);
+    bool finished = false;
+    enum ot_err err = step(s, sql_deployment_finish, &p, &finished, NULL, d,
+                           "finish deployment %lld", (long long)deployment_id);
+    return !err && finished ? bump_generation(s, d) : err;
+}
+
+struct report {
+    int64_t deployment_id, device_id;
+    enum srv_dd_status status;
+    int progress;
+    const char *message, *log;
+    int64_t at;
+};
+
+static enum ot_err write_report(struct pg_store *s, const struct report *r, struct ot_diag *d)
+{
+    struct params p = {0};
+    param_i64(&p, r->deployment_id);
+    param_i64(&p, r->device_id);
+    param_i64(&p, r->status);
+    param_i64(&p, r->progress);
+    param_text(&p, r->message);
+    param_i64(&p, r->at);
+    enum ot_err err = step(s, sql_dd_update, &p, NULL, NULL, d,
+                           "update device %lld in deployment %lld", (long long)r->device_id,
+                           (long long)r->deployment_id);
+    p.n = 0;
+    param_i64(&p, r->deployment_id);
+    param_i64(&p, r->device_id);
+    param_i64(&p, r->at);
+    param_i64(&p, r->status);
+    param_i64(&p, r->progress);
+    param_text(&p, r->message);
+    param_text(&p, r->log);
+    if (!err)
+        err = step(s, sql_event_insert, &p, NULL, NULL, d, "record the report of device %lld",
+                   (long long)r->device_id);
+    return err;
+}
+
+/* Lock order: the deployment (only when this report may finish it), then the row; a cancel takes
+ * the same order. The row lock makes the final-state check and the write one step: a second
+ * report for the row waits, then reads what the first one wrote. */
+static enum ot_err apply_report(struct pg_store *s, const struct report *r, bool *ret_applied,
+                                enum srv_dd_status *ret_current, struct ot_diag *d)
+{
+    enum ot_err err = OT_OK;
+    if (SRV_DD_IS_FINAL(r->status))
+        err = lock_deployment(s, r->deployment_id, d);
+    struct params p = {0};
+    param_i64(&p, r->deployment_id);
+    param_i64(&p, r->device_id);
+    bool found = false;
+    int64_t current = 0;
+    if (!err)
+        err = step(s, sql_dd_lock, &p, &found, &current, d, "read device %lld in deployment %lld",
+                   (long long)r->device_id, (long long)r->deployment_id);
+    if (!err && !found)
+        return no_row(r->deployment_id, r->device_id, d);
+    if (err)
+        return err;
+    *ret_applied = !SRV_DD_IS_FINAL(current);
+    *ret_current = *ret_applied ? r->status : (enum srv_dd_status)current;
+    if (!*ret_applied)
+        return OT_OK;
+    err = write_report(s, r, d);
+    if (!err && SRV_DD_IS_FINAL(r->status))
+        err = finish_if_done(s, r->deployment_id, r->at, d);
+    return err;
+}
+
+static enum ot_err pg_dd_report(struct srv_store *base, int64_t deployment_id, int64_t device_id,
+                                enum srv_dd_status status, int progress, const char *message,
+                                const char *log, int64_t at, bool *ret_applied,
+                                enum srv_dd_status *ret_current, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    const struct report r = {deployment_id, device_id, status, progress, message, log, at};
+    bool applied = false;
+    enum srv_dd_status current = 0;
+    enum ot_err err = begin(s, d);
+    if (!err)
+        err = apply_report(s, &r, &applied, &current, d);
+    err = end(s, err, d);
+    if (!err) {
+        *ret_applied = applied;
+        *ret_current = current;
+    }
+    return err;
+}
+
+static enum ot_err skip_row(struct pg_store *s, int64_t deployment_id, int64_t device_id,
+                            const char *message, int64_t at, struct ot_diag *d)
+{
+    enum ot_err err = lock_deployment(s, deployment_id, d);
+    struct params p = {0};
+    param_i64(&p, deployment_id);
+    param_i64(&p, device_id);
+    param_text(&p, message);
+    param_i64(&p, at);
+    bool skipped = false, found = false;
+    if (!err)
+        err = step(s, sql_dd_skip, &p, &skipped, NULL, d, "skip device %lld in deployment %lld",
+                   (long long)device_id, (long long)deployment_id);
+    if (!err && !skipped) { /* not pending (a no-op), or no such row */
+        p.n = 2;
+        err = step(s, sql_dd_status, &p, &found, NULL, d, "read device %lld in deployment %lld",
+                   (long long)device_id, (long long)deployment_id);
+        return !err && !found ? no_row(deployment_id, device_id, d) : err;
+    }
+    if (!err)
+        err = finish_if_done(s, deployment_id, at, d);
+    if (!err)
+        err = bump_generation(s, d);
+    return err;
+}
+
+static enum ot_err pg_dd_skip(struct srv_store *base, int64_t deployment_id, int64_t device_id,
+                              const char *message, int64_t at, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    enum ot_err err = begin(s, d);
+    if (!err)
+        err = skip_row(s, deployment_id, device_id, message, at, d);
+    return end(s, err, d);
+}
+
+static enum ot_err pg_dd_events(struct srv_store *base, int64_t deployment_id, int64_t device_id,
+                                int64_t after_id, size_t limit, struct srv_dd_event **ret,
+                                size_t *ret_n, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    struct params p = {0};
+    param_i64(&p, deployment_id);
+    param_i64(&p, device_id);
+    _cleanup_result_ PGresult *res = NULL;
+    enum ot_err err = read_rows(s, sql_dd_status, &p, &res, d);
+    if (err)
+        return err;
+    if (PQntuples(res) == 0)
+        return no_row(deployment_id, device_id, d);
+    param_i64(&p, after_id);
+    param_i64(&p, (int64_t)limit);
+    return query_list(s, sql_events, &p, &event_rows, limit, (void **)ret, ret_n, d);
+}
+
+static enum ot_err pg_deployments_generation(struct srv_store *base, int64_t *ret,
+                                             struct ot_diag *d)
+{
+    LOCKED(s, base);
+    return query_int(s, sql_generation_get, NULL, ret, d);
+}
+
 const struct srv_store_ops srv__store_pg_ops = {
     .name = "postgresql",
     .open = pg_open,
@@ -772,4 +2015,31 @@ const struct srv_store_ops srv__store_pg_ops = {
     .token_revoke = pg_token_revoke,
     .audit_add = pg_audit_add,
     .audit_list = pg_audit_list,
+    .device_create = pg_device_create,
+    .device_get = pg_device_get,
+    .device_by_pubkey = pg_device_by_pubkey,
+    .device_set_status = pg_device_set_status,
+    .device_set_installed = pg_device_set_installed,
+    .device_set_attributes = pg_device_set_attributes,
+    .device_set_tags = pg_device_set_tags,
+    .device_touch = pg_device_touch,
+    .device_list = pg_device_list,
+    .device_ids_by_tag = pg_device_ids_by_tag,
+    .artifact_create = pg_artifact_create,
+    .artifact_get = pg_artifact_get,
+    .artifact_by_sha256 = pg_artifact_by_sha256,
+    .artifact_list = pg_artifact_list,
+    .artifact_delete = pg_artifact_delete,
+    .deployment_create = pg_deployment_create,
+    .deployment_get = pg_deployment_get,
+    .deployment_list = pg_deployment_list,
+    .deployment_rollup = pg_deployment_rollup,
+    .deployment_devices = pg_deployment_devices,
+    .deployment_cancel = pg_deployment_cancel,
+    .device_next = pg_device_next,
+    .dd_get = pg_dd_get,
+    .dd_report = pg_dd_report,
+    .dd_skip = pg_dd_skip,
+    .dd_events = pg_dd_events,
+    .deployments_generation = pg_deployments_generation,
 };

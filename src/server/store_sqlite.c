@@ -3,13 +3,15 @@
  *
  * Durability: WAL journal with synchronous=FULL, so every commit fsyncs the WAL before the call
  * returns: an acknowledged write survives a kill or a power cut. A call returns OT_OK only after
- * its statement ran to SQLITE_DONE, which is where an autocommit statement commits.
+ * its statement ran to SQLITE_DONE, which is where an autocommit statement commits, or, for an
+ * operation of several statements, after its COMMIT (BEGIN IMMEDIATE ... COMMIT).
  *
  * Threads: one connection, and a pthread mutex held for the whole of each operation (bind, step,
  * read the rows, reset). That is simple and obviously correct: a statement, its error message
  * (sqlite3_errmsg is per connection) and its rows can never interleave with another thread's. It
- * serialises the store, which is fine at today's load; per-thread read connections and batched
- * last-seen writes come with the device check-in path. SQLITE_OPEN_FULLMUTEX stays on as a second
+ * serialises the store, which is fine at today's load (the check-in path batches its last-seen
+ * writes into one srv_store_device_touch transaction); per-thread read connections may come
+ * later. SQLITE_OPEN_FULLMUTEX stays on as a second
  * line of defence in case a future caller slips past the mutex.
  *
  * File descriptors: SQLite's unix VFS opens the database, WAL and shm files with O_CLOEXEC
@@ -52,12 +54,63 @@ static const char *const migrations[] = {
     " revoked INTEGER NOT NULL DEFAULT 0, hash BLOB NOT NULL UNIQUE);"
     "CREATE TABLE audit(id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL,"
     " actor TEXT NOT NULL, action TEXT NOT NULL, object TEXT NOT NULL, detail TEXT);",
+    /* 2: devices, artifacts, deployments. Status numbers are those of store.h (store_impl.h
+     * asserts them). deployments.ndevices is fixed at creation (rows are never added later), so
+     * listing deployments counts nothing. deployment_devices(deployment_id, status) answers "is
+     * any row of this deployment left?" at every final report without a scan; (device_id, status)
+     * finds a device's next row. deployments_generation is one row, bumped in the transaction of
+     * every change srv_store_deployments_generation promises to show. */
+    "CREATE TABLE devices(id INTEGER PRIMARY KEY AUTOINCREMENT, pubkey BLOB NOT NULL UNIQUE,"
+    " identity TEXT NOT NULL, status INTEGER NOT NULL CHECK (status BETWEEN 1 AND 5),"
+    " device_type TEXT NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,"
+    " last_seen INTEGER NOT NULL DEFAULT 0, attributes TEXT NOT NULL, installed TEXT NOT NULL);"
+    "CREATE TABLE device_tags(device_id INTEGER NOT NULL REFERENCES devices(id),"
+    " tag TEXT NOT NULL, PRIMARY KEY(device_id, tag)) WITHOUT ROWID;"
+    "CREATE INDEX device_tags_tag ON device_tags(tag, device_id);"
+    "CREATE TABLE artifacts(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL,"
+    " version TEXT NOT NULL, sha256 TEXT NOT NULL UNIQUE, size INTEGER NOT NULL,"
+    " manifest TEXT NOT NULL, signatures TEXT NOT NULL, device_types TEXT NOT NULL,"
+    " created_at INTEGER NOT NULL, uploaded_by TEXT NOT NULL, UNIQUE(name, version));"
+    "CREATE TABLE deployments(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL,"
+    " artifact_id INTEGER REFERENCES artifacts(id) ON DELETE SET NULL,"
+    " artifact_name TEXT NOT NULL, artifact_version TEXT NOT NULL, target TEXT NOT NULL,"
+    " status INTEGER NOT NULL CHECK (status BETWEEN 1 AND 3), created_at INTEGER NOT NULL,"
+    " finished_at INTEGER NOT NULL, created_by TEXT NOT NULL, ndevices INTEGER NOT NULL);"
+    "CREATE INDEX deployments_artifact ON deployments(artifact_id, status);"
+    "CREATE TABLE deployment_devices(deployment_id INTEGER NOT NULL REFERENCES deployments(id),"
+    " device_id INTEGER NOT NULL REFERENCES devices(id),"
+    " status INTEGER NOT NULL CHECK (status BETWEEN 1 AND 10), progress INTEGER NOT NULL,"
+    " message TEXT NOT NULL, updated_at INTEGER NOT NULL, PRIMARY KEY(deployment_id, device_id))"
+    " WITHOUT ROWID;"
+    "CREATE INDEX deployment_devices_device ON deployment_devices(device_id, status);"
+    "CREATE INDEX deployment_devices_status ON deployment_devices(deployment_id, status);"
+    "CREATE TABLE dd_events(id INTEGER PRIMARY KEY AUTOINCREMENT, deployment_id INTEGER NOT NULL,"
+    " device_id INTEGER NOT NULL, at INTEGER NOT NULL, status INTEGER NOT NULL,"
+    " progress INTEGER NOT NULL, message TEXT NOT NULL, log TEXT,"
+    " FOREIGN KEY(deployment_id, device_id)"
+    " REFERENCES deployment_devices(deployment_id, device_id));"
+    "CREATE INDEX dd_events_row ON dd_events(deployment_id, device_id, id);"
+    "CREATE TABLE deployments_generation(id INTEGER PRIMARY KEY CHECK (id = 1),"
+    " value INTEGER NOT NULL);"
+    "INSERT INTO deployments_generation(id, value) VALUES(1, 0);",
 };
 #define SCHEMA_VERSION ((int)OT_ARRAY_SIZE(migrations))
 
 /* ---- statements, prepared once at open ------------------------------------------------------- */
 
 #define TOKEN_COLUMNS "id, name, scopes, created_at, expires_at, revoked, hash"
+/* The tags come joined by blanks (srv__store_split_tags), so a device is one row. */
+#define DEVICE_COLUMNS                                                                             \
+    "d.id, d.pubkey, d.identity, d.status, d.device_type, d.created_at, d.updated_at,"             \
+    " d.last_seen, d.attributes, d.installed,"                                                     \
+    " (SELECT group_concat(t.tag, ' ') FROM device_tags t WHERE t.device_id = d.id)"
+#define ARTIFACT_COLUMNS                                                                           \
+    "id, name, version, sha256, size, manifest, signatures, device_types, created_at, uploaded_by"
+#define DEPLOYMENT_COLUMNS                                                                         \
+    "id, name, coalesce(artifact_id, 0), artifact_name, artifact_version, target, status,"         \
+    " created_at, finished_at, created_by, ndevices"
+#define DD_COLUMNS                                                                                 \
+    "dd.deployment_id, dd.device_id, dd.status, dd.progress, dd.message, dd.updated_at"
 
 enum stmt_id {
     ST_MIGRATION_DONE,
@@ -69,6 +122,44 @@ enum stmt_id {
     ST_TOKEN_REVOKE,
     ST_AUDIT_INSERT,
     ST_AUDIT_LIST,
+    ST_DEVICE_INSERT,
+    ST_TAG_INSERT,
+    ST_TAGS_DELETE,
+    ST_DEVICE_GET,
+    ST_DEVICE_BY_PUBKEY,
+    ST_DEVICE_SET_STATUS,
+    ST_DEVICE_SET_INSTALLED,
+    ST_DEVICE_SET_ATTRIBUTES,
+    ST_DEVICE_SET_UPDATED,
+    ST_DEVICE_TOUCH,
+    ST_DEVICE_LIST,
+    ST_DEVICE_IDS_BY_TAG,
+    ST_ARTIFACT_INSERT,
+    ST_ARTIFACT_CONFLICT,
+    ST_ARTIFACT_GET,
+    ST_ARTIFACT_BY_SHA256,
+    ST_ARTIFACT_LIST,
+    ST_ARTIFACT_USER,
+    ST_ARTIFACT_DELETE,
+    ST_DEPLOYMENT_INSERT,
+    ST_DD_INSERT,
+    ST_DEPLOYMENT_GET,
+    ST_DEPLOYMENT_STATUS,
+    ST_DEPLOYMENT_LIST,
+    ST_DEPLOYMENT_ROLLUP,
+    ST_DEPLOYMENT_DEVICES,
+    ST_DEPLOYMENT_CANCEL,
+    ST_DD_CANCEL_PENDING,
+    ST_DEPLOYMENT_FINISH,
+    ST_DEVICE_NEXT,
+    ST_DD_GET,
+    ST_DD_STATUS,
+    ST_DD_UPDATE,
+    ST_DD_SKIP,
+    ST_EVENT_INSERT,
+    ST_EVENTS,
+    ST_GENERATION_BUMP,
+    ST_GENERATION_GET,
     ST__MAX
 };
 
@@ -86,6 +177,85 @@ static const char *const stmt_sql[ST__MAX] = {
                         " VALUES(?1, ?2, ?3, ?4, ?5)",
     [ST_AUDIT_LIST] = "SELECT id, at, actor, action, object, detail FROM audit"
                       " WHERE id > ?1 ORDER BY id LIMIT ?2",
+    [ST_DEVICE_INSERT] = "INSERT INTO devices(pubkey, identity, status, device_type, created_at,"
+                         " updated_at, attributes, installed)"
+                         " VALUES(?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7) RETURNING id",
+    [ST_TAG_INSERT] = "INSERT INTO device_tags(device_id, tag) VALUES(?1, ?2)",
+    [ST_TAGS_DELETE] = "DELETE FROM device_tags WHERE device_id = ?1",
+    [ST_DEVICE_GET] = "SELECT " DEVICE_COLUMNS " FROM devices d WHERE d.id = ?1",
+    [ST_DEVICE_BY_PUBKEY] = "SELECT " DEVICE_COLUMNS " FROM devices d WHERE d.pubkey = ?1",
+    [ST_DEVICE_SET_STATUS] = "UPDATE devices SET status = ?2, updated_at = ?3 WHERE id = ?1"
+                             " RETURNING id",
+    [ST_DEVICE_SET_INSTALLED] = "UPDATE devices SET device_type = ?2, installed = ?3,"
+                                " updated_at = ?4 WHERE id = ?1 RETURNING id",
+    [ST_DEVICE_SET_ATTRIBUTES] = "UPDATE devices SET attributes = ?2, updated_at = ?3"
+                                 " WHERE id = ?1 RETURNING id",
+    [ST_DEVICE_SET_UPDATED] = "UPDATE devices SET updated_at = ?2 WHERE id = ?1 RETURNING id",
+    [ST_DEVICE_TOUCH] = "UPDATE devices SET last_seen = ?2 WHERE id = ?1 AND last_seen < ?2",
+    /* One fixed query for every combination of filters: an absent filter is 0 or NULL. */
+    [ST_DEVICE_LIST] = "SELECT " DEVICE_COLUMNS " FROM devices d WHERE d.id > ?1"
+                       " AND (?2 = 0 OR d.status = ?2) AND (?3 IS NULL OR d.device_type = ?3)"
+                       " AND (?4 IS NULL OR EXISTS (SELECT 1 FROM device_tags f"
+                       " WHERE f.device_id = d.id AND f.tag = ?4)) ORDER BY d.id LIMIT ?5",
+    [ST_DEVICE_IDS_BY_TAG] = "SELECT t.device_id FROM device_tags t JOIN devices d"
+                             " ON d.id = t.device_id WHERE t.tag = ?1 AND d.status = 2"
+                             " ORDER BY t.device_id",
+    [ST_ARTIFACT_INSERT] = "INSERT INTO artifacts(name, version, sha256, size, manifest,"
+                           " signatures, device_types, created_at, uploaded_by)"
+                           " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING id",
+    /* Which unique key an insert ran into: the sha256 one first. */
+    [ST_ARTIFACT_CONFLICT] = "SELECT id, sha256 = ?1 FROM artifacts"
+                             " WHERE sha256 = ?1 OR (name = ?2 AND version = ?3)"
+                             " ORDER BY 2 DESC LIMIT 1",
+    [ST_ARTIFACT_GET] = "SELECT " ARTIFACT_COLUMNS " FROM artifacts WHERE id = ?1",
+    [ST_ARTIFACT_BY_SHA256] = "SELECT " ARTIFACT_COLUMNS " FROM artifacts WHERE sha256 = ?1",
+    [ST_ARTIFACT_LIST] = "SELECT " ARTIFACT_COLUMNS " FROM artifacts WHERE id > ?1"
+                         " ORDER BY id LIMIT ?2",
+    [ST_ARTIFACT_USER] = "SELECT id FROM deployments WHERE artifact_id = ?1 AND status = 1"
+                         " ORDER BY id LIMIT 1",
+    [ST_ARTIFACT_DELETE] = "DELETE FROM artifacts WHERE id = ?1 RETURNING id",
+    [ST_DEPLOYMENT_INSERT] = "INSERT INTO deployments(name, artifact_id, artifact_name,"
+                             " artifact_version, target, status, created_at, finished_at,"
+                             " created_by, ndevices) SELECT ?1, a.id, a.name, a.version, ?3, ?4,"
+                             " ?5, ?6, ?7, ?8 FROM artifacts a WHERE a.id = ?2 RETURNING id",
+    [ST_DD_INSERT] = "INSERT INTO deployment_devices(deployment_id, device_id, status, progress,"
+                     " message, updated_at) VALUES(?1, ?2, ?3, -1, ?4, ?5)",
+    [ST_DEPLOYMENT_GET] = "SELECT " DEPLOYMENT_COLUMNS " FROM deployments WHERE id = ?1",
+    [ST_DEPLOYMENT_STATUS] = "SELECT status FROM deployments WHERE id = ?1",
+    [ST_DEPLOYMENT_LIST] = "SELECT " DEPLOYMENT_COLUMNS " FROM deployments"
+                           " WHERE (?1 = 0 OR status = ?1) AND (?2 = 0 OR id < ?2)"
+                           " ORDER BY id DESC LIMIT ?3",
+    [ST_DEPLOYMENT_ROLLUP] = "SELECT status, count(*) FROM deployment_devices"
+                             " WHERE deployment_id = ?1 GROUP BY status",
+    [ST_DEPLOYMENT_DEVICES] = "SELECT " DD_COLUMNS " FROM deployment_devices dd"
+                              " WHERE dd.deployment_id = ?1 AND dd.device_id > ?2"
+                              " ORDER BY dd.device_id LIMIT ?3",
+    [ST_DEPLOYMENT_CANCEL] = "UPDATE deployments SET status = 3, finished_at = ?2"
+                             " WHERE id = ?1 AND status = 1 RETURNING id",
+    [ST_DD_CANCEL_PENDING] = "UPDATE deployment_devices SET status = 9, updated_at = ?2"
+                             " WHERE deployment_id = ?1 AND status = 1",
+    [ST_DEPLOYMENT_FINISH] = "UPDATE deployments SET status = 2, finished_at = ?2"
+                             " WHERE id = ?1 AND status = 1 AND NOT EXISTS (SELECT 1 FROM"
+                             " deployment_devices WHERE deployment_id = ?1 AND status < 6)"
+                             " RETURNING id",
+    [ST_DEVICE_NEXT] = "SELECT " DD_COLUMNS " FROM deployment_devices dd JOIN deployments d"
+                       " ON d.id = dd.deployment_id WHERE dd.device_id = ?1 AND dd.status < 6"
+                       " AND d.status = 1 ORDER BY dd.deployment_id LIMIT 1",
+    [ST_DD_GET] = "SELECT " DD_COLUMNS " FROM deployment_devices dd"
+                  " WHERE dd.deployment_id = ?1 AND dd.device_id = ?2",
+    [ST_DD_STATUS] = "SELECT status FROM deployment_devices"
+                     " WHERE deployment_id = ?1 AND device_id = ?2",
+    [ST_DD_UPDATE] = "UPDATE deployment_devices SET status = ?3, progress = ?4, message = ?5,"
+                     " updated_at = ?6 WHERE deployment_id = ?1 AND device_id = ?2",
+    [ST_DD_SKIP] = "UPDATE deployment_devices SET status = 10, message = ?3, updated_at = ?4"
+                   " WHERE deployment_id = ?1 AND device_id = ?2 AND status = 1"
+                   " RETURNING device_id",
+    [ST_EVENT_INSERT] = "INSERT INTO dd_events(deployment_id, device_id, at, status, progress,"
+                        " message, log) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    [ST_EVENTS] = "SELECT id, at, status, progress, message, log FROM dd_events"
+                  " WHERE deployment_id = ?1 AND device_id = ?2 AND id > ?3 ORDER BY id LIMIT ?4",
+    [ST_GENERATION_BUMP] = "UPDATE deployments_generation SET value = value + 1",
+    [ST_GENERATION_GET] = "SELECT value FROM deployments_generation",
 };
 
 struct sqlite_store {
@@ -682,6 +852,870 @@ static enum ot_err sl_audit_list(struct srv_store *base, int64_t after_id, size_
     return OT_OK;
 }
 
+/* ---- statements with arguments, for the operations below ------------------------------------- */
+
+/* One bound parameter. ARG_I converts to int64_t, so any integer type is safe to pass. */
+struct arg {
+    char type;        /* 'i' integer, 't' text (NULL binds NULL), 'k' device public key */
+    int64_t i;
+    const void *p;
+};
+#define ARG_I(x) ((struct arg){'i', (int64_t)(x), NULL})
+#define ARG_T(x) ((struct arg){'t', 0, (const char *)(x)})
+#define ARG_K(x) ((struct arg){'k', 0, (const uint8_t *)(x)})
+/* The array and its length, as the two arguments the helpers take. */
+#define ARGS(...)                                                                                  \
+    (const struct arg[]){__VA_ARGS__}, OT_ARRAY_SIZE(((const struct arg[]){__VA_ARGS__}))
+
+#define LOCKED(s, base) _cleanup_(unlock_storep) struct sqlite_store *s = lock_store(base)
+
+static int bind_args(sqlite3_stmt *st, const struct arg *a, size_t n)
+{
+    int rc = SQLITE_OK;
+    for (size_t i = 0; rc == SQLITE_OK && i < n; i++) {
+        int col = (int)i + 1;
+        if (a[i].type == 'i')
+            rc = sqlite3_bind_int64(st, col, a[i].i);
+        else if (a[i].type == 'k')
+            rc = sqlite3_bind_blob(st, col, a[i].p, SRV_DEVICE_PUBKEY_LEN, SQLITE_STATIC);
+        else
+            rc = sqlite3_bind_text(st, col, a[i].p, -1, SQLITE_STATIC);
+    }
+    return rc;
+}
+
+static void reset(sqlite3_stmt *st)
+{
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+}
+
+/* Runs statement id to its end and resets it. *ret_found (may be NULL) says whether it produced a
+ * row, and *ret_int (may be NULL) is the first row's first column. */
+static enum ot_err run_stmt(struct sqlite_store *s, enum stmt_id id, const struct arg *a, size_t n,
+                            bool *ret_found, int64_t *ret_int, struct ot_diag *d, const char *fmt,
+                            ...) OT_PRINTF(8, 9);
+
+static enum ot_err run_stmt(struct sqlite_store *s, enum stmt_id id, const struct arg *a, size_t n,
+                            bool *ret_found, int64_t *ret_int, struct ot_diag *d, const char *fmt,
+                            ...)
+{
+    sqlite3_stmt *st = s->stmt[id];
+    bool found = false;
+    int rc = bind_args(st, a, n);
+    while (rc == SQLITE_OK || rc == SQLITE_ROW) {
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW && !found && ret_int)
+            *ret_int = sqlite3_column_int64(st, 0);
+        found |= rc == SQLITE_ROW;
+    }
+    enum ot_err err = OT_OK;
+    if (rc != SQLITE_DONE) {
+        char what[160];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(what, sizeof(what), fmt, ap);
+        va_end(ap);
+        err = map_error(s->db, rc, what, d);
+    }
+    reset(st);
+    if (!err && ret_found)
+        *ret_found = found;
+    return err;
+}
+
+/* Transactions: BEGIN IMMEDIATE takes the write lock at once, so a transaction that reads before
+ * it writes never fails half-way with SQLITE_BUSY (another process may hold the file). */
+static enum ot_err begin(struct sqlite_store *s, struct ot_diag *d)
+{
+    return exec(s, "BEGIN IMMEDIATE", "start a transaction", d);
+}
+
+/* Commits when err is OT_OK, rolls back otherwise; returns the outcome. */
+static enum ot_err end(struct sqlite_store *s, enum ot_err err, struct ot_diag *d)
+{
+    if (!err)
+        err = exec(s, "COMMIT", "commit", d);
+    if (err && !sqlite3_get_autocommit(s->db))
+        (void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    return err;
+}
+
+/* How to read one kind of row into its struct (read_*) and free a list of them. */
+struct row_kind {
+    size_t size;
+    enum ot_err (*read)(sqlite3_stmt *st, void *elem, struct ot_diag *d);
+    void (*free_list)(void *list, size_t n);
+};
+
+/* The first row of statement id into *ret (a struct of kind k), written only on success;
+ * OT_ERR_NOENT without a message when there is none: the caller says what was missing. */
+static enum ot_err query_one(struct sqlite_store *s, enum stmt_id id, const struct arg *a,
+                             size_t n, const struct row_kind *k, void *ret, struct ot_diag *d)
+{
+    sqlite3_stmt *st = s->stmt[id];
+    int rc = bind_args(st, a, n);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    enum ot_err err = OT_OK;
+    void *row = NULL;
+    if (rc == SQLITE_DONE)
+        err = OT_ERR_NOENT;
+    else if (rc != SQLITE_ROW)
+        err = db_error(s, rc, d, "read the database");
+    else if (!(row = calloc(1, k->size)))
+        err = ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+    else
+        err = k->read(st, row, d);
+    reset(st);
+    if (!err)
+        memcpy(ret, row, k->size);
+    else if (row)
+        k->free_list(row, 1);
+    if (!err)
+        free(row);
+    return err;
+}
+
+/* Up to limit rows of statement id (limit ≤ SRV_LIST_MAX) into a new array of kind k. */
+static enum ot_err query_list(struct sqlite_store *s, enum stmt_id id, const struct arg *a,
+                              size_t nargs, const struct row_kind *k, size_t limit, void **ret,
+                              size_t *ret_n, struct ot_diag *d)
+{
+    sqlite3_stmt *st = s->stmt[id];
+    char *list = calloc(limit, k->size);
+    if (!list)
+        return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+    size_t n = 0;
+    enum ot_err err = OT_OK;
+    int rc = bind_args(st, a, nargs);
+    while (!err && rc == SQLITE_OK && n < limit) {
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            err = k->read(st, list + n++ * k->size, d); /* a half-read row is freed below */
+            rc = SQLITE_OK;
+        }
+    }
+    if (!err && rc != SQLITE_OK && rc != SQLITE_DONE)
+        err = db_error(s, rc, d, "read the database");
+    reset(st);
+    if (err) {
+        k->free_list(list, n);
+        return err;
+    }
+    *ret = list;
+    *ret_n = n;
+    return OT_OK;
+}
+
+/* A text column into a fixed field of size max (NUL included); anything longer is damage. */
+static enum ot_err column_copy(sqlite3_stmt *st, int col, char *out, size_t max, struct ot_diag *d)
+{
+    const unsigned char *text = sqlite3_column_text(st, col);
+    int n = sqlite3_column_bytes(st, col);
+    if (!text || n < 0 || (size_t)n >= max)
+        return ot_diag_set(d, OT_ERR_FORMAT, "database is damaged: %s",
+                           sqlite3_column_name(st, col));
+    memcpy(out, text, (size_t)n);
+    out[n] = '\0';
+    return OT_OK;
+}
+
+static enum ot_err bump_generation(struct sqlite_store *s, struct ot_diag *d)
+{
+    return run_stmt(s, ST_GENERATION_BUMP, NULL, 0, NULL, NULL, d, "bump the generation");
+}
+
+/* ---- devices --------------------------------------------------------------------------------- */
+
+/* A row of DEVICE_COLUMNS. */
+static enum ot_err read_device(sqlite3_stmt *st, void *elem, struct ot_diag *d)
+{
+    struct srv_device *dev = elem;
+    dev->id = sqlite3_column_int64(st, 0);
+    const void *key = sqlite3_column_blob(st, 1);
+    if (!key || sqlite3_column_bytes(st, 1) != SRV_DEVICE_PUBKEY_LEN)
+        return ot_diag_set(d, OT_ERR_FORMAT, "database is damaged: device %lld",
+                           (long long)dev->id);
+    memcpy(dev->pubkey, key, SRV_DEVICE_PUBKEY_LEN);
+    dev->status = (enum srv_device_status)sqlite3_column_int(st, 3);
+    dev->created_at = sqlite3_column_int64(st, 5);
+    dev->updated_at = sqlite3_column_int64(st, 6);
+    dev->last_seen = sqlite3_column_int64(st, 7);
+    enum ot_err err = column_copy(st, 4, dev->device_type, sizeof(dev->device_type), d);
+    if (!err)
+        err = column_dup(st, 2, false, &dev->identity, d);
+    if (!err)
+        err = column_dup(st, 8, false, &dev->attributes, d);
+    if (!err)
+        err = column_dup(st, 9, false, &dev->installed, d);
+    if (!err)
+        err = srv__store_split_tags((const char *)sqlite3_column_text(st, 10), &dev->tags,
+                                    &dev->ntags, d);
+    return err;
+}
+
+static void free_devices(void *list, size_t n) { srv_device_list_free(list, n); }
+
+static const struct row_kind device_rows = {sizeof(struct srv_device), read_device, free_devices};
+
+static enum ot_err insert_tags(struct sqlite_store *s, int64_t id, const char *const *tags,
+                               size_t n, struct ot_diag *d)
+{
+    enum ot_err err = OT_OK;
+    for (size_t i = 0; !err && i < n; i++)
+        err = run_stmt(s, ST_TAG_INSERT, ARGS(ARG_I(id), ARG_T(tags[i])), NULL, NULL, d,
+                       "tag device %lld", (long long)id);
+    return err;
+}
+
+static enum ot_err sl_device_create(struct srv_store *base, const struct srv_device *dev,
+                                    int64_t *ret_id, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    int64_t id = 0;
+    enum ot_err err = begin(s, d);
+    if (!err)
+        err = run_stmt(s, ST_DEVICE_INSERT,
+                       ARGS(ARG_K(dev->pubkey), ARG_T(dev->identity), ARG_I(dev->status),
+                            ARG_T(dev->device_type), ARG_I(dev->created_at),
+                            ARG_T(dev->attributes), ARG_T(dev->installed)),
+                       NULL, &id, d, "add device");
+    if (!err)
+        err = insert_tags(s, id, (const char *const *)dev->tags, dev->ntags, d);
+    err = end(s, err, d);
+    if (!err)
+        *ret_id = id;
+    return err;
+}
+
+static enum ot_err sl_device_get(struct srv_store *base, int64_t id, struct srv_device *ret,
+                                 struct ot_diag *d)
+{
+    LOCKED(s, base);
+    enum ot_err err = query_one(s, ST_DEVICE_GET, ARGS(ARG_I(id)), &device_rows, ret, d);
+    if (err == OT_ERR_NOENT)
+        return ot_diag_set(d, err, "no device with id %lld", (long long)id);
+    return err;
+}
+
+static enum ot_err sl_device_by_pubkey(struct srv_store *base,
+                                       const uint8_t pubkey[SRV_DEVICE_PUBKEY_LEN],
+                                       struct srv_device *ret, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    enum ot_err err = query_one(s, ST_DEVICE_BY_PUBKEY, ARGS(ARG_K(pubkey)), &device_rows, ret, d);
+    if (err == OT_ERR_NOENT)
+        return ot_diag_set(d, err, "no device with this public key");
+    return err;
+}
+
+/* An UPDATE ... WHERE id = ?1 RETURNING id of one device: OT_ERR_NOENT when there is none. */
+static enum ot_err update_device(struct sqlite_store *s, enum stmt_id id, const struct arg *a,
+                                 size_t n, struct ot_diag *d)
+{
+    bool found = false;
+    enum ot_err err = run_stmt(s, id, a, n, &found, NULL, d, "update device %lld",
+                               (long long)a[0].i);
+    if (!err && !found)
+        err = ot_diag_set(d, OT_ERR_NOENT, "no device with id %lld", (long long)a[0].i);
+    return err;
+}
+
+static enum ot_err sl_device_set_status(struct srv_store *base, int64_t id,
+                                        enum srv_device_status status, int64_t now,
+                                        struct ot_diag *d)
+{
+    LOCKED(s, base);
+    return update_device(s, ST_DEVICE_SET_STATUS, ARGS(ARG_I(id), ARG_I(status), ARG_I(now)), d);
+}
+
+static enum ot_err sl_device_set_installed(struct srv_store *base, int64_t id,
+                                           const char *device_type, const char *installed,
+                                           int64_t now, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    return update_device(s, ST_DEVICE_SET_INSTALLED,
+                         ARGS(ARG_I(id), ARG_T(device_type), ARG_T(installed), ARG_I(now)), d);
+}
+
+static enum ot_err sl_device_set_attributes(struct srv_store *base, int64_t id,
+                                            const char *attributes, int64_t now,
+                                            struct ot_diag *d)
+{
+    LOCKED(s, base);
+    return update_device(s, ST_DEVICE_SET_ATTRIBUTES,
+                         ARGS(ARG_I(id), ARG_T(attributes), ARG_I(now)), d);
+}
+
+static enum ot_err sl_device_set_tags(struct srv_store *base, int64_t id, const char *const *tags,
+                                      size_t ntags, int64_t now, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    enum ot_err err = begin(s, d);
+    if (!err)
+        err = update_device(s, ST_DEVICE_SET_UPDATED, ARGS(ARG_I(id), ARG_I(now)), d);
+    if (!err)
+        err = run_stmt(s, ST_TAGS_DELETE, ARGS(ARG_I(id)), NULL, NULL, d, "untag device %lld",
+                       (long long)id);
+    if (!err)
+        err = insert_tags(s, id, tags, ntags, d);
+    return end(s, err, d);
+}
+
+/* The check-in path's batch: one transaction (one WAL fsync) for all of them, one prepared UPDATE
+ * per device. */
+static enum ot_err sl_device_touch(struct srv_store *base, const int64_t *ids, const int64_t *at,
+                                   size_t n, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    enum ot_err err = begin(s, d);
+    for (size_t i = 0; !err && i < n; i++)
+        err = run_stmt(s, ST_DEVICE_TOUCH, ARGS(ARG_I(ids[i]), ARG_I(at[i])), NULL, NULL, d,
+                       "update last-seen time of device %lld", (long long)ids[i]);
+    return end(s, err, d);
+}
+
+static enum ot_err sl_device_list(struct srv_store *base, const struct srv_device_filter *f,
+                                  struct srv_device **ret, size_t *ret_n, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    return query_list(s, ST_DEVICE_LIST,
+                      ARGS(ARG_I(f->after_id), ARG_I(f->status), ARG_T(f->device_type),
+                           ARG_T(f->tag), ARG_I(f->limit)),
+                      &device_rows, f->limit, (void **)ret, ret_n, d);
+}
+
+static enum ot_err sl_device_ids_by_tag(struct srv_store *base, const char *tag, int64_t **ret,
+                                        size_t *ret_n, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    sqlite3_stmt *st = s->stmt[ST_DEVICE_IDS_BY_TAG];
+    _cleanup_free_ int64_t *ids = NULL;
+    size_t n = 0, cap = 0;
+    int rc = bind_args(st, ARGS(ARG_T(tag)));
+    while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (n == cap) {
+            size_t bigger = cap ? cap * 2 : 64;
+            int64_t *p = reallocarray(ids, bigger, sizeof(*ids));
+            if (!p) {
+                reset(st);
+                return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+            }
+            ids = p;
+            cap = bigger;
+        }
+        ids[n++] = sqlite3_column_int64(st, 0);
+        rc = SQLITE_OK;
+    }
+    enum ot_err err =
+        rc == SQLITE_DONE ? OT_OK : db_error(s, rc, d, "list devices tagged '%s'", tag);
+    reset(st);
+    if (err)
+        return err;
+    *ret = TAKE_PTR(ids);
+    *ret_n = n;
+    return OT_OK;
+}
+
+/* ---- artifacts ------------------------------------------------------------------------------- */
+
+/* A row of ARTIFACT_COLUMNS. */
+static enum ot_err read_artifact(sqlite3_stmt *st, void *elem, struct ot_diag *d)
+{
+    struct srv_artifact *a = elem;
+    a->id = sqlite3_column_int64(st, 0);
+    a->size = (uint64_t)sqlite3_column_int64(st, 4);
+    a->created_at = sqlite3_column_int64(st, 8);
+    enum ot_err err = column_copy(st, 3, a->sha256, sizeof(a->sha256), d);
+    if (!err)
+        err = column_dup(st, 1, false, &a->name, d);
+    if (!err)
+        err = column_dup(st, 2, false, &a->version, d);
+    if (!err)
+        err = column_dup(st, 5, false, &a->manifest, d);
+    if (!err)
+        err = column_dup(st, 6, false, &a->signatures, d);
+    if (!err)
+        err = column_dup(st, 7, false, &a->device_types, d);
+    if (!err)
+        err = column_dup(st, 9, false, &a->uploaded_by, d);
+    return err;
+}
+
+static void free_artifacts(void *list, size_t n) { srv_artifact_list_free(list, n); }
+
+static const struct row_kind artifact_rows = {sizeof(struct srv_artifact), read_artifact,
+                                              free_artifacts};
+
+/* After a refused insert: which of the two unique keys, for the message. */
+static enum ot_err artifact_conflict(struct sqlite_store *s, const struct srv_artifact *a,
+                                     struct ot_diag *d)
+{
+    sqlite3_stmt *st = s->stmt[ST_ARTIFACT_CONFLICT];
+    int rc = bind_args(st, ARGS(ARG_T(a->sha256), ARG_T(a->name), ARG_T(a->version)));
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    int64_t id = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    bool same_sha = rc == SQLITE_ROW && sqlite3_column_int(st, 1);
+    reset(st);
+    if (same_sha)
+        return ot_diag_set(d, OT_ERR_EXISTS, "sha256 %s is already stored as artifact %lld",
+                           a->sha256, (long long)id);
+    return ot_diag_set(d, OT_ERR_EXISTS, "%s version %s is already stored as artifact %lld",
+                       a->name, a->version, (long long)id);
+}
+
+static enum ot_err sl_artifact_create(struct srv_store *base, const struct srv_artifact *a,
+                                      int64_t *ret_id, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    int64_t id = 0;
+    enum ot_err err = run_stmt(s, ST_ARTIFACT_INSERT,
+                               ARGS(ARG_T(a->name), ARG_T(a->version), ARG_T(a->sha256),
+                                    ARG_I(a->size), ARG_T(a->manifest), ARG_T(a->signatures),
+                                    ARG_T(a->device_types), ARG_I(a->created_at),
+                                    ARG_T(a->uploaded_by)),
+                               NULL, &id, d, "store artifact %s %s", a->name, a->version);
+    if (err == OT_ERR_EXISTS)
+        return artifact_conflict(s, a, d);
+    if (!err)
+        *ret_id = id;
+    return err;
+}
+
+static enum ot_err sl_artifact_get(struct srv_store *base, int64_t id, struct srv_artifact *ret,
+                                   struct ot_diag *d)
+{
+    LOCKED(s, base);
+    enum ot_err err = query_one(s, ST_ARTIFACT_GET, ARGS(ARG_I(id)), &artifact_rows, ret, d);
+    if (err == OT_ERR_NOENT)
+        return ot_diag_set(d, err, "no artifact with id %lld", (long long)id);
+    return err;
+}
+
+static enum ot_err sl_artifact_by_sha256(struct srv_store *base, const char *sha256_hex,
+                                         struct srv_artifact *ret, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    enum ot_err err = query_one(s, ST_ARTIFACT_BY_SHA256, ARGS(ARG_T(sha256_hex)), &artifact_rows,
+                                ret, d);
+    if (err == OT_ERR_NOENT)
+        return ot_diag_set(d, err, "no artifact with sha256 %s", sha256_hex);
+    return err;
+}
+
+static enum ot_err sl_artifact_list(struct srv_store *base, int64_t after_id, size_t limit,
+                                    struct srv_artifact **ret, size_t *ret_n, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    return query_list(s, ST_ARTIFACT_LIST, ARGS(ARG_I(after_id), ARG_I(limit)), &artifact_rows,
+                      limit, (void **)ret, ret_n, d);
+}
+
+static enum ot_err delete_artifact(struct sqlite_store *s, int64_t id, struct ot_diag *d)
+{
+    bool used = false, found = false;
+    int64_t user = 0;
+    enum ot_err err = run_stmt(s, ST_ARTIFACT_USER, ARGS(ARG_I(id)), &used, &user, d,
+                               "delete artifact %lld", (long long)id);
+    if (!err && used)
+        return ot_diag_set(d, OT_ERR_EXISTS, "artifact %lld is used by active deployment %lld",
+                           (long long)id, (long long)user);
+    if (!err)
+        err = run_stmt(s, ST_ARTIFACT_DELETE, ARGS(ARG_I(id)), &found, NULL, d,
+                       "delete artifact %lld", (long long)id);
+    if (!err && !found)
+        err = ot_diag_set(d, OT_ERR_NOENT, "no artifact with id %lld", (long long)id);
+    return err;
+}
+
+/* The check and the delete in one transaction: no deployment can start using it in between. */
+static enum ot_err sl_artifact_delete(struct srv_store *base, int64_t id, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    enum ot_err err = begin(s, d);
+    if (!err)
+        err = delete_artifact(s, id, d);
+    return end(s, err, d);
+}
+
+/* ---- deployments ----------------------------------------------------------------------------- */
+
+/* A row of DEPLOYMENT_COLUMNS. */
+static enum ot_err read_deployment(sqlite3_stmt *st, void *elem, struct ot_diag *d)
+{
+    struct srv_deployment *dep = elem;
+    dep->id = sqlite3_column_int64(st, 0);
+    dep->artifact_id = sqlite3_column_int64(st, 2);
+    dep->status = (enum srv_deployment_status)sqlite3_column_int(st, 6);
+    dep->created_at = sqlite3_column_int64(st, 7);
+    dep->finished_at = sqlite3_column_int64(st, 8);
+    dep->ndevices = (size_t)sqlite3_column_int64(st, 10);
+    enum ot_err err = column_dup(st, 1, false, &dep->name, d);
+    if (!err)
+        err = column_dup(st, 3, false, &dep->artifact_name, d);
+    if (!err)
+        err = column_dup(st, 4, false, &dep->artifact_version, d);
+    if (!err)
+        err = column_dup(st, 5, false, &dep->target, d);
+    if (!err)
+        err = column_dup(st, 9, false, &dep->created_by, d);
+    return err;
+}
+
+static void free_deployments(void *list, size_t n) { srv_deployment_list_free(list, n); }
+
+static const struct row_kind deployment_rows = {sizeof(struct srv_deployment), read_deployment,
+                                                free_deployments};
+
+/* A row of DD_COLUMNS. */
+static enum ot_err read_dd(sqlite3_stmt *st, void *elem, struct ot_diag *d)
+{
+    struct srv_dd *dd = elem;
+    dd->deployment_id = sqlite3_column_int64(st, 0);
+    dd->device_id = sqlite3_column_int64(st, 1);
+    dd->status = (enum srv_dd_status)sqlite3_column_int(st, 2);
+    dd->progress = sqlite3_column_int(st, 3);
+    dd->updated_at = sqlite3_column_int64(st, 5);
+    return column_dup(st, 4, false, &dd->message, d);
+}
+
+static void free_dds(void *list, size_t n) { srv_dd_list_free(list, n); }
+
+static const struct row_kind dd_rows = {sizeof(struct srv_dd), read_dd, free_dds};
+
+static enum ot_err read_event(sqlite3_stmt *st, void *elem, struct ot_diag *d)
+{
+    struct srv_dd_event *e = elem;
+    e->id = sqlite3_column_int64(st, 0);
+    e->at = sqlite3_column_int64(st, 1);
+    e->status = (enum srv_dd_status)sqlite3_column_int(st, 2);
+    e->progress = sqlite3_column_int(st, 3);
+    enum ot_err err = column_dup(st, 4, false, &e->message, d);
+    if (!err)
+        err = column_dup(st, 5, true, &e->log, d);
+    return err;
+}
+
+static void free_events(void *list, size_t n) { srv_dd_event_list_free(list, n); }
+
+static const struct row_kind event_rows = {sizeof(struct srv_dd_event), read_event, free_events};
+
+static enum ot_err insert_deployment(struct sqlite_store *s, const struct srv_deployment *dep,
+                                     int64_t *ret_id, struct ot_diag *d)
+{
+    bool found = false;
+    enum ot_err err = run_stmt(s, ST_DEPLOYMENT_INSERT,
+                               ARGS(ARG_T(dep->name), ARG_I(dep->artifact_id), ARG_T(dep->target),
+                                    ARG_I(dep->status), ARG_I(dep->created_at),
+                                    ARG_I(dep->finished_at), ARG_T(dep->created_by),
+                                    ARG_I(dep->ndevices)),
+                               &found, ret_id, d, "create deployment '%s'", dep->name);
+    if (!err && !found)
+        err = ot_diag_set(d, OT_ERR_NOENT, "no artifact with id %lld",
+                          (long long)dep->artifact_id);
+    return err;
+}
+
+/* A device that does not exist fails the foreign key, which SQLite checks at each statement. */
+static enum ot_err insert_dd(struct sqlite_store *s, int64_t deployment_id, int64_t device_id,
+                             bool skipped, const char *skip_message, int64_t at,
+                             struct ot_diag *d)
+{
+    sqlite3_stmt *st = s->stmt[ST_DD_INSERT];
+    int rc = bind_args(st, ARGS(ARG_I(deployment_id), ARG_I(device_id),
+                                ARG_I(skipped ? SRV_DD_SKIPPED : SRV_DD_PENDING),
+                                ARG_T(skipped ? skip_message : ""), ARG_I(at)));
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    enum ot_err err = OT_OK;
+    if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
+        err = ot_diag_set(d, OT_ERR_INVALID, "device %lld does not exist", (long long)device_id);
+    else if (rc != SQLITE_DONE)
+        err = db_error(s, rc, d, "add device %lld to the deployment", (long long)device_id);
+    reset(st);
+    return err;
+}
+
+static enum ot_err sl_deployment_create(struct srv_store *base, const struct srv_deployment *dep,
+                                        const int64_t *device_ids, const bool *skipped,
+                                        size_t ndevices, const char *skip_message,
+                                        int64_t *ret_id, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    int64_t id = 0;
+    enum ot_err err = begin(s, d);
+    if (!err)
+        err = insert_deployment(s, dep, &id, d);
+    for (size_t i = 0; !err && i < ndevices; i++)
+        err = insert_dd(s, id, device_ids[i], skipped[i], skip_message, dep->created_at, d);
+    if (!err)
+        err = bump_generation(s, d);
+    err = end(s, err, d);
+    if (!err)
+        *ret_id = id;
+    return err;
+}
+
+static enum ot_err sl_deployment_get(struct srv_store *base, int64_t id,
+                                     struct srv_deployment *ret, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    enum ot_err err = query_one(s, ST_DEPLOYMENT_GET, ARGS(ARG_I(id)), &deployment_rows, ret, d);
+    if (err == OT_ERR_NOENT)
+        return ot_diag_set(d, err, "no deployment with id %lld", (long long)id);
+    return err;
+}
+
+static enum ot_err sl_deployment_list(struct srv_store *base, enum srv_deployment_status status,
+                                      int64_t before_id, size_t limit,
+                                      struct srv_deployment **ret, size_t *ret_n,
+                                      struct ot_diag *d)
+{
+    LOCKED(s, base);
+    return query_list(s, ST_DEPLOYMENT_LIST, ARGS(ARG_I(status), ARG_I(before_id), ARG_I(limit)),
+                      &deployment_rows, limit, (void **)ret, ret_n, d);
+}
+
+/* OT_ERR_NOENT for an unknown deployment; *ret_status (may be NULL) is its status. */
+static enum ot_err deployment_status(struct sqlite_store *s, int64_t id, int64_t *ret_status,
+                                     struct ot_diag *d)
+{
+    bool found = false;
+    enum ot_err err = run_stmt(s, ST_DEPLOYMENT_STATUS, ARGS(ARG_I(id)), &found, ret_status, d,
+                               "read deployment %lld", (long long)id);
+    if (!err && !found)
+        err = ot_diag_set(d, OT_ERR_NOENT, "no deployment with id %lld", (long long)id);
+    return err;
+}
+
+static enum ot_err sl_deployment_rollup(struct srv_store *base, int64_t id,
+                                        uint64_t counts[SRV_DD__MAX], struct ot_diag *d)
+{
+    LOCKED(s, base);
+    enum ot_err err = deployment_status(s, id, NULL, d);
+    if (err)
+        return err;
+    uint64_t got[SRV_DD__MAX] = {0};
+    sqlite3_stmt *st = s->stmt[ST_DEPLOYMENT_ROLLUP];
+    int rc = bind_args(st, ARGS(ARG_I(id)));
+    while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int status = sqlite3_column_int(st, 0);
+        if (status >= SRV_DD_PENDING && status < SRV_DD__MAX)
+            got[status] = (uint64_t)sqlite3_column_int64(st, 1);
+        rc = SQLITE_OK;
+    }
+    if (rc != SQLITE_DONE)
+        err = db_error(s, rc, d, "count the rows of deployment %lld", (long long)id);
+    reset(st);
+    if (!err)
+        memcpy(counts, got, sizeof(got));
+    return err;
+}
+
+static enum ot_err sl_deployment_devices(struct srv_store *base, int64_t id,
+                                         int64_t after_device_id, size_t limit,
+                                         struct srv_dd **ret, size_t *ret_n, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    enum ot_err err = deployment_status(s, id, NULL, d);
+    if (err)
+        return err;
+    return query_list(s, ST_DEPLOYMENT_DEVICES, ARGS(ARG_I(id), ARG_I(after_device_id),
+                                                     ARG_I(limit)),
+                      &dd_rows, limit, (void **)ret, ret_n, d);
+}
+
+static enum ot_err cancel_deployment(struct sqlite_store *s, int64_t id, int64_t now,
+                                     struct ot_diag *d)
+{
+    bool found = false;
+    enum ot_err err = run_stmt(s, ST_DEPLOYMENT_CANCEL, ARGS(ARG_I(id), ARG_I(now)), &found, NULL,
+                               d, "cancel deployment %lld", (long long)id);
+    if (!err && !found) {
+        err = deployment_status(s, id, NULL, d);
+        return err ? err : ot_diag_set(d, OT_ERR_EXISTS, "deployment %lld is not active",
+                                       (long long)id);
+    }
+    if (!err)
+        err = run_stmt(s, ST_DD_CANCEL_PENDING, ARGS(ARG_I(id), ARG_I(now)), NULL, NULL, d,
+                       "cancel the devices of deployment %lld", (long long)id);
+    if (!err)
+        err = bump_generation(s, d);
+    return err;
+}
+
+static enum ot_err sl_deployment_cancel(struct srv_store *base, int64_t id, int64_t now,
+                                        struct ot_diag *d)
+{
+    LOCKED(s, base);
+    enum ot_err err = begin(s, d);
+    if (!err)
+        err = cancel_deployment(s, id, now, d);
+    return end(s, err, d);
+}
+
+static enum ot_err sl_device_next(struct srv_store *base, int64_t device_id, struct srv_dd *ret,
+                                  struct ot_diag *d)
+{
+    LOCKED(s, base);
+    enum ot_err err = query_one(s, ST_DEVICE_NEXT, ARGS(ARG_I(device_id)), &dd_rows, ret, d);
+    if (err == OT_ERR_NOENT)
+        return ot_diag_set(d, err, "no work for device %lld", (long long)device_id);
+    return err;
+}
+
+static enum ot_err no_row(int64_t deployment_id, int64_t device_id, struct ot_diag *d)
+{
+    return ot_diag_set(d, OT_ERR_NOENT, "device %lld is not in deployment %lld",
+                       (long long)device_id, (long long)deployment_id);
+}
+
+static enum ot_err sl_dd_get(struct srv_store *base, int64_t deployment_id, int64_t device_id,
+                             struct srv_dd *ret, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    enum ot_err err = query_one(s, ST_DD_GET, ARGS(ARG_I(deployment_id), ARG_I(device_id)),
+                                &dd_rows, ret, d);
+    return err == OT_ERR_NOENT ? no_row(deployment_id, device_id, d) : err;
+}
+
+/* The current status of a row; OT_ERR_NOENT when there is none. */
+static enum ot_err dd_status(struct sqlite_store *s, int64_t deployment_id, int64_t device_id,
+                             int64_t *ret, struct ot_diag *d)
+{
+    bool found = false;
+    enum ot_err err = run_stmt(s, ST_DD_STATUS, ARGS(ARG_I(deployment_id), ARG_I(device_id)),
+                               &found, ret, d, "read device %lld in deployment %lld",
+                               (long long)device_id, (long long)deployment_id);
+    return !err && !found ? no_row(deployment_id, device_id, d) : err;
+}
+
+/* After a row became final: an active deployment with no row left to finish is finished. */
+static enum ot_err finish_if_done(struct sqlite_store *s, int64_t deployment_id, int64_t at,
+                                  struct ot_diag *d)
+{
+    bool finished = false;
+    enum ot_err err = run_stmt(s, ST_DEPLOYMENT_FINISH, ARGS(ARG_I(deployment_id), ARG_I(at)),
+                               &finished, NULL, d, "finish deployment %lld",
+                               (long long)deployment_id);
+    return !err && finished ? bump_generation(s, d) : err;
+}
+
+struct report {
+    int64_t deployment_id, device_id;
+    enum srv_dd_status status;
+    int progress;
+    const char *message, *log;
+    int64_t at;
+};
+
+static enum ot_err apply_report(struct sqlite_store *s, const struct report *r, bool *ret_applied,
+                                enum srv_dd_status *ret_current, struct ot_diag *d)
+{
+    int64_t current = 0;
+    enum ot_err err = dd_status(s, r->deployment_id, r->device_id, &current, d);
+    if (err)
+        return err;
+    *ret_applied = !SRV_DD_IS_FINAL(current);
+    *ret_current = *ret_applied ? r->status : (enum srv_dd_status)current;
+    if (!*ret_applied)
+        return OT_OK;
+    err = run_stmt(s, ST_DD_UPDATE,
+                   ARGS(ARG_I(r->deployment_id), ARG_I(r->device_id), ARG_I(r->status),
+                        ARG_I(r->progress), ARG_T(r->message), ARG_I(r->at)),
+                   NULL, NULL, d, "update device %lld in deployment %lld",
+                   (long long)r->device_id, (long long)r->deployment_id);
+    if (!err)
+        err = run_stmt(s, ST_EVENT_INSERT,
+                       ARGS(ARG_I(r->deployment_id), ARG_I(r->device_id), ARG_I(r->at),
+                            ARG_I(r->status), ARG_I(r->progress), ARG_T(r->message),
+                            ARG_T(r->log)),
+                       NULL, NULL, d, "record the report of device %lld",
+                       (long long)r->device_id);
+    if (!err && SRV_DD_IS_FINAL(r->status))
+        err = finish_if_done(s, r->deployment_id, r->at, d);
+    return err;
+}
+
+static enum ot_err sl_dd_report(struct srv_store *base, int64_t deployment_id, int64_t device_id,
+                                enum srv_dd_status status, int progress, const char *message,
+                                const char *log, int64_t at, bool *ret_applied,
+                                enum srv_dd_status *ret_current, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    const struct report r = {deployment_id, device_id, status, progress, message, log, at};
+    bool applied = false;
+    enum srv_dd_status current = 0;
+    enum ot_err err = begin(s, d);
+    if (!err)
+        err = apply_report(s, &r, &applied, &current, d);
+    err = end(s, err, d);
+    if (!err) {
+        *ret_applied = applied;
+        *ret_current = current;
+    }
+    return err;
+}
+
+static enum ot_err skip_row(struct sqlite_store *s, int64_t deployment_id, int64_t device_id,
+                            const char *message, int64_t at, struct ot_diag *d)
+{
+    bool skipped = false;
+    enum ot_err err = run_stmt(s, ST_DD_SKIP,
+                               ARGS(ARG_I(deployment_id), ARG_I(device_id), ARG_T(message),
+                                    ARG_I(at)),
+                               &skipped, NULL, d, "skip device %lld in deployment %lld",
+                               (long long)device_id, (long long)deployment_id);
+    if (!err && !skipped) /* not pending (a no-op), or no such row */
+        return dd_status(s, deployment_id, device_id, NULL, d);
+    if (!err)
+        err = finish_if_done(s, deployment_id, at, d);
+    if (!err)
+        err = bump_generation(s, d);
+    return err;
+}
+
+static enum ot_err sl_dd_skip(struct srv_store *base, int64_t deployment_id, int64_t device_id,
+                              const char *message, int64_t at, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    enum ot_err err = begin(s, d);
+    if (!err)
+        err = skip_row(s, deployment_id, device_id, message, at, d);
+    return end(s, err, d);
+}
+
+static enum ot_err sl_dd_events(struct srv_store *base, int64_t deployment_id, int64_t device_id,
+                                int64_t after_id, size_t limit, struct srv_dd_event **ret,
+                                size_t *ret_n, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    enum ot_err err = dd_status(s, deployment_id, device_id, NULL, d);
+    if (err)
+        return err;
+    return query_list(s, ST_EVENTS,
+                      ARGS(ARG_I(deployment_id), ARG_I(device_id), ARG_I(after_id),
+                           ARG_I(limit)),
+                      &event_rows, limit, (void **)ret, ret_n, d);
+}
+
+static enum ot_err sl_deployments_generation(struct srv_store *base, int64_t *ret,
+                                             struct ot_diag *d)
+{
+    LOCKED(s, base);
+    bool found = false;
+    int64_t g = 0;
+    enum ot_err err = run_stmt(s, ST_GENERATION_GET, NULL, 0, &found, &g, d,
+                               "read the deployments generation");
+    if (!err && !found)
+        err = ot_diag_set(d, OT_ERR_FORMAT, "database is damaged: no deployments generation");
+    if (!err)
+        *ret = g;
+    return err;
+}
+
 const struct srv_store_ops srv__store_sqlite_ops = {
     .name = "sqlite",
     .open = sl_open,
@@ -695,4 +1729,31 @@ const struct srv_store_ops srv__store_sqlite_ops = {
     .token_revoke = sl_token_revoke,
     .audit_add = sl_audit_add,
     .audit_list = sl_audit_list,
+    .device_create = sl_device_create,
+    .device_get = sl_device_get,
+    .device_by_pubkey = sl_device_by_pubkey,
+    .device_set_status = sl_device_set_status,
+    .device_set_installed = sl_device_set_installed,
+    .device_set_attributes = sl_device_set_attributes,
+    .device_set_tags = sl_device_set_tags,
+    .device_touch = sl_device_touch,
+    .device_list = sl_device_list,
+    .device_ids_by_tag = sl_device_ids_by_tag,
+    .artifact_create = sl_artifact_create,
+    .artifact_get = sl_artifact_get,
+    .artifact_by_sha256 = sl_artifact_by_sha256,
+    .artifact_list = sl_artifact_list,
+    .artifact_delete = sl_artifact_delete,
+    .deployment_create = sl_deployment_create,
+    .deployment_get = sl_deployment_get,
+    .deployment_list = sl_deployment_list,
+    .deployment_rollup = sl_deployment_rollup,
+    .deployment_devices = sl_deployment_devices,
+    .deployment_cancel = sl_deployment_cancel,
+    .device_next = sl_device_next,
+    .dd_get = sl_dd_get,
+    .dd_report = sl_dd_report,
+    .dd_skip = sl_dd_skip,
+    .dd_events = sl_dd_events,
+    .deployments_generation = sl_deployments_generation,
 };

@@ -37,6 +37,8 @@ struct backend {
     void (*force_version)(const struct fixture *f, int version);
     /* Removes what fresh_url made outside f->dir; may be NULL. */
     void (*cleanup)(struct fixture *f);
+    /* Adds n accepted devices straight into the database (ids consecutive, created_at 1). */
+    void (*seed_devices)(const struct fixture *f, int n);
 };
 
 struct fixture {
@@ -275,9 +277,41 @@ static void pg_force_version(const struct fixture *f, int version)
     PQfinish(c);
 }
 
+static void sqlite_seed_devices(const struct fixture *f, int n)
+{
+    sqlite3 *db = raw_open(f->path);
+    sqlite3_busy_timeout(db, 5000);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1"
+                                        " FROM c WHERE x < ?1) INSERT INTO devices(pubkey,"
+                                        " identity, status, device_type, created_at, updated_at,"
+                                        " attributes, installed) SELECT CAST(printf('%032d', x)"
+                                        " AS BLOB), '{}', 2, '', 1, 1, '{}', '{}' FROM c",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_bind_int(st, 1, n), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+    sqlite3_finalize(st);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
+static void pg_seed_devices(const struct fixture *f, int n)
+{
+    PGconn *c = pg_connect(f->url);
+    char count[16];
+    snprintf(count, sizeof(count), "%d", n);
+    pg_run(c,
+           "INSERT INTO devices(pubkey, identity, status, device_type, created_at, updated_at,"
+           " attributes, installed) SELECT decode(lpad(x::text, 64, '0'), 'hex'), '{}', 2, '',"
+           " 1, 1, '{}', '{}' FROM generate_series(1, $1::integer) AS x",
+           count, NULL);
+    PQfinish(c);
+}
+
 static const struct backend backends[] = {
-    {"sqlite", always, sqlite_fresh_url, sqlite_force_version, NULL},
-    {"postgresql", pg_available, pg_fresh_url, pg_force_version, pg_cleanup},
+    {"sqlite", always, sqlite_fresh_url, sqlite_force_version, NULL, sqlite_seed_devices},
+    {"postgresql", pg_available, pg_fresh_url, pg_force_version, pg_cleanup, pg_seed_devices},
 };
 #define SQLITE (&backends[0])
 #define PG (&backends[1])
@@ -842,6 +876,1464 @@ static void test_killed_writer_durable(void **state)
     srv_store_close(s);
 }
 
+/* ---- contract: devices ----------------------------------------------------------------------- */
+
+#define T0 1700000000 /* a time for the cases: the store takes the caller's clock */
+
+static void key_of(uint8_t key[SRV_DEVICE_PUBKEY_LEN], int seed)
+{
+    for (int i = 0; i < SRV_DEVICE_PUBKEY_LEN; i++)
+        key[i] = (uint8_t)(i < 4 ? (unsigned)seed >> (8 * i) : 0xa5u ^ (unsigned)i);
+}
+
+static struct srv_device device_in(int seed, enum srv_device_status status, const char *type)
+{
+    static char identity[4][64];
+    struct srv_device dev;
+    memset(&dev, 0, sizeof(dev));
+    key_of(dev.pubkey, seed);
+    dev.identity = identity[seed % 4];
+    snprintf(dev.identity, sizeof(identity[0]), "{\"mac\":\"02:00:00:00:%02x:%02x\"}",
+             (seed >> 8) & 0xff, seed & 0xff);
+    dev.status = status;
+    snprintf(dev.device_type, sizeof(dev.device_type), "%s", type);
+    dev.created_at = T0 + seed;
+    return dev;
+}
+
+static int64_t add_device(struct srv_store *s, int seed, enum srv_device_status status,
+                          const char *type, const char *const *tags, size_t ntags)
+{
+    struct srv_device dev = device_in(seed, status, type);
+    dev.tags = (char **)tags;
+    dev.ntags = ntags;
+    struct ot_diag d = {0};
+    enum ot_err err = srv_store_device_create(s, &dev, &d);
+    if (err)
+        print_error("add device %d: %s\n", seed, d.msg);
+    assert_int_equal(err, OT_OK);
+    assert_true(dev.id > 0);
+    return dev.id;
+}
+
+static void assert_tags(const struct srv_device *dev, const char *const *want, size_t n)
+{
+    assert_int_equal(dev->ntags, n);
+    for (size_t i = 0; i < n; i++)
+        assert_string_equal(dev->tags[i], want[i]);
+}
+
+static void test_device_create_and_get(void **state)
+{
+    struct fixture *f = *state;
+    struct srv_store *s = open_ok(f);
+    struct ot_diag d = {0};
+    /* Unsorted with a duplicate; "null" and "NULL" are tags like any other. */
+    static const char *const tags[] = {"lab", "eu-west.1", "null", "lab", "NULL", "A_b-c.9"};
+    static const char *const sorted[] = {"A_b-c.9", "NULL", "eu-west.1", "lab", "null"};
+    struct srv_device dev = device_in(1, SRV_DEVICE_PENDING, "gw-2");
+    dev.tags = (char **)tags;
+    dev.ntags = OT_ARRAY_SIZE(tags);
+    dev.installed = "{\"rootfs\":{\"version\":\"1.2\"}}";
+    dev.updated_at = 5;  /* ignored: updated_at = created_at */
+    dev.last_seen = 99; /* ignored: never seen yet */
+    assert_int_equal(srv_store_device_create(s, &dev, &d), OT_OK);
+    assert_true(dev.id > 0);
+    assert_int_equal(dev.last_seen, 99); /* the caller's struct is left alone */
+
+    struct srv_device got;
+    memset(&got, 0x5a, sizeof(got));
+    assert_int_equal(srv_store_device_get(s, dev.id, &got, &d), OT_OK);
+    assert_int_equal(got.id, dev.id);
+    assert_memory_equal(got.pubkey, dev.pubkey, SRV_DEVICE_PUBKEY_LEN);
+    assert_string_equal(got.identity, dev.identity);
+    assert_int_equal(got.status, SRV_DEVICE_PENDING);
+    assert_string_equal(got.device_type, "gw-2");
+    assert_int_equal(got.created_at, T0 + 1);
+    assert_int_equal(got.updated_at, T0 + 1);
+    assert_int_equal(got.last_seen, 0);
+    assert_string_equal(got.attributes, "{}");
+    assert_string_equal(got.installed, dev.installed);
+    assert_tags(&got, sorted, OT_ARRAY_SIZE(sorted));
+    srv_device_release(&got);
+    assert_null(got.identity);
+    srv_device_release(&got); /* zeroed: safe again */
+    srv_device_release(NULL);
+
+    assert_int_equal(srv_store_device_by_pubkey(s, dev.pubkey, &got, &d), OT_OK);
+    assert_int_equal(got.id, dev.id);
+    assert_int_equal(got.ntags, OT_ARRAY_SIZE(sorted));
+    srv_device_release(&got);
+
+    /* The same key again: refused, nothing changes. */
+    struct srv_device again = device_in(1, SRV_DEVICE_ACCEPTED, "other");
+    again.identity = "{\"serial\":\"x\"}";
+    again.id = -3;
+    assert_int_equal(srv_store_device_create(s, &again, &d), OT_ERR_EXISTS);
+    assert_int_equal(again.id, -3);
+    int64_t second = add_device(s, 2, SRV_DEVICE_ACCEPTED, "", NULL, 0);
+    assert_true(second > dev.id);
+    assert_int_equal(srv_store_device_get(s, second, &got, &d), OT_OK);
+    assert_string_equal(got.device_type, "");
+    assert_int_equal(got.ntags, 0);
+    assert_null(got.tags);
+    srv_device_release(&got);
+
+    uint8_t unknown[SRV_DEVICE_PUBKEY_LEN];
+    key_of(unknown, 3);
+    assert_int_equal(srv_store_device_by_pubkey(s, unknown, &got, &d), OT_ERR_NOENT);
+    assert_int_equal(srv_store_device_get(s, 999999, &got, &d), OT_ERR_NOENT);
+    assert_non_null(strstr(d.msg, "no device with id 999999"));
+    assert_int_equal(srv_store_device_get(s, 1, NULL, &d), OT_ERR_INVALID);
+    assert_int_equal(srv_store_device_by_pubkey(s, NULL, &got, &d), OT_ERR_INVALID);
+    srv_store_close(s);
+
+    s = open_ok(f); /* durable */
+    assert_int_equal(srv_store_device_get(s, dev.id, &got, &d), OT_OK);
+    assert_tags(&got, sorted, OT_ARRAY_SIZE(sorted));
+    srv_device_release(&got);
+    srv_store_close(s);
+}
+
+static void test_device_updates(void **state)
+{
+    struct fixture *f = *state;
+    struct srv_store *s = open_ok(f);
+    struct ot_diag d = {0};
+    static const char *const tags[] = {"b", "a"};
+    int64_t id = add_device(s, 1, SRV_DEVICE_PENDING, "", tags, 2);
+    int64_t other = add_device(s, 2, SRV_DEVICE_PENDING, "", tags, 2);
+    struct srv_device got;
+
+    assert_int_equal(srv_store_device_set_status(s, id, SRV_DEVICE_ACCEPTED, T0 + 100, &d), OT_OK);
+    assert_int_equal(srv_store_device_set_installed(s, id, "gw-3", "{\"rootfs\":{}}", T0 + 200,
+                                                    &d),
+                     OT_OK);
+    assert_int_equal(srv_store_device_set_attributes(s, id, "{\"cpu\":\"arm64\",\"ram\":512}",
+                                                     T0 + 300, &d),
+                     OT_OK);
+    assert_int_equal(srv_store_device_get(s, id, &got, &d), OT_OK);
+    assert_int_equal(got.status, SRV_DEVICE_ACCEPTED);
+    assert_string_equal(got.device_type, "gw-3");
+    assert_string_equal(got.installed, "{\"rootfs\":{}}");
+    assert_string_equal(got.attributes, "{\"cpu\":\"arm64\",\"ram\":512}");
+    assert_int_equal(got.updated_at, T0 + 300);
+    assert_int_equal(got.created_at, T0 + 1);
+    srv_device_release(&got);
+
+    /* Tags are replaced, merged, sorted; an empty set clears them. */
+    static const char *const next[] = {"z", "m", "z", "c"};
+    static const char *const want[] = {"c", "m", "z"};
+    assert_int_equal(srv_store_device_set_tags(s, id, next, OT_ARRAY_SIZE(next), T0 + 400, &d),
+                     OT_OK);
+    assert_int_equal(srv_store_device_get(s, id, &got, &d), OT_OK);
+    assert_tags(&got, want, OT_ARRAY_SIZE(want));
+    assert_int_equal(got.updated_at, T0 + 400);
+    srv_device_release(&got);
+    assert_int_equal(srv_store_device_set_tags(s, id, NULL, 0, T0 + 500, &d), OT_OK);
+    assert_int_equal(srv_store_device_get(s, id, &got, &d), OT_OK);
+    assert_int_equal(got.ntags, 0);
+    srv_device_release(&got);
+    assert_int_equal(srv_store_device_get(s, other, &got, &d), OT_OK); /* the other one kept its */
+    static const char *const other_want[] = {"a", "b"};
+    assert_tags(&got, other_want, 2);
+    assert_int_equal(got.status, SRV_DEVICE_PENDING);
+    srv_device_release(&got);
+
+    /* A refused tag set leaves the old one. */
+    static const char *const bad[] = {"ok", "not ok"};
+    assert_int_equal(srv_store_device_set_tags(s, other, bad, 2, T0, &d), OT_ERR_INVALID);
+    assert_int_equal(srv_store_device_get(s, other, &got, &d), OT_OK);
+    assert_tags(&got, other_want, 2);
+    srv_device_release(&got);
+
+    static const int64_t unknown[] = {0, -1, 999999};
+    for (size_t i = 0; i < OT_ARRAY_SIZE(unknown); i++) {
+        int64_t u = unknown[i];
+        assert_int_equal(srv_store_device_set_status(s, u, SRV_DEVICE_REJECTED, T0, &d),
+                         OT_ERR_NOENT);
+        assert_int_equal(srv_store_device_set_installed(s, u, "x", "{}", T0, &d), OT_ERR_NOENT);
+        assert_int_equal(srv_store_device_set_attributes(s, u, "{}", T0, &d), OT_ERR_NOENT);
+        assert_int_equal(srv_store_device_set_tags(s, u, tags, 2, T0, &d), OT_ERR_NOENT);
+        assert_non_null(strstr(d.msg, "no device with id"));
+    }
+    srv_store_close(s);
+}
+
+static size_t count_devices(struct srv_store *s)
+{
+    struct srv_device_filter all = {.limit = SRV_LIST_MAX};
+    struct srv_device *list = NULL;
+    size_t n = 0;
+    assert_int_equal(srv_store_device_list(s, &all, &list, &n, NULL), OT_OK);
+    srv_device_list_free(list, n);
+    return n;
+}
+
+static void test_device_validation(void **state)
+{
+    struct fixture *f = *state;
+    struct srv_store *s = open_ok(f);
+    struct ot_diag d = {0};
+    _cleanup_free_ char *big_json = repeat(' ', SRV_DEVICE_JSON_MAX);
+    big_json[0] = '{';
+    big_json[SRV_DEVICE_JSON_MAX - 1] = '}';
+    _cleanup_free_ char *too_big = repeat(' ', SRV_DEVICE_JSON_MAX + 1);
+    too_big[0] = '{';
+    too_big[SRV_DEVICE_JSON_MAX] = '}';
+    _cleanup_free_ char *big_identity = repeat(' ', SRV_DEVICE_IDENTITY_MAX + 1);
+    big_identity[0] = '{';
+    big_identity[SRV_DEVICE_IDENTITY_MAX] = '}';
+    _cleanup_free_ char *tag63 = repeat('t', SRV_TAG_MAX - 1);
+    _cleanup_free_ char *tag64 = repeat('t', SRV_TAG_MAX);
+
+    static const char *const not_objects[] = {"[]", "1", "\"x\"", "nope", "{\"a\":1,\"a\":2}",
+                                              "{} {}", ""};
+    for (size_t i = 0; i < OT_ARRAY_SIZE(not_objects); i++) {
+        struct srv_device dev = device_in(1, SRV_DEVICE_PENDING, "");
+        dev.identity = (char *)not_objects[i];
+        assert_int_equal(srv_store_device_create(s, &dev, &d), OT_ERR_INVALID);
+        dev = device_in(1, SRV_DEVICE_PENDING, "");
+        dev.attributes = (char *)not_objects[i];
+        assert_int_equal(srv_store_device_create(s, &dev, &d), OT_ERR_INVALID);
+        dev.attributes = NULL;
+        dev.installed = (char *)not_objects[i];
+        assert_int_equal(srv_store_device_create(s, &dev, &d), OT_ERR_INVALID);
+        assert_int_equal(srv_store_device_set_attributes(s, 1, not_objects[i], T0, &d),
+                         OT_ERR_INVALID);
+        assert_int_equal(srv_store_device_set_installed(s, 1, "", not_objects[i], T0, &d),
+                         OT_ERR_INVALID);
+    }
+    struct srv_device dev = device_in(1, SRV_DEVICE_PENDING, "");
+    dev.identity = NULL;
+    assert_int_equal(srv_store_device_create(s, &dev, &d), OT_ERR_INVALID);
+    dev = device_in(1, SRV_DEVICE_PENDING, "");
+    dev.identity = big_identity;
+    assert_int_equal(srv_store_device_create(s, &dev, &d), OT_ERR_LIMIT);
+    dev = device_in(1, SRV_DEVICE_PENDING, "");
+    dev.attributes = too_big;
+    assert_int_equal(srv_store_device_create(s, &dev, &d), OT_ERR_LIMIT);
+    assert_string_equal(d.msg, "device attributes is longer than 65536 bytes");
+    dev.attributes = NULL;
+    memset(dev.device_type, 'x', sizeof(dev.device_type)); /* no terminator within the field */
+    assert_int_equal(srv_store_device_create(s, &dev, &d), OT_ERR_LIMIT);
+    static const enum srv_device_status bad_status[] = {0, 6, -1};
+    for (size_t i = 0; i < OT_ARRAY_SIZE(bad_status); i++) {
+        dev = device_in(1, bad_status[i], "");
+        assert_int_equal(srv_store_device_create(s, &dev, &d), OT_ERR_INVALID);
+        assert_int_equal(srv_store_device_set_status(s, 1, bad_status[i], T0, &d),
+                         OT_ERR_INVALID);
+    }
+    dev = device_in(1, SRV_DEVICE_PENDING, "");
+    dev.created_at = -1;
+    assert_int_equal(srv_store_device_create(s, &dev, &d), OT_ERR_INVALID);
+
+    const char *bad_tags[] = {"", "a b", "x/y", "gr\xc3\xbc\xc3\x9f", "tab\t", "'; DROP", tag64,
+                              NULL};
+    for (size_t i = 0; i < OT_ARRAY_SIZE(bad_tags); i++) {
+        dev = device_in(1, SRV_DEVICE_PENDING, "");
+        const char *one[] = {"fine", bad_tags[i]};
+        dev.tags = (char **)one;
+        dev.ntags = 2;
+        assert_int_equal(srv_store_device_create(s, &dev, &d), OT_ERR_INVALID);
+    }
+    /* 33 distinct tags are too many; 40 that merge into 32 are fine. */
+    char names[40][8];
+    const char *many[40];
+    for (int i = 0; i < 40; i++) {
+        snprintf(names[i], sizeof(names[i]), "t%d", i < 32 ? i : i - 32);
+        many[i] = names[i];
+    }
+    dev = device_in(1, SRV_DEVICE_PENDING, "");
+    dev.tags = (char **)many;
+    dev.ntags = 33;
+    snprintf(names[32], sizeof(names[32]), "t32");
+    assert_int_equal(srv_store_device_create(s, &dev, &d), OT_ERR_LIMIT);
+    assert_int_equal(count_devices(s), 0); /* nothing stored so far */
+
+    snprintf(names[32], sizeof(names[32]), "t0");
+    dev.ntags = 40;
+    dev.attributes = big_json;
+    assert_int_equal(srv_store_device_create(s, &dev, &d), OT_OK);
+    struct srv_device got;
+    assert_int_equal(srv_store_device_get(s, dev.id, &got, &d), OT_OK);
+    assert_int_equal(got.ntags, SRV_DEVICE_TAGS_MAX);
+    assert_string_equal(got.attributes, big_json);
+    srv_device_release(&got);
+    const char *longest[] = {tag63};
+    assert_int_equal(srv_store_device_set_tags(s, dev.id, longest, 1, T0, &d), OT_OK);
+
+    _cleanup_free_ char *type_long = repeat('y', SRV_DEVICE_TYPE_MAX);
+    assert_int_equal(srv_store_device_set_installed(s, dev.id, type_long, "{}", T0, &d),
+                     OT_ERR_LIMIT);
+    assert_int_equal(srv_store_device_set_installed(s, dev.id, NULL, "{}", T0, &d),
+                     OT_ERR_INVALID);
+    assert_int_equal(srv_store_device_set_attributes(s, dev.id, too_big, T0, &d), OT_ERR_LIMIT);
+    snprintf(names[32], sizeof(names[32]), "t32");
+    assert_int_equal(srv_store_device_set_tags(s, dev.id, many, 33, T0, &d), OT_ERR_LIMIT);
+    assert_int_equal(srv_store_device_set_tags(s, dev.id, NULL, 1, T0, &d), OT_ERR_INVALID);
+    assert_int_equal(srv_store_device_create(s, NULL, &d), OT_ERR_INVALID);
+    assert_int_equal(count_devices(s), 1);
+    srv_store_close(s);
+}
+
+static int64_t last_seen(struct srv_store *s, int64_t id)
+{
+    struct srv_device got;
+    assert_int_equal(srv_store_device_get(s, id, &got, NULL), OT_OK);
+    int64_t v = got.last_seen;
+    assert_int_equal(got.updated_at, got.created_at); /* touching is not an update */
+    srv_device_release(&got);
+    return v;
+}
+
+static void test_device_touch(void **state)
+{
+    struct fixture *f = *state;
+    struct srv_store *s = open_ok(f);
+    struct ot_diag d = {0};
+    int64_t a = add_device(s, 1, SRV_DEVICE_ACCEPTED, "", NULL, 0);
+    int64_t b = add_device(s, 2, SRV_DEVICE_ACCEPTED, "", NULL, 0);
+    int64_t c = add_device(s, 3, SRV_DEVICE_ACCEPTED, "", NULL, 0);
+
+    assert_int_equal(srv_store_device_touch(s, NULL, NULL, 0, &d), OT_OK);
+    assert_int_equal(srv_store_device_touch(s, NULL, NULL, 1, &d), OT_ERR_INVALID);
+    /* Unknown ids are skipped; a device twice in one batch keeps the later time. */
+    int64_t ids[] = {a, 999999, b, a, -4};
+    int64_t at[] = {T0 + 10, T0, T0 + 20, T0 + 5, T0};
+    assert_int_equal(srv_store_device_touch(s, ids, at, OT_ARRAY_SIZE(ids), &d), OT_OK);
+    assert_int_equal(last_seen(s, a), T0 + 10);
+    assert_int_equal(last_seen(s, b), T0 + 20);
+    assert_int_equal(last_seen(s, c), 0);
+
+    /* Never backwards. */
+    int64_t ids2[] = {a, b, c};
+    int64_t at2[] = {T0 + 1, T0 + 30, T0 + 7};
+    assert_int_equal(srv_store_device_touch(s, ids2, at2, 3, &d), OT_OK);
+    assert_int_equal(last_seen(s, a), T0 + 10);
+    assert_int_equal(last_seen(s, b), T0 + 30);
+    assert_int_equal(last_seen(s, c), T0 + 7);
+    srv_store_close(s);
+}
+
+/* Devices 1..12: status, type and tags by pattern. */
+static void fleet(struct srv_store *s, int64_t ids[12])
+{
+    static const char *const lab[] = {"lab"}, *const both[] = {"eu", "lab"}, *const eu[] = {"eu"};
+    for (int i = 0; i < 12; i++) {
+        enum srv_device_status st = i % 3 == 0 ? SRV_DEVICE_PENDING : SRV_DEVICE_ACCEPTED;
+        const char *const *tags = i % 4 == 0 ? lab : i % 4 == 1 ? both : i % 4 == 2 ? eu : NULL;
+        ids[i] = add_device(s, i + 1, st, i % 2 ? "gw-2" : "gw-3", tags,
+                            i % 4 == 1 ? 2 : i % 4 == 3 ? 0 : 1);
+    }
+}
+
+/* The ids of a listed page, and a check that each row is complete. */
+static size_t list_ids(struct srv_store *s, struct srv_device_filter flt, int64_t *out)
+{
+    struct srv_device *list = NULL;
+    size_t n = 0;
+    struct ot_diag d = {0};
+    assert_int_equal(srv_store_device_list(s, &flt, &list, &n, &d), OT_OK);
+    assert_true(n <= flt.limit);
+    for (size_t i = 0; i < n; i++) {
+        out[i] = list[i].id;
+        assert_non_null(list[i].identity);
+        assert_non_null(list[i].attributes);
+        if (i)
+            assert_true(list[i].id > list[i - 1].id);
+        if (flt.tag) {
+            bool has = false;
+            for (size_t k = 0; k < list[i].ntags; k++)
+                has |= strcmp(list[i].tags[k], flt.tag) == 0;
+            assert_true(has);
+        }
+    }
+    srv_device_list_free(list, n);
+    return n;
+}
+
+static void test_device_list(void **state)
+{
+    struct fixture *f = *state;
+    struct srv_store *s = open_ok(f);
+    struct ot_diag d = {0};
+    int64_t ids[12], got[SRV_LIST_MAX];
+    fleet(s, ids);
+
+    assert_int_equal(list_ids(s, (struct srv_device_filter){.limit = 100}, got), 12);
+    assert_memory_equal(got, ids, sizeof(ids));
+    /* pending: 0, 3, 6, 9 */
+    assert_int_equal(list_ids(s, (struct srv_device_filter){.status = SRV_DEVICE_PENDING,
+                                                            .limit = 100},
+                              got),
+                     4);
+    assert_int_equal(got[1], ids[3]);
+    /* lab: 0, 1, 4, 5, 8, 9 */
+    assert_int_equal(list_ids(s, (struct srv_device_filter){.tag = "lab", .limit = 100}, got), 6);
+    assert_int_equal(got[2], ids[4]);
+    /* gw-2 (odd) and lab and accepted: 1, 5 */
+    assert_int_equal(list_ids(s,
+                              (struct srv_device_filter){.status = SRV_DEVICE_ACCEPTED,
+                                                         .tag = "lab", .device_type = "gw-2",
+                                                         .limit = 100},
+                              got),
+                     2);
+    assert_int_equal(got[0], ids[1]);
+    assert_int_equal(got[1], ids[5]);
+    assert_int_equal(list_ids(s, (struct srv_device_filter){.device_type = "", .limit = 100},
+                              got),
+                     0);
+    assert_int_equal(list_ids(s, (struct srv_device_filter){.tag = "none", .limit = 100}, got),
+                     0);
+    assert_int_equal(list_ids(s, (struct srv_device_filter){.device_type = "' OR 1=1 --",
+                                                            .limit = 100},
+                              got),
+                     0);
+
+    /* Pages of 5 by after_id. */
+    int64_t after = 0, all[12];
+    size_t total = 0, n;
+    do {
+        n = list_ids(s, (struct srv_device_filter){.after_id = after, .limit = 5}, got);
+        memcpy(all + total, got, n * sizeof(*got));
+        total += n;
+        if (n)
+            after = got[n - 1];
+    } while (n == 5);
+    assert_int_equal(total, 12);
+    assert_memory_equal(all, ids, sizeof(ids));
+    assert_int_equal(list_ids(s, (struct srv_device_filter){.tag = "eu", .after_id = ids[5],
+                                                            .limit = 2},
+                              got),
+                     2);
+    assert_int_equal(got[0], ids[6]);
+    assert_int_equal(got[1], ids[9]);
+
+    struct srv_device *list = NULL;
+    size_t count = 0;
+    struct srv_device_filter bad[] = {
+        {.limit = 0}, {.limit = SRV_LIST_MAX + 1}, {.limit = SIZE_MAX},
+        {.status = 6, .limit = 1}, {.tag = "a b", .limit = 1}, {.tag = "", .limit = 1},
+    };
+    static const enum ot_err want[] = {OT_ERR_RANGE, OT_ERR_RANGE, OT_ERR_RANGE,
+                                       OT_ERR_INVALID, OT_ERR_INVALID, OT_ERR_INVALID};
+    for (size_t i = 0; i < OT_ARRAY_SIZE(bad); i++)
+        assert_int_equal(srv_store_device_list(s, &bad[i], &list, &count, &d), want[i]);
+    assert_int_equal(srv_store_device_list(s, NULL, &list, &count, &d), OT_ERR_INVALID);
+
+    /* The tags of every device on a page are its own. */
+    struct srv_device_filter page = {.limit = SRV_LIST_MAX};
+    assert_int_equal(srv_store_device_list(s, &page, &list, &count, &d), OT_OK);
+    assert_int_equal(count, 12);
+    static const char *const want_both[] = {"eu", "lab"};
+    assert_tags(&list[1], want_both, 2);
+    assert_int_equal(list[3].ntags, 0);
+    assert_string_equal(list[2].tags[0], "eu");
+    srv_device_list_free(list, count);
+    srv_device_list_free(NULL, 0);
+    srv_store_close(s);
+}
+
+static void test_device_ids_by_tag(void **state)
+{
+    struct fixture *f = *state;
+    struct srv_store *s = open_ok(f);
+    struct ot_diag d = {0};
+    int64_t ids[12];
+    fleet(s, ids);
+    int64_t *got = NULL;
+    size_t n = 0;
+    /* lab: 0, 1, 4, 5, 8, 9; accepted of those: 1, 4, 5, 8 */
+    assert_int_equal(srv_store_device_ids_by_tag(s, "lab", &got, &n, &d), OT_OK);
+    assert_int_equal(n, 4);
+    int64_t want[] = {ids[1], ids[4], ids[5], ids[8]};
+    assert_memory_equal(got, want, sizeof(want));
+    free(got);
+    assert_int_equal(srv_store_device_set_status(s, ids[4], SRV_DEVICE_DECOMMISSIONED, T0, &d),
+                     OT_OK);
+    assert_int_equal(srv_store_device_ids_by_tag(s, "lab", &got, &n, &d), OT_OK);
+    assert_int_equal(n, 3);
+    free(got);
+    got = (int64_t *)&n; /* must become NULL */
+    assert_int_equal(srv_store_device_ids_by_tag(s, "nobody", &got, &n, &d), OT_OK);
+    assert_int_equal(n, 0);
+    assert_null(got);
+    assert_int_equal(srv_store_device_ids_by_tag(s, "bad tag", &got, &n, &d), OT_ERR_INVALID);
+    assert_int_equal(srv_store_device_ids_by_tag(s, NULL, &got, &n, &d), OT_ERR_INVALID);
+    srv_store_close(s);
+}
+
+/* ---- contract: artifacts --------------------------------------------------------------------- */
+
+static struct srv_artifact artifact_in(const char *name, const char *version, int seed)
+{
+    static char sha[8][SRV_SHA256_HEX];
+    struct srv_artifact a;
+    memset(&a, 0, sizeof(a));
+    a.name = (char *)name;
+    a.version = (char *)version;
+    snprintf(sha[seed % 8], sizeof(sha[0]), "%064x", seed);
+    memcpy(a.sha256, sha[seed % 8], sizeof(a.sha256));
+    a.size = 1000 + (uint64_t)seed;
+    a.manifest = "{\"format\":1,\"name\":\"rootfs\"}\n";
+    a.signatures = "{\"signatures\":[]}\n";
+    a.device_types = "[\"gw-2\",\"gw-3\"]";
+    a.created_at = T0 + seed;
+    a.uploaded_by = "token:3 (ci)";
+    return a;
+}
+
+static int64_t add_artifact(struct srv_store *s, const char *name, const char *version, int seed)
+{
+    struct srv_artifact a = artifact_in(name, version, seed);
+    struct ot_diag d = {0};
+    enum ot_err err = srv_store_artifact_create(s, &a, &d);
+    if (err)
+        print_error("add artifact: %s\n", d.msg);
+    assert_int_equal(err, OT_OK);
+    return a.id;
+}
+
+static void assert_artifact_equal(const struct srv_artifact *a, const struct srv_artifact *b)
+{
+    assert_int_equal(a->id, b->id);
+    assert_string_equal(a->name, b->name);
+    assert_string_equal(a->version, b->version);
+    assert_string_equal(a->sha256, b->sha256);
+    assert_int_equal(a->size, b->size);
+    assert_string_equal(a->manifest, b->manifest);
+    assert_string_equal(a->signatures, b->signatures);
+    assert_string_equal(a->device_types, b->device_types);
+    assert_int_equal(a->created_at, b->created_at);
+    assert_string_equal(a->uploaded_by, b->uploaded_by);
+}
+
+static void test_artifacts(void **state)
+{
+    struct fixture *f = *state;
+    struct srv_store *s = open_ok(f);
+    struct ot_diag d = {0};
+    struct srv_artifact a = artifact_in("rootfs", "1.0", 1), got;
+    a.size = INT64_MAX;
+    assert_int_equal(srv_store_artifact_create(s, &a, &d), OT_OK);
+    assert_true(a.id > 0);
+    assert_int_equal(srv_store_artifact_get(s, a.id, &got, &d), OT_OK);
+    assert_artifact_equal(&got, &a);
+    srv_artifact_release(&got);
+    assert_int_equal(srv_store_artifact_by_sha256(s, a.sha256, &got, &d), OT_OK);
+    assert_artifact_equal(&got, &a);
+    srv_artifact_release(&got);
+    srv_artifact_release(&got);
+    srv_artifact_release(NULL);
+
+    struct srv_artifact same_sha = artifact_in("other", "2.0", 1);
+    same_sha.id = -2;
+    assert_int_equal(srv_store_artifact_create(s, &same_sha, &d), OT_ERR_EXISTS);
+    assert_non_null(strstr(d.msg, "sha256"));
+    assert_int_equal(same_sha.id, -2);
+    struct srv_artifact same_name = artifact_in("rootfs", "1.0", 2);
+    assert_int_equal(srv_store_artifact_create(s, &same_name, &d), OT_ERR_EXISTS);
+    assert_non_null(strstr(d.msg, "rootfs version 1.0"));
+    assert_null(strstr(d.msg, "sha256"));
+
+    int64_t ids[6] = {a.id};
+    for (int i = 1; i < 6; i++) {
+        char version[16];
+        snprintf(version, sizeof(version), "1.%d", i);
+        ids[i] = add_artifact(s, "rootfs", version, 10 + i);
+        assert_true(ids[i] > ids[i - 1]);
+    }
+    struct srv_artifact *list = NULL;
+    size_t n = 0;
+    assert_int_equal(srv_store_artifact_list(s, 0, 4, &list, &n, &d), OT_OK);
+    assert_int_equal(n, 4);
+    assert_int_equal(list[0].id, ids[0]);
+    assert_int_equal(list[3].id, ids[3]);
+    assert_string_equal(list[2].version, "1.2");
+    srv_artifact_list_free(list, n);
+    assert_int_equal(srv_store_artifact_list(s, ids[3], SRV_LIST_MAX, &list, &n, &d), OT_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(list[0].id, ids[4]);
+    srv_artifact_list_free(list, n);
+    assert_int_equal(srv_store_artifact_list(s, 0, 0, &list, &n, &d), OT_ERR_RANGE);
+    assert_int_equal(srv_store_artifact_list(s, 0, SRV_LIST_MAX + 1, &list, &n, &d),
+                     OT_ERR_RANGE);
+
+    assert_int_equal(srv_store_artifact_delete(s, ids[2], &d), OT_OK);
+    assert_int_equal(srv_store_artifact_delete(s, ids[2], &d), OT_ERR_NOENT);
+    assert_int_equal(srv_store_artifact_delete(s, 999999, &d), OT_ERR_NOENT);
+    assert_int_equal(srv_store_artifact_get(s, ids[2], &got, &d), OT_ERR_NOENT);
+    struct srv_artifact sha_of_2 = artifact_in("x", "y", 12);
+    assert_int_equal(srv_store_artifact_by_sha256(s, sha_of_2.sha256, &got, &d), OT_ERR_NOENT);
+    assert_int_equal(srv_store_artifact_create(s, &sha_of_2, &d), OT_OK); /* free again */
+    assert_true(sha_of_2.id > ids[5]);                                      /* never reused */
+    srv_store_close(s);
+}
+
+static void test_artifact_validation(void **state)
+{
+    struct fixture *f = *state;
+    struct srv_store *s = open_ok(f);
+    struct ot_diag d = {0};
+    _cleanup_free_ char *long_name = repeat('n', SRV_ARTIFACT_FIELD_MAX + 1);
+    _cleanup_free_ char *long_sig = repeat('s', SRV_ARTIFACT_SIGNATURES_MAX + 1);
+    struct {
+        struct srv_artifact a;
+        enum ot_err want;
+    } bad[16];
+    size_t n = 0;
+    for (size_t i = 0; i < OT_ARRAY_SIZE(bad); i++)
+        bad[i].a = artifact_in("rootfs", "1.0", 1);
+    bad[n].a.name = "";
+    bad[n++].want = OT_ERR_INVALID;
+    bad[n].a.version = NULL;
+    bad[n++].want = OT_ERR_INVALID;
+    bad[n].a.name = long_name;
+    bad[n++].want = OT_ERR_LIMIT;
+    bad[n].a.sha256[0] = 'A'; /* upper case */
+    bad[n++].want = OT_ERR_INVALID;
+    bad[n].a.sha256[63] = '\0';
+    bad[n++].want = OT_ERR_INVALID;
+    bad[n].a.sha256[10] = 'g';
+    bad[n++].want = OT_ERR_INVALID;
+    bad[n].a.size = (uint64_t)INT64_MAX + 1;
+    bad[n++].want = OT_ERR_RANGE;
+    bad[n].a.device_types = "{\"gw\":1}";
+    bad[n++].want = OT_ERR_INVALID;
+    bad[n].a.device_types = "[";
+    bad[n++].want = OT_ERR_INVALID;
+    bad[n].a.signatures = long_sig;
+    bad[n++].want = OT_ERR_LIMIT;
+    bad[n].a.manifest = NULL;
+    bad[n++].want = OT_ERR_INVALID;
+    bad[n].a.uploaded_by = "";
+    bad[n++].want = OT_ERR_INVALID;
+    bad[n].a.created_at = -1;
+    bad[n++].want = OT_ERR_INVALID;
+    for (size_t i = 0; i < n; i++) {
+        d.msg[0] = '\0';
+        assert_int_equal(srv_store_artifact_create(s, &bad[i].a, &d), bad[i].want);
+        assert_true(d.msg[0] != '\0');
+    }
+    assert_int_equal(srv_store_artifact_create(s, NULL, &d), OT_ERR_INVALID);
+    struct srv_artifact got;
+    assert_int_equal(srv_store_artifact_by_sha256(s, "ABC", &got, &d), OT_ERR_INVALID);
+    assert_int_equal(srv_store_artifact_by_sha256(s, NULL, &got, &d), OT_ERR_INVALID);
+    struct srv_artifact *list = NULL;
+    size_t count = 9;
+    assert_int_equal(srv_store_artifact_list(s, 0, 10, &list, &count, &d), OT_OK);
+    assert_int_equal(count, 0);
+    srv_artifact_list_free(list, count);
+    srv_store_close(s);
+}
+
+/* ---- contract: deployments ------------------------------------------------------------------- */
+
+static int64_t generation(struct srv_store *s)
+{
+    int64_t g = 0;
+    assert_int_equal(srv_store_deployments_generation(s, &g, NULL), OT_OK);
+    return g;
+}
+
+static struct srv_deployment deployment_in(const char *name, int64_t artifact_id)
+{
+    struct srv_deployment dep;
+    memset(&dep, 0, sizeof(dep));
+    dep.name = (char *)name;
+    dep.artifact_id = artifact_id;
+    dep.target = "{\"tag\":\"lab\"}";
+    dep.created_at = T0 + 1000;
+    dep.created_by = "token:1 (admin)";
+    return dep;
+}
+
+static int64_t add_deployment(struct srv_store *s, int64_t artifact_id, const int64_t *ids,
+                              size_t n, const bool *skipped)
+{
+    struct srv_deployment dep = deployment_in("rollout", artifact_id);
+    struct ot_diag d = {0};
+    enum ot_err err = srv_store_deployment_create(s, &dep, ids, skipped, n, "wrong type", &d);
+    if (err)
+        print_error("add deployment: %s\n", d.msg);
+    assert_int_equal(err, OT_OK);
+    return dep.id;
+}
+
+static struct srv_dd dd_of(struct srv_store *s, int64_t dep, int64_t dev)
+{
+    struct srv_dd dd;
+    assert_int_equal(srv_store_dd_get(s, dep, dev, &dd, NULL), OT_OK);
+    return dd;
+}
+
+static enum srv_dd_status dd_status(struct srv_store *s, int64_t dep, int64_t dev)
+{
+    struct srv_dd dd = dd_of(s, dep, dev);
+    enum srv_dd_status st = dd.status;
+    srv_dd_release(&dd);
+    return st;
+}
+
+static struct srv_deployment dep_of(struct srv_store *s, int64_t id)
+{
+    struct srv_deployment dep;
+    assert_int_equal(srv_store_deployment_get(s, id, &dep, NULL), OT_OK);
+    return dep;
+}
+
+static enum srv_deployment_status dep_status(struct srv_store *s, int64_t id)
+{
+    struct srv_deployment dep = dep_of(s, id);
+    enum srv_deployment_status st = dep.status;
+    srv_deployment_release(&dep);
+    return st;
+}
+
+/* A report that must be applied. */
+static void report(struct srv_store *s, int64_t dep, int64_t dev, enum srv_dd_status st,
+                   int64_t at)
+{
+    bool applied = false;
+    enum srv_dd_status current = 0;
+    struct ot_diag d = {0};
+    enum ot_err err = srv_store_dd_report(s, dep, dev, st, 50, "", NULL, at, &applied, &current,
+                                          &d);
+    if (err)
+        print_error("report: %s\n", d.msg);
+    assert_int_equal(err, OT_OK);
+    assert_true(applied);
+    assert_int_equal(current, st);
+}
+
+static void test_deployment_create(void **state)
+{
+    struct fixture *f = *state;
+    struct srv_store *s = open_ok(f);
+    struct ot_diag d = {0};
+    int64_t art = add_artifact(s, "rootfs", "2.0", 1);
+    int64_t dev[3];
+    for (int i = 0; i < 3; i++)
+        dev[i] = add_device(s, i + 1, SRV_DEVICE_ACCEPTED, "gw-2", NULL, 0);
+    int64_t g0 = generation(s);
+
+    struct srv_deployment dep = deployment_in("spring rollout (eu)", art);
+    dep.status = 77;
+    bool skipped[] = {false, true, false};
+    assert_int_equal(srv_store_deployment_create(s, &dep, dev, skipped, 3, "needs gw-3", &d),
+                     OT_OK);
+    assert_true(dep.id > 0);
+    assert_int_equal(dep.status, SRV_DEPLOYMENT_ACTIVE);
+    assert_int_equal(dep.ndevices, 3);
+    assert_int_equal(dep.finished_at, 0);
+    assert_true(generation(s) != g0);
+
+    struct srv_deployment got = dep_of(s, dep.id);
+    assert_string_equal(got.name, "spring rollout (eu)");
+    assert_int_equal(got.artifact_id, art);
+    assert_string_equal(got.artifact_name, "rootfs");
+    assert_string_equal(got.artifact_version, "2.0");
+    assert_string_equal(got.target, "{\"tag\":\"lab\"}");
+    assert_int_equal(got.status, SRV_DEPLOYMENT_ACTIVE);
+    assert_int_equal(got.created_at, T0 + 1000);
+    assert_int_equal(got.finished_at, 0);
+    assert_string_equal(got.created_by, "token:1 (admin)");
+    assert_int_equal(got.ndevices, 3);
+    srv_deployment_release(&got);
+    srv_deployment_release(&got);
+
+    struct srv_dd row = dd_of(s, dep.id, dev[0]);
+    assert_int_equal(row.deployment_id, dep.id);
+    assert_int_equal(row.device_id, dev[0]);
+    assert_int_equal(row.status, SRV_DD_PENDING);
+    assert_int_equal(row.progress, -1);
+    assert_string_equal(row.message, "");
+    assert_int_equal(row.updated_at, T0 + 1000);
+    srv_dd_release(&row);
+    row = dd_of(s, dep.id, dev[1]);
+    assert_int_equal(row.status, SRV_DD_SKIPPED);
+    assert_string_equal(row.message, "needs gw-3");
+    srv_dd_release(&row);
+
+    /* Unknown or repeated devices: nothing is created. */
+    int64_t g1 = generation(s);
+    int64_t unknown[] = {dev[0], 999999};
+    struct srv_deployment bad = deployment_in("bad", art);
+    assert_int_equal(srv_store_deployment_create(s, &bad, unknown, NULL, 2, NULL, &d),
+                     OT_ERR_INVALID);
+    assert_non_null(strstr(d.msg, "999999"));
+    int64_t twice[] = {dev[0], dev[1], dev[0]};
+    assert_int_equal(srv_store_deployment_create(s, &bad, twice, NULL, 3, NULL, &d),
+                     OT_ERR_INVALID);
+    assert_non_null(strstr(d.msg, "twice"));
+    assert_int_equal(srv_store_deployment_create(s, &bad, dev, NULL, 0, NULL, &d),
+                     OT_ERR_INVALID);
+    bad.artifact_id = 999999;
+    assert_int_equal(srv_store_deployment_create(s, &bad, dev, NULL, 1, NULL, &d), OT_ERR_NOENT);
+    assert_int_equal(bad.id, 0);
+    assert_int_equal(generation(s), g1);
+    struct srv_deployment *list = NULL;
+    size_t n = 0;
+    assert_int_equal(srv_store_deployment_list(s, 0, 0, 10, &list, &n, &d), OT_OK);
+    assert_int_equal(n, 1);
+    srv_deployment_list_free(list, n);
+
+    /* Every device skipped: finished at once. */
+    bool all[] = {true, true};
+    struct srv_deployment done = deployment_in("nothing to do", art);
+    assert_int_equal(srv_store_deployment_create(s, &done, dev, all, 2, "no", &d), OT_OK);
+    assert_int_equal(done.status, SRV_DEPLOYMENT_FINISHED);
+    assert_int_equal(done.finished_at, T0 + 1000);
+    got = dep_of(s, done.id);
+    assert_int_equal(got.status, SRV_DEPLOYMENT_FINISHED);
+    assert_int_equal(got.finished_at, T0 + 1000);
+    srv_deployment_release(&got);
+    assert_true(generation(s) != g1);
+
+    /* Argument checks. */
+    _cleanup_free_ char *name_long = repeat('n', SRV_DEPLOYMENT_NAME_MAX);
+    _cleanup_free_ char *name_max = repeat('n', SRV_DEPLOYMENT_NAME_MAX - 1);
+    _cleanup_free_ char *msg_long = repeat('m', SRV_DD_MESSAGE_MAX + 1);
+    struct srv_deployment v = deployment_in("", art);
+    assert_int_equal(srv_store_deployment_create(s, &v, dev, NULL, 1, NULL, &d), OT_ERR_INVALID);
+    v.name = name_long;
+    assert_int_equal(srv_store_deployment_create(s, &v, dev, NULL, 1, NULL, &d), OT_ERR_LIMIT);
+    v.name = "line\nbreak";
+    assert_int_equal(srv_store_deployment_create(s, &v, dev, NULL, 1, NULL, &d), OT_ERR_INVALID);
+    v.name = name_max;
+    v.target = "[1,2]";
+    assert_int_equal(srv_store_deployment_create(s, &v, dev, NULL, 1, NULL, &d), OT_ERR_INVALID);
+    v.target = "{}";
+    v.created_by = NULL;
+    assert_int_equal(srv_store_deployment_create(s, &v, dev, NULL, 1, NULL, &d), OT_ERR_INVALID);
+    v.created_by = "me";
+    assert_int_equal(srv_store_deployment_create(s, &v, dev, NULL, 1, msg_long, &d),
+                     OT_ERR_LIMIT);
+    assert_int_equal(srv_store_deployment_create(s, &v, NULL, NULL, 1, NULL, &d),
+                     OT_ERR_INVALID);
+    assert_int_equal(srv_store_deployment_create(s, NULL, dev, NULL, 1, NULL, &d),
+                     OT_ERR_INVALID);
+    assert_int_equal(srv_store_deployment_create(s, &v, dev, NULL, 1, NULL, &d), OT_OK);
+    assert_int_equal(srv_store_deployment_get(s, 999999, &got, &d), OT_ERR_NOENT);
+    srv_store_close(s);
+}
+
+static void test_deployment_list(void **state)
+{
+    struct fixture *f = *state;
+    struct srv_store *s = open_ok(f);
+    struct ot_diag d = {0};
+    int64_t art = add_artifact(s, "rootfs", "2.0", 1);
+    int64_t dev[3];
+    for (int i = 0; i < 3; i++)
+        dev[i] = add_device(s, i + 1, SRV_DEVICE_ACCEPTED, "gw-2", NULL, 0);
+    int64_t ids[5];
+    for (size_t i = 0; i < 5; i++)
+        ids[i] = add_deployment(s, art, dev, i % 3 + 1, NULL);
+    assert_int_equal(srv_store_deployment_cancel(s, ids[1], T0 + 2000, &d), OT_OK);
+    assert_int_equal(srv_store_deployment_cancel(s, ids[3], T0 + 2000, &d), OT_OK);
+
+    struct srv_deployment *list = NULL;
+    size_t n = 0;
+    assert_int_equal(srv_store_deployment_list(s, 0, 0, SRV_LIST_MAX, &list, &n, &d), OT_OK);
+    assert_int_equal(n, 5);
+    for (size_t i = 0; i < n; i++) { /* newest first */
+        assert_int_equal(list[i].id, ids[4 - i]);
+        assert_int_equal(list[i].ndevices, (4 - i) % 3 + 1);
+        assert_string_equal(list[i].artifact_name, "rootfs");
+    }
+    srv_deployment_list_free(list, n);
+    assert_int_equal(srv_store_deployment_list(s, 0, ids[3], 2, &list, &n, &d), OT_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(list[0].id, ids[2]);
+    assert_int_equal(list[1].id, ids[1]);
+    srv_deployment_list_free(list, n);
+    assert_int_equal(srv_store_deployment_list(s, SRV_DEPLOYMENT_CANCELLED, 0, 10, &list, &n, &d),
+                     OT_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(list[0].id, ids[3]);
+    assert_int_equal(list[0].status, SRV_DEPLOYMENT_CANCELLED);
+    assert_int_equal(list[0].finished_at, T0 + 2000);
+    srv_deployment_list_free(list, n);
+    assert_int_equal(srv_store_deployment_list(s, SRV_DEPLOYMENT_ACTIVE, ids[2], 10, &list, &n,
+                                               &d),
+                     OT_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(list[0].id, ids[0]);
+    srv_deployment_list_free(list, n);
+    assert_int_equal(srv_store_deployment_list(s, 0, ids[0], 10, &list, &n, &d), OT_OK);
+    assert_int_equal(n, 0);
+    srv_deployment_list_free(list, n);
+
+    assert_int_equal(srv_store_deployment_list(s, 0, 0, 0, &list, &n, &d), OT_ERR_RANGE);
+    assert_int_equal(srv_store_deployment_list(s, 0, 0, SRV_LIST_MAX + 1, &list, &n, &d),
+                     OT_ERR_RANGE);
+    assert_int_equal(srv_store_deployment_list(s, 4, 0, 1, &list, &n, &d), OT_ERR_INVALID);
+    srv_store_close(s);
+}
+
+static void test_deployment_rollup_and_devices(void **state)
+{
+    struct fixture *f = *state;
+    struct srv_store *s = open_ok(f);
+    struct ot_diag d = {0};
+    int64_t art = add_artifact(s, "rootfs", "2.0", 1);
+    int64_t dev[7];
+    for (int i = 0; i < 7; i++)
+        dev[i] = add_device(s, i + 1, SRV_DEVICE_ACCEPTED, "gw-2", NULL, 0);
+    bool skipped[7] = {[6] = true};
+    int64_t order[7] = {dev[3], dev[0], dev[6], dev[5], dev[1], dev[4], dev[2]}; /* any order */
+    int64_t dep = add_deployment(s, art, order, 7, skipped);
+    assert_int_equal(dd_status(s, dep, dev[2]), SRV_DD_SKIPPED);
+    report(s, dep, dev[0], SRV_DD_DOWNLOADING, T0 + 1);
+    report(s, dep, dev[1], SRV_DD_SUCCESS, T0 + 2);
+    report(s, dep, dev[3], SRV_DD_FAILURE, T0 + 3);
+
+    uint64_t counts[SRV_DD__MAX];
+    memset(counts, 0xff, sizeof(counts));
+    assert_int_equal(srv_store_deployment_rollup(s, dep, counts, &d), OT_OK);
+    uint64_t want[SRV_DD__MAX] = {[SRV_DD_PENDING] = 3, [SRV_DD_DOWNLOADING] = 1,
+                                  [SRV_DD_SUCCESS] = 1, [SRV_DD_FAILURE] = 1,
+                                  [SRV_DD_SKIPPED] = 1};
+    assert_memory_equal(counts, want, sizeof(want));
+    assert_int_equal(srv_store_deployment_rollup(s, 999999, counts, &d), OT_ERR_NOENT);
+
+    struct srv_dd *rows = NULL;
+    size_t n = 0;
+    assert_int_equal(srv_store_deployment_devices(s, dep, 0, 3, &rows, &n, &d), OT_OK);
+    assert_int_equal(n, 3);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(rows[i].device_id, dev[i]);
+    assert_int_equal(rows[0].status, SRV_DD_DOWNLOADING);
+    assert_int_equal(rows[0].progress, 50);
+    assert_int_equal(rows[0].updated_at, T0 + 1);
+    srv_dd_list_free(rows, n);
+    assert_int_equal(srv_store_deployment_devices(s, dep, dev[2], SRV_LIST_MAX, &rows, &n, &d),
+                     OT_OK);
+    assert_int_equal(n, 4);
+    assert_int_equal(rows[0].device_id, dev[3]);
+    assert_int_equal(rows[3].device_id, dev[6]);
+    srv_dd_list_free(rows, n);
+    assert_int_equal(srv_store_deployment_devices(s, dep, dev[6], 10, &rows, &n, &d), OT_OK);
+    assert_int_equal(n, 0);
+    srv_dd_list_free(rows, n);
+    srv_dd_list_free(NULL, 0);
+    assert_int_equal(srv_store_deployment_devices(s, 999999, 0, 10, &rows, &n, &d), OT_ERR_NOENT);
+    assert_int_equal(srv_store_deployment_devices(s, dep, 0, 0, &rows, &n, &d), OT_ERR_RANGE);
+    srv_store_close(s);
+}
+
+static void test_deployment_cancel(void **state)
+{
+    struct fixture *f = *state;
+    struct srv_store *s = open_ok(f);
+    struct ot_diag d = {0};
+    int64_t art = add_artifact(s, "rootfs", "2.0", 1);
+    int64_t dev[3];
+    for (int i = 0; i < 3; i++)
+        dev[i] = add_device(s, i + 1, SRV_DEVICE_ACCEPTED, "gw-2", NULL, 0);
+    int64_t dep = add_deployment(s, art, dev, 3, NULL);
+    report(s, dep, dev[1], SRV_DD_INSTALLING, T0 + 1);
+    report(s, dep, dev[2], SRV_DD_SUCCESS, T0 + 2);
+    int64_t g = generation(s);
+
+    assert_int_equal(srv_store_deployment_cancel(s, dep, T0 + 50, &d), OT_OK);
+    assert_true(generation(s) != g);
+    struct srv_deployment got = dep_of(s, dep);
+    assert_int_equal(got.status, SRV_DEPLOYMENT_CANCELLED);
+    assert_int_equal(got.finished_at, T0 + 50);
+    srv_deployment_release(&got);
+    struct srv_dd row = dd_of(s, dep, dev[0]);
+    assert_int_equal(row.status, SRV_DD_CANCELLED);
+    assert_int_equal(row.updated_at, T0 + 50);
+    srv_dd_release(&row);
+    assert_int_equal(dd_status(s, dep, dev[1]), SRV_DD_INSTALLING); /* under way: untouched */
+    assert_int_equal(dd_status(s, dep, dev[2]), SRV_DD_SUCCESS);
+
+    /* The device under way keeps reporting; the deployment stays cancelled. */
+    report(s, dep, dev[1], SRV_DD_SUCCESS, T0 + 60);
+    assert_int_equal(dep_status(s, dep), SRV_DEPLOYMENT_CANCELLED);
+    bool applied = true;
+    enum srv_dd_status current = 0;
+    assert_int_equal(srv_store_dd_report(s, dep, dev[0], SRV_DD_DOWNLOADING, 0, NULL, NULL,
+                                         T0 + 61, &applied, &current, &d),
+                     OT_OK);
+    assert_false(applied);
+    assert_int_equal(current, SRV_DD_CANCELLED);
+
+    g = generation(s);
+    assert_int_equal(srv_store_deployment_cancel(s, dep, T0 + 70, &d), OT_ERR_EXISTS);
+    assert_int_equal(srv_store_deployment_cancel(s, 999999, T0 + 70, &d), OT_ERR_NOENT);
+    assert_int_equal(generation(s), g);
+    got = dep_of(s, dep);
+    assert_int_equal(got.finished_at, T0 + 50);
+    srv_deployment_release(&got);
+
+    /* A finished deployment cannot be cancelled either. */
+    int64_t done = add_deployment(s, art, dev, 1, NULL);
+    report(s, done, dev[0], SRV_DD_SUCCESS, T0 + 80);
+    assert_int_equal(dep_status(s, done), SRV_DEPLOYMENT_FINISHED);
+    assert_int_equal(srv_store_deployment_cancel(s, done, T0 + 90, &d), OT_ERR_EXISTS);
+    srv_store_close(s);
+}
+
+static void test_artifact_delete_in_use(void **state)
+{
+    struct fixture *f = *state;
+    struct srv_store *s = open_ok(f);
+    struct ot_diag d = {0};
+    int64_t art = add_artifact(s, "rootfs", "2.0", 1);
+    int64_t dev = add_device(s, 1, SRV_DEVICE_ACCEPTED, "gw-2", NULL, 0);
+    int64_t dep = add_deployment(s, art, &dev, 1, NULL);
+    char want[64];
+    snprintf(want, sizeof(want), "deployment %lld", (long long)dep);
+
+    assert_int_equal(srv_store_artifact_delete(s, art, &d), OT_ERR_EXISTS);
+    assert_non_null(strstr(d.msg, want));
+    struct srv_artifact a;
+    assert_int_equal(srv_store_artifact_get(s, art, &a, &d), OT_OK);
+    srv_artifact_release(&a);
+
+    assert_int_equal(srv_store_deployment_cancel(s, dep, T0 + 5, &d), OT_OK);
+    assert_int_equal(srv_store_artifact_delete(s, art, &d), OT_OK);
+    assert_int_equal(srv_store_artifact_get(s, art, &a, &d), OT_ERR_NOENT);
+    struct srv_deployment got = dep_of(s, dep);
+    assert_int_equal(got.artifact_id, 0);
+    assert_string_equal(got.artifact_name, "rootfs");
+    assert_string_equal(got.artifact_version, "2.0");
+    assert_int_equal(got.status, SRV_DEPLOYMENT_CANCELLED);
+    srv_deployment_release(&got);
+    struct srv_deployment again = deployment_in("again", art);
+    assert_int_equal(srv_store_deployment_create(s, &again, &dev, NULL, 1, NULL, &d),
+                     OT_ERR_NOENT);
+    srv_store_close(s);
+}
+
+static void test_device_next(void **state)
+{
+    struct fixture *f = *state;
+    struct srv_store *s = open_ok(f);
+    struct ot_diag d = {0};
+    int64_t art = add_artifact(s, "rootfs", "2.0", 1);
+    int64_t dev[2];
+    for (int i = 0; i < 2; i++)
+        dev[i] = add_device(s, i + 1, SRV_DEVICE_ACCEPTED, "gw-2", NULL, 0);
+    struct srv_dd next;
+    memset(&next, 0x5a, sizeof(next));
+    assert_int_equal(srv_store_device_next(s, dev[0], &next, &d), OT_ERR_NOENT);
+
+    int64_t first = add_deployment(s, art, dev, 2, NULL);
+    int64_t second = add_deployment(s, art, dev, 2, NULL);
+    int64_t third = add_deployment(s, art, dev, 1, NULL);
+    assert_int_equal(srv_store_device_next(s, dev[0], &next, &d), OT_OK);
+    assert_int_equal(next.deployment_id, first);
+    assert_int_equal(next.device_id, dev[0]);
+    assert_int_equal(next.status, SRV_DD_PENDING);
+    srv_dd_release(&next);
+
+    report(s, first, dev[0], SRV_DD_SUCCESS, T0 + 1); /* final: skipped over */
+    assert_int_equal(srv_store_device_next(s, dev[0], &next, &d), OT_OK);
+    assert_int_equal(next.deployment_id, second);
+    srv_dd_release(&next);
+    report(s, second, dev[0], SRV_DD_INSTALLING, T0 + 2); /* under way: still its work */
+    assert_int_equal(srv_store_device_next(s, dev[0], &next, &d), OT_OK);
+    assert_int_equal(next.deployment_id, second);
+    assert_int_equal(next.status, SRV_DD_INSTALLING);
+    srv_dd_release(&next);
+    assert_int_equal(srv_store_deployment_cancel(s, second, T0 + 3, &d), OT_OK);
+    assert_int_equal(srv_store_device_next(s, dev[0], &next, &d), OT_OK);
+    assert_int_equal(next.deployment_id, third);
+    srv_dd_release(&next);
+    assert_int_equal(srv_store_dd_skip(s, third, dev[0], "no", T0 + 4, &d), OT_OK);
+    assert_int_equal(srv_store_device_next(s, dev[0], &next, &d), OT_ERR_NOENT);
+
+    assert_int_equal(srv_store_device_next(s, dev[1], &next, &d), OT_OK); /* the other device */
+    assert_int_equal(next.deployment_id, first);
+    srv_dd_release(&next);
+    srv_dd_release(NULL);
+    assert_int_equal(srv_store_dd_get(s, third, dev[1], &next, &d), OT_ERR_NOENT);
+    assert_int_equal(srv_store_device_next(s, 999999, &next, &d), OT_ERR_NOENT);
+    srv_store_close(s);
+}
+
+static void test_dd_report(void **state)
+{
+    struct fixture *f = *state;
+    struct srv_store *s = open_ok(f);
+    struct ot_diag d = {0};
+    int64_t art = add_artifact(s, "rootfs", "2.0", 1);
+    int64_t dev[2];
+    for (int i = 0; i < 2; i++)
+        dev[i] = add_device(s, i + 1, SRV_DEVICE_ACCEPTED, "gw-2", NULL, 0);
+    int64_t dep = add_deployment(s, art, dev, 2, NULL);
+    int64_t g = generation(s);
+    bool applied = false;
+    enum srv_dd_status current = 0;
+
+    assert_int_equal(srv_store_dd_report(s, dep, dev[0], SRV_DD_DOWNLOADING, 30, "fetching",
+                                         "line 1\nline 2\n", T0 + 10, &applied, &current, &d),
+                     OT_OK);
+    assert_true(applied);
+    assert_int_equal(current, SRV_DD_DOWNLOADING);
+    struct srv_dd row = dd_of(s, dep, dev[0]);
+    assert_int_equal(row.status, SRV_DD_DOWNLOADING);
+    assert_int_equal(row.progress, 30);
+    assert_string_equal(row.message, "fetching");
+    assert_int_equal(row.updated_at, T0 + 10);
+    srv_dd_release(&row);
+    assert_int_equal(generation(s), g); /* a device's own progress is not a generation change */
+
+    assert_int_equal(srv_store_dd_report(s, dep, dev[0], SRV_DD_ROLLED_BACK, -1, NULL, NULL,
+                                         T0 + 20, &applied, NULL, &d),
+                     OT_OK);
+    assert_true(applied);
+    assert_int_equal(dep_status(s, dep), SRV_DEPLOYMENT_ACTIVE); /* dev[1] is left */
+    /* After a final status nothing changes, and the caller learns what it is. */
+    applied = true;
+    assert_int_equal(srv_store_dd_report(s, dep, dev[0], SRV_DD_SUCCESS, 100, "late", "log",
+                                         T0 + 30, &applied, &current, &d),
+                     OT_OK);
+    assert_false(applied);
+    assert_int_equal(current, SRV_DD_ROLLED_BACK);
+    row = dd_of(s, dep, dev[0]);
+    assert_int_equal(row.status, SRV_DD_ROLLED_BACK);
+    assert_int_equal(row.progress, -1);
+    assert_string_equal(row.message, "");
+    assert_int_equal(row.updated_at, T0 + 20);
+    srv_dd_release(&row);
+
+    struct srv_dd_event *ev = NULL;
+    size_t n = 0;
+    assert_int_equal(srv_store_dd_events(s, dep, dev[0], 0, SRV_LIST_MAX, &ev, &n, &d), OT_OK);
+    assert_int_equal(n, 2); /* the refused report left no event */
+    assert_int_equal(ev[0].status, SRV_DD_DOWNLOADING);
+    assert_int_equal(ev[0].progress, 30);
+    assert_int_equal(ev[0].at, T0 + 10);
+    assert_string_equal(ev[0].message, "fetching");
+    assert_string_equal(ev[0].log, "line 1\nline 2\n");
+    assert_int_equal(ev[1].status, SRV_DD_ROLLED_BACK);
+    assert_string_equal(ev[1].message, "");
+    assert_null(ev[1].log);
+    assert_true(ev[1].id > ev[0].id);
+    srv_dd_event_list_free(ev, n);
+
+    /* The last row to finish finishes the deployment. */
+    report(s, dep, dev[1], SRV_DD_SUCCESS, T0 + 40);
+    struct srv_deployment got = dep_of(s, dep);
+    assert_int_equal(got.status, SRV_DEPLOYMENT_FINISHED);
+    assert_int_equal(got.finished_at, T0 + 40);
+    srv_deployment_release(&got);
+    assert_true(generation(s) != g);
+
+    /* What a device may not report, and the limits. */
+    int64_t dep2 = add_deployment(s, art, dev, 2, NULL);
+    static const enum srv_dd_status not_reportable[] = {0, SRV_DD_PENDING, SRV_DD_CANCELLED,
+                                                        SRV_DD_SKIPPED, SRV_DD__MAX, -1};
+    for (size_t i = 0; i < OT_ARRAY_SIZE(not_reportable); i++)
+        assert_int_equal(srv_store_dd_report(s, dep2, dev[0], not_reportable[i], 0, NULL, NULL,
+                                             T0, &applied, &current, &d),
+                         OT_ERR_INVALID);
+    _cleanup_free_ char *msg_max = repeat('m', SRV_DD_MESSAGE_MAX);
+    _cleanup_free_ char *msg_long = repeat('m', SRV_DD_MESSAGE_MAX + 1);
+    _cleanup_free_ char *log_max = repeat('l', SRV_DD_LOG_MAX);
+    _cleanup_free_ char *log_long = repeat('l', SRV_DD_LOG_MAX + 1);
+    assert_int_equal(srv_store_dd_report(s, dep2, dev[0], SRV_DD_DOWNLOADING, 101, NULL, NULL,
+                                         T0, &applied, &current, &d),
+                     OT_ERR_RANGE);
+    assert_int_equal(srv_store_dd_report(s, dep2, dev[0], SRV_DD_DOWNLOADING, -2, NULL, NULL, T0,
+                                         &applied, &current, &d),
+                     OT_ERR_RANGE);
+    assert_int_equal(srv_store_dd_report(s, dep2, dev[0], SRV_DD_DOWNLOADING, 0, msg_long, NULL,
+                                         T0, &applied, &current, &d),
+                     OT_ERR_LIMIT);
+    assert_int_equal(srv_store_dd_report(s, dep2, dev[0], SRV_DD_DOWNLOADING, 0, NULL, log_long,
+                                         T0, &applied, &current, &d),
+                     OT_ERR_LIMIT);
+    assert_int_equal(srv_store_dd_report(s, dep2, dev[0], SRV_DD_DOWNLOADING, 0, NULL, NULL, T0,
+                                         NULL, &current, &d),
+                     OT_ERR_INVALID);
+    assert_int_equal(dd_status(s, dep2, dev[0]), SRV_DD_PENDING);
+    assert_int_equal(srv_store_dd_report(s, dep2, dev[0], SRV_DD_DOWNLOADING, 100, msg_max,
+                                         log_max, T0, &applied, &current, &d),
+                     OT_OK);
+    assert_int_equal(srv_store_dd_events(s, dep2, dev[0], 0, 1, &ev, &n, &d), OT_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(ev[0].log, log_max);
+    assert_string_equal(ev[0].message, msg_max);
+    srv_dd_event_list_free(ev, n);
+
+    assert_int_equal(srv_store_dd_report(s, dep2, 999999, SRV_DD_SUCCESS, 0, NULL, NULL, T0,
+                                         &applied, &current, &d),
+                     OT_ERR_NOENT);
+    assert_int_equal(srv_store_dd_report(s, 999999, dev[0], SRV_DD_SUCCESS, 0, NULL, NULL, T0,
+                                         &applied, &current, &d),
+                     OT_ERR_NOENT);
+    srv_store_close(s);
+}
+
+static void test_dd_skip(void **state)
+{
+    struct fixture *f = *state;
+    struct srv_store *s = open_ok(f);
+    struct ot_diag d = {0};
+    int64_t art = add_artifact(s, "rootfs", "2.0", 1);
+    int64_t dev[3];
+    for (int i = 0; i < 3; i++)
+        dev[i] = add_device(s, i + 1, SRV_DEVICE_ACCEPTED, "gw-2", NULL, 0);
+    int64_t dep = add_deployment(s, art, dev, 3, NULL);
+    report(s, dep, dev[1], SRV_DD_SUCCESS, T0 + 1);
+    report(s, dep, dev[2], SRV_DD_DOWNLOADING, T0 + 2);
+
+    int64_t g = generation(s);
+    assert_int_equal(srv_store_dd_skip(s, dep, dev[0], "device type gw-2 is not gw-3", T0 + 10,
+                                       &d),
+                     OT_OK);
+    assert_true(generation(s) != g);
+    struct srv_dd row = dd_of(s, dep, dev[0]);
+    assert_int_equal(row.status, SRV_DD_SKIPPED);
+    assert_string_equal(row.message, "device type gw-2 is not gw-3");
+    assert_int_equal(row.updated_at, T0 + 10);
+    srv_dd_release(&row);
+
+    /* A no-op on any other state, the generation included. */
+    g = generation(s);
+    assert_int_equal(srv_store_dd_skip(s, dep, dev[0], "again", T0 + 20, &d), OT_OK);
+    assert_int_equal(srv_store_dd_skip(s, dep, dev[1], "x", T0 + 20, &d), OT_OK);
+    assert_int_equal(srv_store_dd_skip(s, dep, dev[2], "x", T0 + 20, &d), OT_OK);
+    assert_int_equal(generation(s), g);
+    assert_int_equal(dd_status(s, dep, dev[1]), SRV_DD_SUCCESS);
+    assert_int_equal(dd_status(s, dep, dev[2]), SRV_DD_DOWNLOADING);
+    row = dd_of(s, dep, dev[0]);
+    assert_string_equal(row.message, "device type gw-2 is not gw-3");
+    srv_dd_release(&row);
+    assert_int_equal(srv_store_dd_skip(s, dep, 999999, "x", T0, &d), OT_ERR_NOENT);
+    assert_int_equal(srv_store_dd_skip(s, 999999, dev[0], "x", T0, &d), OT_ERR_NOENT);
+    _cleanup_free_ char *msg_long = repeat('m', SRV_DD_MESSAGE_MAX + 1);
+    assert_int_equal(srv_store_dd_skip(s, dep, dev[0], msg_long, T0, &d), OT_ERR_LIMIT);
+
+    /* Skipping the last open row finishes the deployment. */
+    int64_t dep2 = add_deployment(s, art, dev, 2, NULL);
+    report(s, dep2, dev[0], SRV_DD_FAILURE, T0 + 30);
+    assert_int_equal(srv_store_dd_skip(s, dep2, dev[1], NULL, T0 + 40, &d), OT_OK);
+    struct srv_deployment got = dep_of(s, dep2);
+    assert_int_equal(got.status, SRV_DEPLOYMENT_FINISHED);
+    assert_int_equal(got.finished_at, T0 + 40);
+    srv_deployment_release(&got);
+    row = dd_of(s, dep2, dev[1]);
+    assert_string_equal(row.message, "");
+    srv_dd_release(&row);
+    srv_store_close(s);
+}
+
+static void test_dd_events(void **state)
+{
+    struct fixture *f = *state;
+    struct srv_store *s = open_ok(f);
+    struct ot_diag d = {0};
+    int64_t art = add_artifact(s, "rootfs", "2.0", 1);
+    int64_t dev[2];
+    for (int i = 0; i < 2; i++)
+        dev[i] = add_device(s, i + 1, SRV_DEVICE_ACCEPTED, "gw-2", NULL, 0);
+    int64_t dep = add_deployment(s, art, dev, 2, NULL);
+    struct srv_dd_event *ev = NULL;
+    size_t n = 9;
+    assert_int_equal(srv_store_dd_events(s, dep, dev[0], 0, 10, &ev, &n, &d), OT_OK);
+    assert_int_equal(n, 0);
+    srv_dd_event_list_free(ev, n);
+
+    for (int i = 0; i < 7; i++) {
+        bool applied = false;
+        char msg[16];
+        snprintf(msg, sizeof(msg), "step %d", i);
+        assert_int_equal(srv_store_dd_report(s, dep, dev[i % 2], SRV_DD_DOWNLOADING, i * 10, msg,
+                                             NULL, T0 + i, &applied, NULL, &d),
+                         OT_OK);
+    }
+    /* dev[0]: steps 0, 2, 4, 6 */
+    assert_int_equal(srv_store_dd_events(s, dep, dev[0], 0, SRV_LIST_MAX, &ev, &n, &d), OT_OK);
+    assert_int_equal(n, 4);
+    int64_t ids[4];
+    for (size_t i = 0; i < n; i++) {
+        char msg[16];
+        snprintf(msg, sizeof(msg), "step %zu", i * 2);
+        assert_string_equal(ev[i].message, msg);
+        assert_int_equal(ev[i].progress, (int)i * 20);
+        ids[i] = ev[i].id;
+    }
+    srv_dd_event_list_free(ev, n);
+    assert_int_equal(srv_store_dd_events(s, dep, dev[0], 0, 3, &ev, &n, &d), OT_OK);
+    assert_int_equal(n, 3);
+    assert_int_equal(ev[2].id, ids[2]);
+    srv_dd_event_list_free(ev, n);
+    assert_int_equal(srv_store_dd_events(s, dep, dev[0], ids[2], 3, &ev, &n, &d), OT_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(ev[0].id, ids[3]);
+    srv_dd_event_list_free(ev, n);
+    srv_dd_event_list_free(NULL, 0);
+
+    assert_int_equal(srv_store_dd_events(s, dep, 999999, 0, 10, &ev, &n, &d), OT_ERR_NOENT);
+    assert_int_equal(srv_store_dd_events(s, dep, dev[0], 0, 0, &ev, &n, &d), OT_ERR_RANGE);
+    assert_int_equal(srv_store_dd_events(s, dep, dev[0], 0, SRV_LIST_MAX + 1, &ev, &n, &d),
+                     OT_ERR_RANGE);
+    srv_store_close(s);
+}
+
+static void test_generation(void **state)
+{
+    struct fixture *f = *state;
+    struct srv_store *s = open_ok(f);
+    struct ot_diag d = {0};
+    int64_t seen[8];
+    size_t n = 0;
+    seen[n++] = generation(s);
+    assert_int_equal(srv_store_deployments_generation(s, NULL, &d), OT_ERR_INVALID);
+    int64_t art = add_artifact(s, "rootfs", "2.0", 1);
+    int64_t dev[2];
+    for (int i = 0; i < 2; i++)
+        dev[i] = add_device(s, i + 1, SRV_DEVICE_ACCEPTED, "gw-2", NULL, 0);
+    assert_int_equal(generation(s), seen[0]); /* devices and artifacts do not count */
+    int64_t dep = add_deployment(s, art, dev, 2, NULL);
+    seen[n++] = generation(s);
+    assert_int_equal(srv_store_dd_skip(s, dep, dev[0], "x", T0, &d), OT_OK);
+    seen[n++] = generation(s);
+    report(s, dep, dev[1], SRV_DD_INSTALLING, T0);
+    assert_int_equal(generation(s), seen[n - 1]);
+    report(s, dep, dev[1], SRV_DD_SUCCESS, T0); /* finishes it */
+    seen[n++] = generation(s);
+    int64_t dep2 = add_deployment(s, art, dev, 1, NULL);
+    seen[n++] = generation(s);
+    assert_int_equal(srv_store_deployment_cancel(s, dep2, T0, &d), OT_OK);
+    seen[n++] = generation(s);
+    for (size_t i = 0; i < n; i++)
+        for (size_t k = 0; k < i; k++)
+            assert_true(seen[i] != seen[k]);
+    srv_store_close(s);
+
+    s = open_ok(f); /* kept in the database */
+    assert_int_equal(generation(s), seen[n - 1]);
+    srv_store_close(s);
+}
+
+/* Two connections (two otterd instances, or two of SQLite's processes) report a final status for
+ * the same row at the same moment: exactly one is applied; and two rows finishing at once still
+ * finish their deployment. */
+struct racer {
+    pthread_t thread;
+    struct srv_store *s;
+    pthread_barrier_t *go;
+    int64_t dep, dev;
+    enum srv_dd_status status;
+    bool applied;
+    enum srv_dd_status current;
+    enum ot_err err;
+    char msg[OT_DIAG_MSG_MAX];
+};
+
+static void *race_report(void *arg)
+{
+    struct racer *r = arg;
+    struct ot_diag d = {0};
+    pthread_barrier_wait(r->go);
+    r->err = srv_store_dd_report(r->s, r->dep, r->dev, r->status, 100, "done", NULL, T0,
+                                 &r->applied, &r->current, &d);
+    memcpy(r->msg, d.msg, sizeof(r->msg));
+    return NULL;
+}
+
+static void race(struct racer r[2])
+{
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&r[i].thread, NULL, race_report, &r[i]), 0);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(pthread_join(r[i].thread, NULL), 0);
+        if (r[i].err)
+            print_error("racer %d: %s\n", i, r[i].msg);
+        assert_int_equal(r[i].err, OT_OK);
+    }
+}
+
+static void test_dd_report_concurrent(void **state)
+{
+    struct fixture *f = *state;
+    enum { ROUNDS = 20 };
+    struct srv_store *s[2] = {open_ok(f), open_ok(f)};
+    int64_t art = add_artifact(s[0], "rootfs", "2.0", 1);
+    int64_t dev[3];
+    for (int i = 0; i < 3; i++)
+        dev[i] = add_device(s[0], i + 1, SRV_DEVICE_ACCEPTED, "gw-2", NULL, 0);
+    pthread_barrier_t go;
+    assert_int_equal(pthread_barrier_init(&go, NULL, 2), 0);
+    for (int round = 0; round < ROUNDS; round++) {
+        int64_t dep = add_deployment(s[round % 2], art, dev, 3, NULL);
+        struct racer r[2] = {
+            {.s = s[0], .go = &go, .dep = dep, .dev = dev[0], .status = SRV_DD_SUCCESS},
+            {.s = s[1], .go = &go, .dep = dep, .dev = dev[0], .status = SRV_DD_FAILURE},
+        };
+        race(r);
+        assert_true(r[0].applied != r[1].applied);
+        int winner = r[0].applied ? 0 : 1;
+        assert_int_equal(r[1 - winner].current, r[winner].status);
+        assert_int_equal(dd_status(s[0], dep, dev[0]), r[winner].status);
+        struct srv_dd_event *ev = NULL;
+        size_t n = 0;
+        assert_int_equal(srv_store_dd_events(s[1], dep, dev[0], 0, 10, &ev, &n, NULL), OT_OK);
+        assert_int_equal(n, 1);
+        srv_dd_event_list_free(ev, n);
+
+        /* The last two rows finish at once: the deployment must not be left active. */
+        r[0].dev = dev[1];
+        r[1].dev = dev[2];
+        r[0].applied = r[1].applied = false;
+        race(r);
+        assert_true(r[0].applied && r[1].applied);
+        struct srv_deployment got = dep_of(s[round % 2], dep);
+        assert_int_equal(got.status, SRV_DEPLOYMENT_FINISHED);
+        srv_deployment_release(&got);
+    }
+    pthread_barrier_destroy(&go);
+    srv_store_close(s[0]);
+    srv_store_close(s[1]);
+}
+
+/* The check-in path's batch at fleet size: 100,000 devices (made directly in the database: one at
+ * a time through the store would be 100,000 commits), touched in one call. */
+#define FLEET 100000
+
+static void test_device_touch_fleet(void **state)
+{
+    struct fixture *f = *state;
+    struct srv_store *s = open_ok(f);
+    f->be->seed_devices(f, FLEET);
+    int64_t *ids = malloc(FLEET * sizeof(*ids)), *at = malloc(FLEET * sizeof(*at));
+    assert_non_null(ids);
+    assert_non_null(at);
+    struct srv_device_filter first = {.limit = 1};
+    struct srv_device *list = NULL;
+    size_t n = 0;
+    assert_int_equal(srv_store_device_list(s, &first, &list, &n, NULL), OT_OK);
+    assert_int_equal(n, 1);
+    int64_t base = list[0].id;
+    srv_device_list_free(list, n);
+    for (int i = 0; i < FLEET; i++) {
+        ids[i] = base + (FLEET - 1 - i); /* not in id order */
+        at[i] = T0 + i;
+    }
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    struct ot_diag d = {0};
+    assert_int_equal(srv_store_device_touch(s, ids, at, FLEET, &d), OT_OK);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    printf("# %s: touched %d devices in one batch in %.0f ms\n", f->be->name, FLEET, ms);
+    assert_int_equal(last_seen(s, base), T0 + FLEET - 1);
+    assert_int_equal(last_seen(s, base + FLEET - 1), T0);
+    assert_int_equal(last_seen(s, base + 500), T0 + FLEET - 501);
+    free(ids);
+    free(at);
+    srv_store_close(s);
+}
+
 /* ---- URLs (no back end needed) --------------------------------------------------------------- */
 
 static void test_urls(void **state)
@@ -1320,6 +2812,16 @@ static const struct case_def contract[] = {
     CASE(test_token_validation),        CASE(test_audit_add_and_list),
     CASE(test_audit_limits),            CASE(test_concurrent_writers),
     CASE(test_killed_writer_durable),
+    CASE(test_device_create_and_get),   CASE(test_device_updates),
+    CASE(test_device_validation),       CASE(test_device_touch),
+    CASE(test_device_list),             CASE(test_device_ids_by_tag),
+    CASE(test_artifacts),               CASE(test_artifact_validation),
+    CASE(test_deployment_create),       CASE(test_deployment_list),
+    CASE(test_deployment_rollup_and_devices), CASE(test_deployment_cancel),
+    CASE(test_artifact_delete_in_use),  CASE(test_device_next),
+    CASE(test_dd_report),               CASE(test_dd_skip),
+    CASE(test_dd_events),               CASE(test_generation),
+    CASE(test_dd_report_concurrent),    CASE(test_device_touch_fleet),
 };
 
 static const struct case_def sqlite_only[] = {
