@@ -10,7 +10,8 @@
  *                     now only if a body is announced (then it is never read, and libmicrohttpd
  *                     closes the connection); otherwise it waits for the next call, so that the
  *                     connection stays alive (ARCHITECTURE.md §2).
- *   REQ_BODY          body chunks into a buffer bounded by the route's max_body
+ *   REQ_BODY          body chunks into a buffer bounded by the route's max_body, or, for a
+ *                     streaming route, to its body callback as they arrive
  *   REQ_DISCARD       a chunked body grew past max_body: 413 is decided, the rest is read and
  *                     dropped (bounded) because libmicrohttpd 0.9.75 refuses a response queued
  *                     while a body is still arriving
@@ -91,8 +92,13 @@ struct srv_request {
     size_t nparams;
     struct ot_buf body;
     size_t discarded;
+    size_t discard_max; /* a streaming route's failed upload: read the rest, up to max_body */
     char principal[PRINCIPAL_MAX];
     uint32_t scopes; /* of the authenticated token */
+    int64_t device;  /* of a device route */
+    uint64_t streamed;                /* body bytes given to a streaming route's callback */
+    void *ctx;                        /* the handler's, freed with ctx_free */
+    void (*ctx_free)(void *);
     struct MHD_Response *response; /* the reply, until queued */
     unsigned status;
     size_t reply_bytes;
@@ -553,6 +559,134 @@ void srv_reply_error(struct srv_request *req, enum ot_err err, const char *fmt, 
 
 void srv_reply_empty(struct srv_request *req, unsigned status) { set_reply(req, status, NULL, 0); }
 
+void srv_reply_buf(struct srv_request *req, unsigned status, struct ot_buf *json_text)
+{
+    uint8_t *data = NULL;
+    size_t len = 0;
+    if (ot_buf_steal(json_text, &data, &len) != OT_OK)
+        return reply_internal(req);
+    set_reply(req, status, data, len);
+}
+
+/* ---- files: Range, If-Range, ETag ------------------------------------------------------------ */
+
+enum range_result { RANGE_NONE, RANGE_OK, RANGE_UNSATISFIABLE };
+
+/* One "bytes=" range of a resource of size bytes (RFC 9110 §14.1.2). Anything this does not
+ * understand (other units, several ranges, syntax errors) is ignored: the whole resource is sent,
+ * which the RFC allows. */
+static enum range_result parse_range(const char *h, uint64_t size, uint64_t *ret_off,
+                                     uint64_t *ret_len)
+{
+    if (!h || strncmp(h, "bytes=", 6) != 0 || strchr(h, ','))
+        return RANGE_NONE;
+    const char *spec = h + 6, *dash = strchr(spec, '-');
+    if (!dash)
+        return RANGE_NONE;
+    char first[24], last[24];
+    size_t fl = (size_t)(dash - spec), ll = strlen(dash + 1);
+    if (fl >= sizeof(first) || ll >= sizeof(last) || (fl == 0 && ll == 0))
+        return RANGE_NONE;
+    memcpy(first, spec, fl), first[fl] = '\0';
+    memcpy(last, dash + 1, ll), last[ll] = '\0';
+    uint64_t a = 0, b = 0;
+    if ((fl && ot_parse_u64(first, 0, UINT64_MAX, &a) != OT_OK) ||
+        (ll && ot_parse_u64(last, 0, UINT64_MAX, &b) != OT_OK) || (fl && ll && b < a))
+        return RANGE_NONE;
+    if (!fl) { /* suffix: the last b bytes */
+        if (b == 0 || size == 0)
+            return RANGE_UNSATISFIABLE;
+        *ret_len = OT_MIN(b, size);
+        *ret_off = size - *ret_len;
+        return RANGE_OK;
+    }
+    if (a >= size)
+        return RANGE_UNSATISFIABLE;
+    if (!ll || b >= size)
+        b = size - 1;
+    *ret_off = a;
+    *ret_len = b - a + 1;
+    return RANGE_OK;
+}
+
+/* Whether an If-None-Match list names etag (weak comparison: W/ prefixes ignored, "*" matches). */
+static bool etag_listed(const char *list, const char *etag)
+{
+    size_t n = strlen(etag);
+    for (const char *p = list; *p;) {
+        p += strspn(p, " \t,");
+        if (!*p)
+            break;
+        if (*p == '*')
+            return true;
+        if (strncmp(p, "W/", 2) == 0)
+            p += 2;
+        size_t k = strcspn(p, " \t,");
+        if (k == n && memcmp(p, etag, n) == 0)
+            return true;
+        p += k;
+    }
+    return false;
+}
+
+void srv_reply_file(struct srv_request *req, int fd, uint64_t size, const char *etag,
+                    const char *content_type)
+{
+    if (req->response) {
+        close(fd);
+        return set_reply(req, 500, NULL, 0); /* logs the handler bug */
+    }
+    const char *inm = srv_req_header(req, MHD_HTTP_HEADER_IF_NONE_MATCH);
+    const char *range = srv_req_header(req, MHD_HTTP_HEADER_RANGE);
+    const char *if_range = srv_req_header(req, MHD_HTTP_HEADER_IF_RANGE);
+    uint64_t off = 0, len = size;
+    unsigned status = 200;
+    if (inm && etag_listed(inm, etag)) {
+        close(fd);
+        set_reply(req, 304, NULL, 0);
+        if (req->response)
+            add_header(req->response, MHD_HTTP_HEADER_ETAG, etag);
+        return;
+    }
+    /* If-Range with a strong validator: the range only if the client's copy is this one. */
+    enum range_result rr = RANGE_NONE;
+    if (range && (!if_range || strcmp(if_range, etag) == 0))
+        rr = parse_range(range, size, &off, &len);
+    char content_range[96];
+    if (rr == RANGE_UNSATISFIABLE) {
+        close(fd);
+        srv_reply_status(req, 416, "range_not_satisfiable",
+                         "the requested range is outside the %llu-byte file",
+                         (unsigned long long)size);
+        snprintf(content_range, sizeof(content_range), "bytes */%llu", (unsigned long long)size);
+        if (req->response)
+            add_header(req->response, MHD_HTTP_HEADER_CONTENT_RANGE, content_range);
+        return;
+    }
+    if (rr == RANGE_OK) {
+        status = 206;
+        snprintf(content_range, sizeof(content_range), "bytes %llu-%llu/%llu",
+                 (unsigned long long)off, (unsigned long long)(off + len - 1),
+                 (unsigned long long)size);
+    }
+    /* libmicrohttpd sends it with sendfile(2) on plain connections and closes fd at the end. */
+    struct MHD_Response *r = MHD_create_response_from_fd_at_offset64(len, fd, off);
+    if (!r) {
+        close(fd);
+        return reply_internal(req);
+    }
+    add_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    add_header(r, MHD_HTTP_HEADER_ACCEPT_RANGES, "bytes");
+    add_header(r, MHD_HTTP_HEADER_ETAG, etag);
+    add_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "private, no-transform");
+    add_header(r, "X-Content-Type-Options", "nosniff");
+    if (status == 206)
+        add_header(r, MHD_HTTP_HEADER_CONTENT_RANGE, content_range);
+    req->response = r;
+    req->status = status;
+    req->reply_bytes = (size_t)len;
+}
+
 /* ---- request accessors ----------------------------------------------------------------------- */
 
 const char *srv_req_method(const struct srv_request *req) { return req->method; }
@@ -602,6 +736,20 @@ const char *srv_req_principal(const struct srv_request *req) { return req->princ
 uint32_t srv_req_scopes(const struct srv_request *req) { return req->scopes; }
 
 void srv_req_set_scopes(struct srv_request *req, uint32_t scopes) { req->scopes = scopes; }
+
+int64_t srv_req_device(const struct srv_request *req) { return req->device; }
+
+void srv_req_set_device(struct srv_request *req, int64_t device_id) { req->device = device_id; }
+
+void srv_req_set_ctx(struct srv_request *req, void *ctx, void (*free_fn)(void *))
+{
+    if (req->ctx_free)
+        req->ctx_free(req->ctx);
+    req->ctx = ctx;
+    req->ctx_free = free_fn;
+}
+
+void *srv_req_ctx(const struct srv_request *req) { return req->ctx; }
 
 void srv_req_set_principal(struct srv_request *req, const char *principal)
 {
@@ -657,6 +805,8 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 
 static void request_free(struct srv_request *req)
 {
+    if (req->ctx_free)
+        req->ctx_free(req->ctx);
     for (size_t i = 0; i < req->nparams; i++)
         free(req->params[i].value);
     if (req->response)
@@ -779,11 +929,14 @@ static bool route_request(struct srv_request *req)
 static bool admit_request(struct srv_request *req)
 {
     struct srv_http *h = req->http;
-    if (req->route->auth == SRV_AUTH_TOKEN) {
+    if (req->route->auth != SRV_AUTH_NONE) {
         char msg[MSG_MAX] = "";
         int status = h->auth ? h->auth(h->app, req, req->route, msg, sizeof(msg)) : 401;
         if (status != 0) {
-            srv_reply_status(req, (unsigned)status, status == 403 ? "forbidden" : "unauthorized",
+            srv_reply_status(req, (unsigned)status,
+                             status == 403   ? "forbidden"
+                             : status == 503 ? "unavailable"
+                                             : "unauthorized",
                              "%s", msg[0] ? msg : "authentication required");
             return false;
         }
@@ -802,7 +955,7 @@ static enum MHD_Result on_headers(struct srv_request *req, const char *method)
     if (strlen(method) >= sizeof(req->method)) /* no route has such a method */
         snprintf(req->method, sizeof(req->method), "?");
     if (route_request(req) && admit_request(req)) {
-        ot_buf_init(&req->body, req->route->max_body);
+        ot_buf_init(&req->body, req->route->body ? 0 : req->route->max_body);
         req->state = REQ_BODY;
         return MHD_YES;
     }
@@ -823,10 +976,36 @@ static enum MHD_Result run_handler(struct srv_request *req)
     return queue(req);
 }
 
+/* A streaming route: the chunk goes to the route's callback, bounded by max_body in total. */
+static enum MHD_Result on_stream(struct srv_request *req, const char *data, size_t *size)
+{
+    size_t n = *size;
+    *size = 0;
+    if (n > req->route->max_body - OT_MIN(req->streamed, req->route->max_body)) {
+        srv_reply_status(req, 413, "too_large", "the request body is larger than %zu bytes",
+                         req->route->max_body);
+        req->state = REQ_DISCARD;
+        return MHD_YES;
+    }
+    req->streamed += n;
+    if (!req->route->body(req->http->app, req, (const uint8_t *)data, n)) {
+        if (!req->response) {
+            ot_log(OT_LOG_ERR, "http: the body callback of %s %s failed without a reply: bug",
+                   req->route->method, req->route->pattern);
+            reply_internal(req);
+        }
+        req->discard_max = req->route->max_body;
+        req->state = REQ_DISCARD;
+    }
+    return MHD_YES;
+}
+
 static enum MHD_Result on_body(struct srv_request *req, const char *data, size_t *size)
 {
     if (*size == 0)
         return run_handler(req);
+    if (req->route->body)
+        return on_stream(req, data, size);
     if (ot_buf_append(&req->body, data, *size) != OT_OK) {
         /* Only a body without Content-Length (chunked) gets here: the rest is dropped. */
         srv_reply_status(req, 413, "too_large", "the request body is larger than %zu bytes",
@@ -844,7 +1023,8 @@ static enum MHD_Result on_discard(struct srv_request *req, size_t *size)
         return queue(req);
     req->discarded += *size;
     *size = 0;
-    return req->discarded > DISCARD_MAX ? MHD_NO : MHD_YES; /* MHD_NO: close, no reply */
+    /* MHD_NO: close, no reply */
+    return req->discarded > OT_MAX(req->discard_max, DISCARD_MAX) ? MHD_NO : MHD_YES;
 }
 
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,

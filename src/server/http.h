@@ -37,9 +37,15 @@ enum ot_err srv_listen_parse(const char *s, struct srv_listen *ret,
 enum srv_auth_kind {
     SRV_AUTH_NONE,   /* public (health) */
     SRV_AUTH_TOKEN,  /* management API: "Authorization: Bearer <token>" with the route's scope */
+    SRV_AUTH_DEVICE, /* device API: "Authorization: Bearer <device token>" of an accepted device */
 };
 
 typedef void (*srv_handler_fn)(void *app, struct srv_request *req);
+/* A streaming route's body callback: gets the body chunk by chunk as it arrives (nothing is
+ * buffered), then the handler runs once the body is complete. Returning false means the callback
+ * made an error reply (srv_reply_*): the rest of the body is read and dropped (bounded by
+ * max_body), the handler is not called, and the reply goes out at the end. */
+typedef bool (*srv_body_fn)(void *app, struct srv_request *req, const uint8_t *data, size_t n);
 
 struct srv_route {
     const char *method;       /* "GET", "POST", "PUT", "DELETE" (HEAD is answered by GET routes) */
@@ -49,6 +55,7 @@ struct srv_route {
     uint32_t scope;           /* required scope (SRV_AUTH_TOKEN), a srv_scope bit */
     size_t max_body;          /* bytes; larger bodies get 413 before they are read */
     const char *summary;      /* one line, for --routes and the docs */
+    srv_body_fn body;         /* NULL: the body is buffered (bounded by max_body) */
 };
 
 /* Authenticates a request for a route (SRV_AUTH_TOKEN): returns 0 when allowed, else the HTTP
@@ -98,6 +105,14 @@ void srv_req_set_principal(struct srv_request *req, const char *principal);
 uint32_t srv_req_scopes(const struct srv_request *req);
 void srv_req_set_scopes(struct srv_request *req, uint32_t scopes);
 
+/* Per-request state of a handler (a streaming upload's temp file ...): free_fn runs when the
+ * request ends, also when the client went away mid-body. */
+void srv_req_set_ctx(struct srv_request *req, void *ctx, void (*free_fn)(void *));
+void *srv_req_ctx(const struct srv_request *req);
+/* The authenticated device of a SRV_AUTH_DEVICE route (set by the auth callback), or 0. */
+int64_t srv_req_device(const struct srv_request *req);
+void srv_req_set_device(struct srv_request *req, int64_t device_id);
+
 /* Replies (exactly one per request). The JSON reply takes ownership of body. */
 void srv_reply_json(struct srv_request *req, unsigned status, json_t *body);
 /* {"error":{"code":"<ot_err_name>","message":"..."}} with the status from the one err -> status
@@ -108,6 +123,16 @@ void srv_reply_error(struct srv_request *req, enum ot_err err, const char *fmt, 
 void srv_reply_status(struct srv_request *req, unsigned status, const char *code,
                       const char *fmt, ...) OT_PRINTF(4, 5);
 void srv_reply_empty(struct srv_request *req, unsigned status);
+/* A reply already encoded as JSON text (a wire message): takes the buffer's storage. */
+void srv_reply_buf(struct srv_request *req, unsigned status, struct ot_buf *json_text);
+/* A file, with sendfile where the connection allows (plain HTTP). Takes fd (closed when the
+ * reply is done). Implements, for one resource of `size` bytes with the strong validator etag
+ * (quoted, e.g. "\"<sha256 hex>\""): HEAD; If-None-Match (304); Range with one range
+ * ("bytes=a-b", "a-", "-n"; 206 with Content-Range; an unsatisfiable one 416 with
+ * "Content-Range: bytes * / size"; several ranges are answered with the whole file, as RFC 9110
+ * allows); If-Range (the range only while the ETag matches). */
+void srv_reply_file(struct srv_request *req, int fd, uint64_t size, const char *etag,
+                    const char *content_type);
 unsigned srv_status_for_err(enum ot_err err);
 
 #endif
