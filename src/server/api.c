@@ -1,4 +1,4 @@
-/* The management API's route table and its handlers: health, API tokens, the audit log.
+/* The route table of both APIs, and the handlers of health, API tokens and the audit log.
  * Every route is declared here, with its auth and scope, so the test that walks the table
  * covers new routes automatically (tests/server/test_routes.py). */
 #include <sodium.h>
@@ -7,8 +7,11 @@
 #include "otter/json.h"
 #include "otter/log.h"
 #include "otter/parse.h"
+#include "otter/wire.h"
 
 #define SMALL_BODY (16 * 1024)
+#define LIST_BODY (2 * 1024 * 1024)             /* a deployment's list of device ids */
+#define ARTIFACT_BODY (64ull * 1024 * 1024 * 1024) /* streamed; max_artifact_size is the limit */
 #define AUDIT_PAGE_MAX 1000
 
 static void health(void *app_, struct srv_request *req)
@@ -18,8 +21,7 @@ static void health(void *app_, struct srv_request *req)
                                        "schema_version", srv_store_schema_version(app->store)));
 }
 
-/* Records a management action; a failure to record is logged, never hidden. */
-static void audit(struct srv_app *app, struct srv_request *req, const char *action,
+void srv_audit(struct srv_app *app, struct srv_request *req, const char *action,
                   const char *object, json_t *detail)
 {
     struct ot_diag d = {0};
@@ -87,7 +89,7 @@ static void token_create(void *app_, struct srv_request *req)
         return srv_reply_error(req, err, "cannot create the token: %s", d.msg);
     char object[32];
     snprintf(object, sizeof(object), "token:%lld", (long long)t.id);
-    audit(app, req, "token.create", object,
+    srv_audit(app, req, "token.create", object,
           json_pack("{s:s, s:o}", "name", t.name, "scopes", srv_scopes_json(t.scopes)));
     json_t *out = token_json(&t);
     json_object_set_new(out, "token", json_string(text)); /* the only time it is shown */
@@ -111,8 +113,7 @@ static void token_list(void *app_, struct srv_request *req)
     srv_reply_json(req, 200, json_pack("{s:o}", "tokens", a));
 }
 
-/* A positive decimal id from a path parameter, or 0. */
-static int64_t param_id(struct srv_request *req, const char *name)
+int64_t srv_param_id(struct srv_request *req, const char *name)
 {
     int64_t id;
     const char *s = srv_req_param(req, name);
@@ -122,7 +123,7 @@ static int64_t param_id(struct srv_request *req, const char *name)
 static void token_revoke(void *app_, struct srv_request *req)
 {
     struct srv_app *app = app_;
-    int64_t id = param_id(req, "id");
+    int64_t id = srv_param_id(req, "id");
     if (!id)
         return srv_reply_error(req, OT_ERR_FORMAT, "token id must be a positive number");
     struct ot_diag d = {0};
@@ -133,11 +134,11 @@ static void token_revoke(void *app_, struct srv_request *req)
         return srv_reply_error(req, err, "%s", d.msg);
     char object[32];
     snprintf(object, sizeof(object), "token:%lld", (long long)id);
-    audit(app, req, "token.revoke", object, NULL);
+    srv_audit(app, req, "token.revoke", object, NULL);
     srv_reply_empty(req, 204);
 }
 
-static enum ot_err query_u64(struct srv_request *req, const char *name, uint64_t min, uint64_t max,
+enum ot_err srv_query_u64(struct srv_request *req, const char *name, uint64_t min, uint64_t max,
                              uint64_t *ret, struct ot_diag *d)
 {
     const char *s = srv_req_query(req, name);
@@ -154,9 +155,9 @@ static void audit_list(void *app_, struct srv_request *req)
     struct srv_app *app = app_;
     uint64_t after = 0, limit = 100;
     struct ot_diag d = {0};
-    enum ot_err err = query_u64(req, "after", 0, INT64_MAX, &after, &d);
+    enum ot_err err = srv_query_u64(req, "after", 0, INT64_MAX, &after, &d);
     if (!err)
-        err = query_u64(req, "limit", 1, AUDIT_PAGE_MAX, &limit, &d);
+        err = srv_query_u64(req, "limit", 1, AUDIT_PAGE_MAX, &limit, &d);
     if (err)
         return srv_reply_error(req, err, "%s", d.msg);
     struct srv_audit *list = NULL;
@@ -187,6 +188,58 @@ const struct srv_route srv_routes[] = {
      "revoke an API token (at once)"},
     {"GET", "/api/v1/audit", audit_list, SRV_AUTH_TOKEN, SRV_SCOPE_AUDIT_READ, 0,
      "the audit log, oldest first (?after=ID&limit=N)"},
+    {"GET", "/api/v1/trust", srv_api_trust_get, SRV_AUTH_TOKEN, SRV_SCOPE_ARTIFACTS_READ, 0,
+     "the release keys uploads are checked against"},
+    {"PUT", "/api/v1/trust", srv_api_trust_put, SRV_AUTH_TOKEN, SRV_SCOPE_ADMIN, 64 * 1024,
+     "set the release keys (a trust file)"},
+    {"POST", "/api/v1/artifacts", srv_api_artifact_upload, SRV_AUTH_TOKEN,
+     SRV_SCOPE_ARTIFACTS_WRITE, ARTIFACT_BODY,
+     "upload an artifact (the body is the file, streamed; verified before it is kept)",
+     srv_api_artifact_upload_body},
+    {"GET", "/api/v1/artifacts", srv_api_artifact_list, SRV_AUTH_TOKEN, SRV_SCOPE_ARTIFACTS_READ,
+     0, "list artifacts (?after=ID&limit=N)"},
+    {"GET", "/api/v1/artifacts/{id}", srv_api_artifact_show, SRV_AUTH_TOKEN,
+     SRV_SCOPE_ARTIFACTS_READ, 0, "an artifact with its manifest"},
+    {"GET", "/api/v1/artifacts/{id}/download", srv_api_artifact_download, SRV_AUTH_TOKEN,
+     SRV_SCOPE_ARTIFACTS_READ, 0, "the artifact file (Range, ETag)"},
+    {"DELETE", "/api/v1/artifacts/{id}", srv_api_artifact_delete, SRV_AUTH_TOKEN,
+     SRV_SCOPE_ARTIFACTS_WRITE, 0, "delete an artifact no active deployment uses"},
+    {"GET", "/api/v1/devices", srv_api_device_list, SRV_AUTH_TOKEN, SRV_SCOPE_DEVICES_READ, 0,
+     "list devices (?status=&tag=&device_type=&after=ID&limit=N)"},
+    {"POST", "/api/v1/devices", srv_api_device_preauthorize, SRV_AUTH_TOKEN,
+     SRV_SCOPE_DEVICES_WRITE, SMALL_BODY, "preauthorize a device (identity and public key)"},
+    {"GET", "/api/v1/devices/{id}", srv_api_device_show, SRV_AUTH_TOKEN, SRV_SCOPE_DEVICES_READ, 0,
+     "a device"},
+    {"POST", "/api/v1/devices/{id}/accept", srv_api_device_accept, SRV_AUTH_TOKEN,
+     SRV_SCOPE_DEVICES_WRITE, 0, "accept a pending or rejected device"},
+    {"POST", "/api/v1/devices/{id}/reject", srv_api_device_reject, SRV_AUTH_TOKEN,
+     SRV_SCOPE_DEVICES_WRITE, 0, "reject a device (its tokens stop working at once)"},
+    {"POST", "/api/v1/devices/{id}/decommission", srv_api_device_decommission, SRV_AUTH_TOKEN,
+     SRV_SCOPE_DEVICES_WRITE, 0, "retire a device for good"},
+    {"PUT", "/api/v1/devices/{id}/tags", srv_api_device_tags, SRV_AUTH_TOKEN,
+     SRV_SCOPE_DEVICES_WRITE, SMALL_BODY, "set a device's tags"},
+    {"POST", "/api/v1/deployments", srv_api_deployment_create, SRV_AUTH_TOKEN,
+     SRV_SCOPE_DEPLOYMENTS_WRITE, LIST_BODY, "deploy an artifact to devices or a tag"},
+    {"GET", "/api/v1/deployments", srv_api_deployment_list, SRV_AUTH_TOKEN,
+     SRV_SCOPE_DEPLOYMENTS_READ, 0, "list deployments, newest first (?status=&before=ID&limit=N)"},
+    {"GET", "/api/v1/deployments/{id}", srv_api_deployment_show, SRV_AUTH_TOKEN,
+     SRV_SCOPE_DEPLOYMENTS_READ, 0, "a deployment with its rollup"},
+    {"GET", "/api/v1/deployments/{id}/devices", srv_api_deployment_devices, SRV_AUTH_TOKEN,
+     SRV_SCOPE_DEPLOYMENTS_READ, 0, "per-device states (?after=DEVICE_ID&limit=N)"},
+    {"GET", "/api/v1/deployments/{id}/devices/{device_id}", srv_api_deployment_device,
+     SRV_AUTH_TOKEN, SRV_SCOPE_DEPLOYMENTS_READ, 0, "one device's state and timeline"},
+    {"POST", "/api/v1/deployments/{id}/cancel", srv_api_deployment_cancel, SRV_AUTH_TOKEN,
+     SRV_SCOPE_DEPLOYMENTS_WRITE, 0, "cancel a deployment (devices not started stop)"},
+    {"POST", "/api/device/v1/auth", srv_dev_auth, SRV_AUTH_NONE, 0, OT_WIRE_BODY_MAX,
+     "device: authenticate with the identity key, get a device token"},
+    {"POST", "/api/device/v1/checkin", srv_dev_checkin, SRV_AUTH_DEVICE, 0, OT_WIRE_BODY_MAX,
+     "device: report what is installed, get the next action"},
+    {"GET", "/api/device/v1/deployments/{id}/artifact", srv_dev_download, SRV_AUTH_DEVICE, 0, 0,
+     "device: download the artifact of its deployment (Range, If-Range, ETag)"},
+    {"POST", "/api/device/v1/deployments/{id}/status", srv_dev_status, SRV_AUTH_DEVICE, 0,
+     OT_WIRE_BODY_MAX, "device: report progress or the result (409 after a final state)"},
+    {"PATCH", "/api/device/v1/inventory", srv_dev_inventory, SRV_AUTH_DEVICE, 0, OT_WIRE_BODY_MAX,
+     "device: update its attributes"},
 };
 const size_t srv_nroutes = OT_ARRAY_SIZE(srv_routes);
 
@@ -197,7 +250,10 @@ json_t *srv_routes_json(void)
         const struct srv_route *r = &srv_routes[i];
         json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:s*, s:I, s:s}", "method", r->method,
                                            "path", r->pattern, "auth",
-                                           r->auth == SRV_AUTH_TOKEN ? "token" : "none", "scope",
+                                           r->auth == SRV_AUTH_TOKEN    ? "token"
+                                           : r->auth == SRV_AUTH_DEVICE ? "device"
+                                                                        : "none",
+                                           "scope",
                                            r->auth == SRV_AUTH_TOKEN ? srv_scope_name(r->scope)
                                                                      : NULL,
                                            "max_body", (json_int_t)r->max_body, "summary",

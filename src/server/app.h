@@ -1,22 +1,77 @@
-/* What otterd's handlers share: the store, the data directory, the clock. One per process. */
+/* What otterd's handlers share: the store, the data directory, the clock, the device-side
+ * settings and caches. One per process. */
 #ifndef OTTERD_APP_H
 #define OTTERD_APP_H
 
+#include <stdatomic.h>
+
 #include "http.h"
 #include "store.h"
+
+struct srv_fleet;
 
 struct srv_app {
     struct srv_store *store;
     const char *data_dir;
     int64_t (*now)(void);           /* Unix seconds; injectable for tests of expiry */
+    /* the device API (configuration keys of the same names, see main.c) */
+    uint32_t poll_interval;         /* seconds a device waits between check-ins */
+    uint32_t poll_jitter;           /* +- seconds, spreads a fleet's polls */
+    uint32_t device_token_ttl;      /* seconds a device token is valid */
+    uint32_t pending_retry;         /* seconds a pending device waits before asking again */
+    uint64_t max_artifact_size;     /* bytes of one upload */
+    uint8_t device_token_key[32];   /* HMAC key of device tokens (meta "device_token_key") */
+    struct srv_fleet *fleet;        /* device cache and batched last-seen writes (fleet.c) */
 };
 
-/* ---- the management API's route table (api.c) ---- */
+/* ---- the route table (api.c) ---- */
 extern const struct srv_route srv_routes[];
 extern const size_t srv_nroutes;
 /* The route table as JSON ([{method, path, auth, scope, max_body, summary}]) for `otterd --routes`, the docs
  * and the test that walks every route without and with the wrong token. */
 json_t *srv_routes_json(void);
+
+/* Handlers, one file per area. */
+void srv_api_artifact_upload(void *app, struct srv_request *req);
+bool srv_api_artifact_upload_body(void *app, struct srv_request *req, const uint8_t *data,
+                                  size_t n);
+void srv_api_artifact_list(void *app, struct srv_request *req);
+void srv_api_artifact_show(void *app, struct srv_request *req);
+void srv_api_artifact_download(void *app, struct srv_request *req);
+void srv_api_artifact_delete(void *app, struct srv_request *req);
+void srv_api_trust_get(void *app, struct srv_request *req);
+void srv_api_trust_put(void *app, struct srv_request *req);
+void srv_api_device_list(void *app, struct srv_request *req);
+void srv_api_device_show(void *app, struct srv_request *req);
+void srv_api_device_preauthorize(void *app, struct srv_request *req);
+void srv_api_device_accept(void *app, struct srv_request *req);
+void srv_api_device_reject(void *app, struct srv_request *req);
+void srv_api_device_decommission(void *app, struct srv_request *req);
+void srv_api_device_tags(void *app, struct srv_request *req);
+void srv_api_deployment_create(void *app, struct srv_request *req);
+void srv_api_deployment_list(void *app, struct srv_request *req);
+void srv_api_deployment_show(void *app, struct srv_request *req);
+void srv_api_deployment_devices(void *app, struct srv_request *req);
+void srv_api_deployment_device(void *app, struct srv_request *req);
+void srv_api_deployment_cancel(void *app, struct srv_request *req);
+/* the device API (api_device.c) */
+void srv_dev_auth(void *app, struct srv_request *req);
+void srv_dev_checkin(void *app, struct srv_request *req);
+void srv_dev_download(void *app, struct srv_request *req);
+void srv_dev_status(void *app, struct srv_request *req);
+void srv_dev_inventory(void *app, struct srv_request *req);
+
+/* Shared by the handlers (api.c). */
+/* Records a management action in the audit log (takes detail); a failure is logged, never hidden. */
+void srv_audit(struct srv_app *app, struct srv_request *req, const char *action,
+               const char *object, json_t *detail);
+/* A positive decimal id from a path parameter, or 0. */
+int64_t srv_param_id(struct srv_request *req, const char *name);
+/* A numeric query argument within [min, max]; absent leaves *ret. OT_ERR_FORMAT otherwise. */
+enum ot_err srv_query_u64(struct srv_request *req, const char *name, uint64_t min, uint64_t max,
+                          uint64_t *ret, struct ot_diag *d) OT_MUST_CHECK;
+/* JSON text from the store (an object or array it wrote) as a jansson value; null if damaged. */
+json_t *srv_json_text(const char *text);
 
 /* ---- API tokens and authentication (auth.c) ---- */
 
@@ -30,9 +85,14 @@ void srv_token_hash(const char *text, uint8_t hash[SRV_TOKEN_HASH_LEN]);
 enum ot_err srv_scopes_parse(const json_t *names, uint32_t *ret, struct ot_diag *d) OT_MUST_CHECK;
 json_t *srv_scopes_json(uint32_t scopes);
 const char *srv_scope_name(uint32_t scope_bit);
+/* An API token's text checked as a credential (exists, not revoked, not expired, holds scope or
+ * admin). Used for enrollment tokens in device authentication. */
+bool srv_token_text_allows(struct srv_app *app, const char *text, uint32_t scope);
 
-/* The srv_auth_fn for http.c: "Authorization: Bearer <token>", token known, not revoked, not
- * expired, and holding the route's scope (or admin). 401 otherwise, 403 for a missing scope. */
+/* The srv_auth_fn for http.c. SRV_AUTH_TOKEN: "Authorization: Bearer <token>", token known, not
+ * revoked, not expired, and holding the route's scope (or admin); 401 otherwise, 403 for a
+ * missing scope. SRV_AUTH_DEVICE: a valid device token of a device that is accepted now; 401
+ * otherwise. */
 int srv_auth_check(void *app, struct srv_request *req, const struct srv_route *route, char *msg,
                    size_t msg_len);
 
@@ -40,5 +100,17 @@ int srv_auth_check(void *app, struct srv_request *req, const struct srv_route *r
  * (the caller prints it once). OT_ERR_EXISTS when the store was bootstrapped before. */
 enum ot_err srv_auth_bootstrap_admin(struct srv_app *app, char ret[SRV_TOKEN_TEXT_MAX],
                                      struct ot_diag *d) OT_MUST_CHECK;
+
+/* ---- device tokens (devtoken.c) ---- */
+
+/* "otd_" + base64url(version 1 | device id | expiry | HMAC-SHA256): checked without the database;
+ * revocation is the device's status, checked per request in the fleet cache. */
+#define SRV_DEVICE_TOKEN_MAX 96
+/* Loads the HMAC key from the store's meta, creating it on first start. */
+enum ot_err srv_devtoken_init(struct srv_app *app, struct ot_diag *d) OT_MUST_CHECK;
+void srv_devtoken_issue(const struct srv_app *app, int64_t device_id, int64_t expires_at,
+                        char out[SRV_DEVICE_TOKEN_MAX]);
+/* The device id of a valid, unexpired token, or 0. */
+int64_t srv_devtoken_check(const struct srv_app *app, const char *text, int64_t now);
 
 #endif

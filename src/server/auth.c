@@ -7,6 +7,7 @@
 #include <sodium.h>
 
 #include "app.h"
+#include "fleet.h"
 #include "otter/hash.h"
 #include "otter/log.h"
 
@@ -26,6 +27,7 @@ static const struct {
     {"devices:write", SRV_SCOPE_DEVICES_WRITE},
     {"deployments:read", SRV_SCOPE_DEPLOYMENTS_READ},
     {"deployments:write", SRV_SCOPE_DEPLOYMENTS_WRITE},
+    {"devices:enroll", SRV_SCOPE_DEVICES_ENROLL},
 };
 
 const char *srv_scope_name(uint32_t scope_bit)
@@ -52,7 +54,7 @@ enum ot_err srv_scopes_parse(const json_t *names, uint32_t *ret, struct ot_diag 
         if (!bit)
             return ot_diag_set(d, OT_ERR_FORMAT, "unknown scope %s%.40s%s (known: admin, tokens, "
                                "audit:read, artifacts:read|write, devices:read|write, "
-                               "deployments:read|write)", s ? "'" : "", s ? s : "(not a string)",
+                               "deployments:read|write, devices:enroll)", s ? "'" : "", s ? s : "(not a string)",
                                s ? "'" : "");
         bits |= bit;
     }
@@ -90,9 +92,9 @@ enum ot_err srv_token_generate(char text[SRV_TOKEN_TEXT_MAX], uint8_t hash[SRV_T
     return OT_OK;
 }
 
-/* The token text of "Authorization: Bearer <token>", or NULL. The scheme is case-insensitive
- * (RFC 7235); the token must look like one of ours before it costs a database query. */
-static const char *bearer_token(struct srv_request *req)
+/* The token of "Authorization: Bearer <token>" if it starts with prefix, or NULL. The scheme is
+ * case-insensitive (RFC 7235); the token must look like one of ours before it costs any work. */
+static const char *bearer_token(struct srv_request *req, const char *prefix, size_t max)
 {
     const char *h = srv_req_header(req, "Authorization");
     if (!h || strncasecmp(h, "Bearer ", 7) != 0)
@@ -101,21 +103,15 @@ static const char *bearer_token(struct srv_request *req)
     while (*h == ' ')
         h++;
     size_t n = strlen(h);
-    if (n <= strlen(TOKEN_PREFIX) || n >= SRV_TOKEN_TEXT_MAX ||
-        strncmp(h, TOKEN_PREFIX, strlen(TOKEN_PREFIX)) != 0)
+    if (n <= strlen(prefix) || n >= max || strncmp(h, prefix, strlen(prefix)) != 0)
         return NULL;
     return h;
 }
 
-/* Looks up the request's token; fills why (for the 401 message) when it is not usable. */
-static bool current_token(struct srv_app *app, struct srv_request *req, struct srv_token *ret,
-                          char *why, size_t why_len)
+/* Looks up an API token's text; fills why (for the 401 message) when it is not usable. */
+static bool token_usable(struct srv_app *app, const char *text, struct srv_token *ret, char *why,
+                         size_t why_len)
 {
-    const char *text = bearer_token(req);
-    if (!text) {
-        snprintf(why, why_len, "this route needs 'Authorization: Bearer <API token>'");
-        return false;
-    }
     uint8_t hash[SRV_TOKEN_HASH_LEN];
     srv_token_hash(text, hash);
     struct ot_diag d = {0};
@@ -137,13 +133,25 @@ static bool current_token(struct srv_app *app, struct srv_request *req, struct s
     return true;
 }
 
-int srv_auth_check(void *app, struct srv_request *req, const struct srv_route *route, char *msg,
-                   size_t msg_len)
+bool srv_token_text_allows(struct srv_app *app, const char *text, uint32_t scope)
 {
     struct srv_token t;
-    if (route->auth == SRV_AUTH_NONE)
-        return 0;
-    if (!current_token(app, req, &t, msg, msg_len))
+    char why[64];
+    if (strncmp(text, TOKEN_PREFIX, strlen(TOKEN_PREFIX)) != 0 || strlen(text) >= SRV_TOKEN_TEXT_MAX)
+        return false;
+    return token_usable(app, text, &t, why, sizeof(why)) && (t.scopes & (SRV_SCOPE_ADMIN | scope));
+}
+
+static int token_auth(struct srv_app *app, struct srv_request *req,
+                      const struct srv_route *route, char *msg, size_t msg_len)
+{
+    struct srv_token t;
+    const char *text = bearer_token(req, TOKEN_PREFIX, SRV_TOKEN_TEXT_MAX);
+    if (!text) {
+        snprintf(msg, msg_len, "this route needs 'Authorization: Bearer <API token>'");
+        return 401;
+    }
+    if (!token_usable(app, text, &t, msg, msg_len))
         return 401;
     if (!(t.scopes & (SRV_SCOPE_ADMIN | route->scope))) {
         snprintf(msg, msg_len, "this API token lacks the scope '%s'", srv_scope_name(route->scope));
@@ -154,6 +162,51 @@ int srv_auth_check(void *app, struct srv_request *req, const struct srv_route *r
     srv_req_set_principal(req, principal);
     srv_req_set_scopes(req, t.scopes);
     return 0;
+}
+
+/* A device token, then the device's status now (the fleet cache): a device that was rejected or
+ * decommissioned is refused on its next request, whatever its token says. */
+static int device_auth(struct srv_app *app, struct srv_request *req, char *msg, size_t msg_len)
+{
+    const char *text = bearer_token(req, "otd_", SRV_DEVICE_TOKEN_MAX);
+    int64_t now = app->now();
+    int64_t id = text ? srv_devtoken_check(app, text, now) : 0;
+    if (!id) {
+        snprintf(msg, msg_len, "this route needs a valid device token: authenticate again "
+                               "(POST /api/device/v1/auth)");
+        return 401;
+    }
+    struct srv_fleet_dev dev;
+    struct ot_diag d = {0};
+    enum ot_err err = srv_fleet_get(app->fleet, id, now, &dev, &d);
+    if (err == OT_ERR_NOENT || (!err && dev.status != SRV_DEVICE_ACCEPTED)) {
+        snprintf(msg, msg_len, "this device is not accepted (any more)");
+        return 401;
+    }
+    if (err) {
+        ot_log(OT_LOG_ERR, "device %lld: %s", (long long)id, d.msg);
+        snprintf(msg, msg_len, "the device registry is not available, try again later");
+        return 503;
+    }
+    char principal[32];
+    snprintf(principal, sizeof(principal), "device:%lld", (long long)id);
+    srv_req_set_principal(req, principal);
+    srv_req_set_device(req, id);
+    return 0;
+}
+
+int srv_auth_check(void *app, struct srv_request *req, const struct srv_route *route, char *msg,
+                   size_t msg_len)
+{
+    switch (route->auth) {
+    case SRV_AUTH_NONE:
+        return 0;
+    case SRV_AUTH_TOKEN:
+        return token_auth(app, req, route, msg, msg_len);
+    case SRV_AUTH_DEVICE:
+        return device_auth(app, req, msg, msg_len);
+    }
+    return 401;
 }
 
 enum ot_err srv_auth_bootstrap_admin(struct srv_app *app, char ret[SRV_TOKEN_TEXT_MAX],

@@ -10,7 +10,10 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include <sodium.h>
+
 #include "app.h"
+#include "fleet.h"
 #include "otter/config.h"
 #include "otter/file.h"
 #include "otter/json.h"
@@ -37,6 +40,12 @@ struct srv_config {
     char *tls_cert;
     char *tls_key;
     char *log_level;
+    uint64_t poll_interval_ms;
+    uint64_t poll_jitter_ms;
+    uint64_t device_token_ttl_ms;
+    uint64_t max_artifact_size;
+    uint64_t last_seen_flush_ms;
+    uint64_t device_cache_ttl_ms;
 };
 
 #define CFG(f) offsetof(struct srv_config, f)
@@ -62,6 +71,19 @@ static const struct ot_cfg_key cfg_keys[] = {
     {NULL, "tls_key", OT_CFG_STRING, CFG(tls_key), 1, 4095, NULL, "PEM private key file"},
     {NULL, "log_level", OT_CFG_STRING, CFG(log_level), 1, 16, "info",
      "err, warning, notice, info (one line per request) or debug"},
+    {NULL, "poll_interval", OT_CFG_DURATION, CFG(poll_interval_ms), 1000, 7 * 86400000ull, "5m",
+     "how long devices wait between check-ins"},
+    {NULL, "poll_jitter", OT_CFG_DURATION, CFG(poll_jitter_ms), 0, 7 * 86400000ull, "30s",
+     "devices spread their check-ins by up to this much (at most poll_interval)"},
+    {NULL, "device_token_ttl", OT_CFG_DURATION, CFG(device_token_ttl_ms), 60000, 30 * 86400000ull,
+     "1h", "how long a device token is valid"},
+    {NULL, "max_artifact_size", OT_CFG_SIZE, CFG(max_artifact_size), 4096,
+     64ull * 1024 * 1024 * 1024, "8G", "largest artifact an upload may be"},
+    {NULL, "last_seen_flush", OT_CFG_DURATION, CFG(last_seen_flush_ms), 100, 600000, "5s",
+     "devices' last-seen times are written in one batch this often"},
+    {NULL, "device_cache_ttl", OT_CFG_DURATION, CFG(device_cache_ttl_ms), 0, 3600000, "30s",
+     "how long a device's cached status may be used (bounds how late other otterd instances "
+     "see a change)"},
 };
 
 struct options {
@@ -221,6 +243,8 @@ static int validate(struct srv_config *cfg, enum ot_log_level *ret_level)
     if (!parse_log_level(cfg->log_level, ret_level))
         return usage_error("log_level '%s': use err, warning, notice, info or debug",
                            cfg->log_level);
+    if (cfg->poll_jitter_ms > cfg->poll_interval_ms)
+        return usage_error("poll_jitter must not be larger than poll_interval");
     if (!cfg->database && asprintf(&cfg->database, "sqlite:%s/otter.db", cfg->data_dir) < 0) {
         cfg->database = NULL;
         return fail(SRV_EXIT_FAILURE, NULL, NULL, OT_ERR_NOMEM);
@@ -365,20 +389,41 @@ static struct srv_http_config http_config(const struct srv_config *cfg)
 static int serve(const struct srv_config *cfg, struct srv_store *store, const sigset_t *signals)
 {
     struct ot_diag d = {0};
-    struct srv_app app = {.store = store, .data_dir = cfg->data_dir, .now = now_unix};
+    struct srv_app app = {
+        .store = store,
+        .data_dir = cfg->data_dir,
+        .now = now_unix,
+        .poll_interval = (uint32_t)(cfg->poll_interval_ms / 1000),
+        .poll_jitter = (uint32_t)(cfg->poll_jitter_ms / 1000),
+        .device_token_ttl = (uint32_t)(cfg->device_token_ttl_ms / 1000),
+        .pending_retry = (uint32_t)(cfg->poll_interval_ms / 1000),
+        .max_artifact_size = cfg->max_artifact_size,
+    };
     struct srv_http_config hc = http_config(cfg);
     struct srv_http *http = NULL;
-    enum ot_err err = srv_http_start(&hc, srv_routes, srv_nroutes, srv_auth_check, &app, &http, &d);
-    if (err)
+    enum ot_err err = srv_devtoken_init(&app, &d);
+    if (!err)
+        err = srv_fleet_new(store, (unsigned)cfg->last_seen_flush_ms,
+                            (unsigned)(cfg->device_cache_ttl_ms / 1000), &app.fleet, &d);
+    if (!err)
+        err = srv_http_start(&hc, srv_routes, srv_nroutes, srv_auth_check, &app, &http, &d);
+    if (err) {
+        srv_fleet_free(app.fleet);
+        sodium_memzero(app.device_token_key, sizeof(app.device_token_key));
         return fail(SRV_EXIT_FAILURE, NULL, &d, err);
+    }
     err = bootstrap(&app, &d);
     if (err) {
         srv_http_stop(http);
+        srv_fleet_free(app.fleet);
+        sodium_memzero(app.device_token_key, sizeof(app.device_token_key));
         return fail(SRV_EXIT_FAILURE, NULL, &d, err);
     }
     print_listening(cfg, srv_http_port(http));
     wait_for_stop(signals);
     srv_http_stop(http);
+    srv_fleet_free(app.fleet); /* writes the last last-seen batch */
+    sodium_memzero(app.device_token_key, sizeof(app.device_token_key));
     ot_log(OT_LOG_INFO, "stopped");
     return SRV_EXIT_OK;
 }

@@ -62,3 +62,21 @@ def test_revoked_token_is_refused(server):
     assert server.request("DELETE", f"/api/v1/tokens/{t['id']}", token=server.token).status == 204
     r = server.request("GET", "/api/v1/audit", token=t["token"])
     assert r.status == 401, r
+
+
+DEVICE_ROUTES = [r for r in routes() if r["auth"] == "device"]
+
+
+def test_the_table_has_device_routes():
+    assert DEVICE_ROUTES, "no route needs a device token: the walk below would prove nothing"
+
+
+@pytest.mark.parametrize("route", DEVICE_ROUTES, ids=lambda r: f"{r['method']} {r['path']}")
+def test_device_route_refuses_everything_but_a_device_token(server, route):
+    garbage = ["otd_" + "A" * 66, "otd_", "otd_" + "A" * 500, server.token]
+    assert send(server, route, {}).status == 401
+    for g in garbage:
+        r = send(server, route, {"Authorization": f"Bearer {g}"})
+        assert r.status == 401, (g, r)
+        assert r.json()["error"]["code"] == "unauthorized"
+    server.assert_serving()

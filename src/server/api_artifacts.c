@@ -1,0 +1,372 @@
+/* Management API: artifacts (streaming upload into the blob store, list, show, download, delete)
+ * and the release keys uploads are checked against.
+ *
+ * An upload is never buffered: each chunk of the request body is written to an unnamed temp file
+ * in the blob store, hashed, and fed to the artifact reader in stored mode, which checks the
+ * manifest's signatures against the server's trust set (PUT /api/v1/trust) before it parses the
+ * manifest, then every payload's stored bytes against the signed hashes. A bad artifact is refused
+ * as soon as the reader knows (the rest of the body is drained), and nothing of it is kept. A good
+ * one is made durable under its SHA-256 first, and only then recorded in the store: a row never
+ * names a missing file, and a killed server leaves no half upload visible. */
+#include "app.h"
+#include "blob.h"
+#include "fleet.h"
+#include "otter/artifact.h"
+#include "otter/json.h"
+#include "otter/log.h"
+#include "otter/trust.h"
+
+#define TRUST_META "release_trust"
+#define ARTIFACT_PAGE_MAX 1000
+
+struct upload {
+    struct srv_app *app;
+    struct srv_blob_writer *blob;
+    struct ot_artifact_reader *reader;
+    struct ot_trust trust;
+    char *manifest;                    /* exact manifest.json text, once read */
+    bool failed;
+};
+
+static void upload_free(void *p)
+{
+    struct upload *u = p;
+    if (!u)
+        return;
+    srv_blob_writer_free(u->blob);
+    ot_artifact_reader_free(u->reader);
+    free(u->manifest);
+    free(u);
+}
+
+static enum ot_err on_manifest(void *userdata, const struct ot_manifest *m, const uint8_t *raw,
+                               size_t rawlen, const struct ot_sigset *sigs,
+                               const struct ot_sig_report *report, struct ot_diag *d)
+{
+    (void)m, (void)sigs, (void)report;
+    struct upload *u = userdata;
+    u->manifest = strndup((const char *)raw, rawlen);
+    return u->manifest ? OT_OK : ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+}
+
+/* The trust set uploads are checked against; OT_ERR_NOENT when none was configured. */
+static enum ot_err load_trust(struct srv_app *app, struct ot_trust *ret, struct ot_diag *d)
+{
+    _cleanup_free_ char *text = NULL;
+    enum ot_err err = srv_store_meta_get(app->store, TRUST_META, &text, d);
+    if (err)
+        return err;
+    return ot_trust_parse((const uint8_t *)text, strlen(text), ret, d);
+}
+
+static void reply_trust_missing(struct srv_request *req)
+{
+    srv_reply_status(req, 422, "untrusted",
+                     "this server has no release keys yet: set them with PUT /api/v1/trust "
+                     "(a trust file, see 'otter trust') before uploading artifacts");
+}
+
+static struct upload *upload_start(struct srv_app *app, struct srv_request *req)
+{
+    struct ot_diag d = {0};
+    struct upload *u = calloc(1, sizeof(*u));
+    if (!u) {
+        srv_reply_error(req, OT_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    u->app = app;
+    srv_req_set_ctx(req, u, upload_free);
+    enum ot_err err = load_trust(app, &u->trust, &d);
+    if (err == OT_ERR_NOENT) {
+        reply_trust_missing(req);
+        return NULL;
+    }
+    if (err) {
+        srv_reply_error(req, err, "release keys: %s", d.msg);
+        return NULL;
+    }
+    struct ot_reader_opts opts = {.trust = &u->trust, .mode = OT_READ_STORED};
+    struct ot_reader_callbacks cb = {.manifest = on_manifest};
+    err = ot_artifact_reader_new(&opts, &cb, u, &u->reader);
+    if (!err)
+        err = srv_blob_writer_new(app->data_dir, &u->blob, &d);
+    if (err) {
+        srv_reply_error(req, err, "cannot start the upload: %s", d.msg);
+        return NULL;
+    }
+    return u;
+}
+
+/* Refusals of the artifact itself are the client's problem (4xx, with the reader's message). */
+static void reply_artifact_error(struct srv_request *req, enum ot_err err, const struct ot_diag *d)
+{
+    srv_reply_error(req, err, "artifact refused: %s", d->msg[0] ? d->msg : ot_strerror(err));
+}
+
+bool srv_api_artifact_upload_body(void *app_, struct srv_request *req, const uint8_t *data,
+                                  size_t n)
+{
+    struct srv_app *app = app_;
+    struct upload *u = srv_req_ctx(req);
+    struct ot_diag d = {0};
+    if (!u && !(u = upload_start(app, req)))
+        return false;
+    if (srv_blob_writer_size(u->blob) + n > app->max_artifact_size) {
+        srv_reply_error(req, OT_ERR_LIMIT, "the artifact is larger than max_artifact_size (%llu "
+                        "bytes)", (unsigned long long)app->max_artifact_size);
+        return false;
+    }
+    enum ot_err err = srv_blob_writer_write(u->blob, data, n, &d);
+    if (err) {
+        srv_reply_error(req, err, "%s", d.msg);
+        return false;
+    }
+    err = ot_artifact_reader_feed(u->reader, data, n, &d);
+    if (err) {
+        reply_artifact_error(req, err, &d);
+        return false;
+    }
+    return true;
+}
+
+static json_t *device_types_of(const struct ot_manifest *m)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < m->ndevice_types; i++)
+        json_array_append_new(a, json_string(m->device_types[i]));
+    return a;
+}
+
+json_t *srv_json_text(const char *text)
+{
+    json_t *v = text ? json_loads(text, JSON_REJECT_DUPLICATES, NULL) : NULL;
+    return v ? v : json_null();
+}
+
+static json_t *artifact_json(const struct srv_artifact *a)
+{
+    return json_pack("{s:I, s:s, s:s, s:s, s:I, s:o, s:I, s:s}", "id", (json_int_t)a->id, "name",
+                     a->name, "version", a->version, "sha256", a->sha256, "size",
+                     (json_int_t)a->size, "device_types", srv_json_text(a->device_types),
+                     "created_at", (json_int_t)a->created_at, "uploaded_by", a->uploaded_by);
+}
+
+/* Records the verified upload: blob first, then the row. */
+static enum ot_err upload_record(struct srv_app *app, struct srv_request *req, struct upload *u,
+                                 struct srv_artifact *a, struct ot_diag *d)
+{
+    const struct ot_manifest *m = ot_artifact_reader_manifest(u->reader);
+    struct ot_buf sigs;
+    ot_buf_init(&sigs, OT_SIG_FILE_MAX);
+    enum ot_err err = ot_sigset_format(ot_artifact_reader_sigset(u->reader), &sigs);
+    json_t *types = device_types_of(m);
+    a->device_types = types ? json_dumps(types, JSON_COMPACT) : NULL;
+    json_decref(types);
+    a->name = strdup(m->name);
+    a->version = strdup(m->version);
+    a->manifest = u->manifest;
+    a->signatures = (char *)ot_buf_str(&sigs);
+    a->size = srv_blob_writer_size(u->blob);
+    a->created_at = app->now();
+    a->uploaded_by = (char *)srv_req_principal(req);
+    srv_blob_writer_finish(u->blob, a->sha256);
+    if (!err && (!a->device_types || !a->name || !a->version))
+        err = OT_ERR_NOMEM;
+    if (err) {
+        err = ot_diag_set(d, err, "out of memory");
+    } else {
+        struct srv_artifact old = {0};
+        err = srv_store_artifact_by_sha256(app->store, a->sha256, &old, d);
+        if (!err) {
+            err = ot_diag_set(d, OT_ERR_EXISTS, "this artifact was uploaded before, as artifact %lld"
+                              " (%s %s)", (long long)old.id, old.name, old.version);
+            srv_artifact_release(&old);
+        } else if (err == OT_ERR_NOENT) {
+            err = srv_blob_writer_commit(u->blob, d);
+            if (!err)
+                err = srv_store_artifact_create(app->store, a, d);
+            /* a name clash: drop the blob unless a concurrent upload of the same bytes won */
+            if (err == OT_ERR_EXISTS &&
+                srv_store_artifact_by_sha256(app->store, a->sha256, &old, NULL) == OT_ERR_NOENT)
+                if (srv_blob_remove(app->data_dir, a->sha256, NULL) != OT_OK)
+                    ot_log(OT_LOG_WARNING, "could not remove the refused upload's blob");
+            srv_artifact_release(&old);
+        }
+    }
+    /* borrowed or owned elsewhere: not ours to free */
+    a->manifest = NULL;
+    a->signatures = NULL;
+    a->uploaded_by = NULL;
+    ot_buf_release(&sigs);
+    return err;
+}
+
+void srv_api_artifact_upload(void *app_, struct srv_request *req)
+{
+    struct srv_app *app = app_;
+    struct upload *u = srv_req_ctx(req);
+    struct ot_diag d = {0};
+    if (!u) { /* no body at all */
+        struct ot_trust t;
+        if (load_trust(app, &t, &d) == OT_ERR_NOENT)
+            return reply_trust_missing(req);
+        return srv_reply_error(req, OT_ERR_FORMAT,
+                               "the request body must be the artifact file (it was empty)");
+    }
+    enum ot_err err = ot_artifact_reader_finish(u->reader, &d);
+    if (err)
+        return reply_artifact_error(req, err, &d);
+    struct srv_artifact a = {0};
+    err = upload_record(app, req, u, &a, &d);
+    if (err) {
+        srv_artifact_release(&a);
+        return srv_reply_error(req, err, "%s", d.msg);
+    }
+    char object[32];
+    snprintf(object, sizeof(object), "artifact:%lld", (long long)a.id);
+    srv_audit(app, req, "artifact.upload", object,
+              json_pack("{s:s, s:s, s:s, s:I}", "name", a.name, "version", a.version, "sha256",
+                        a.sha256, "size", (json_int_t)a.size));
+    ot_log(OT_LOG_NOTICE, "artifact %lld uploaded: %s %s, %llu bytes", (long long)a.id, a.name,
+           a.version, (unsigned long long)a.size);
+    a.uploaded_by = strdup(srv_req_principal(req));
+    json_t *out = a.uploaded_by ? artifact_json(&a) : NULL;
+    srv_artifact_release(&a);
+    srv_reply_json(req, 201, out);
+}
+
+void srv_api_artifact_list(void *app_, struct srv_request *req)
+{
+    struct srv_app *app = app_;
+    uint64_t after = 0, limit = 100;
+    struct ot_diag d = {0};
+    enum ot_err err = srv_query_u64(req, "after", 0, INT64_MAX, &after, &d);
+    if (!err)
+        err = srv_query_u64(req, "limit", 1, ARTIFACT_PAGE_MAX, &limit, &d);
+    if (err)
+        return srv_reply_error(req, err, "%s", d.msg);
+    struct srv_artifact *list = NULL;
+    size_t n = 0;
+    err = srv_store_artifact_list(app->store, (int64_t)after, (size_t)limit, &list, &n, &d);
+    if (err)
+        return srv_reply_error(req, err, "%s", d.msg);
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, artifact_json(&list[i]));
+    int64_t next = n ? list[n - 1].id : (int64_t)after;
+    srv_artifact_list_free(list, n);
+    srv_reply_json(req, 200, json_pack("{s:o, s:I}", "artifacts", a, "next_after", (json_int_t)next));
+}
+
+/* The artifact named by the {id} parameter; false when a reply was made. */
+static bool artifact_param(struct srv_app *app, struct srv_request *req, struct srv_artifact *ret)
+{
+    int64_t id = srv_param_id(req, "id");
+    struct ot_diag d = {0};
+    if (!id) {
+        srv_reply_error(req, OT_ERR_FORMAT, "artifact id must be a positive number");
+        return false;
+    }
+    enum ot_err err = srv_store_artifact_get(app->store, id, ret, &d);
+    if (err == OT_ERR_NOENT)
+        srv_reply_error(req, err, "no artifact %lld", (long long)id);
+    else if (err)
+        srv_reply_error(req, err, "%s", d.msg);
+    return !err;
+}
+
+void srv_api_artifact_show(void *app_, struct srv_request *req)
+{
+    struct srv_artifact a = {0};
+    if (!artifact_param(app_, req, &a))
+        return;
+    json_t *out = artifact_json(&a);
+    json_object_set_new(out, "manifest", srv_json_text(a.manifest));
+    json_object_set_new(out, "signatures", srv_json_text(a.signatures));
+    srv_artifact_release(&a);
+    srv_reply_json(req, 200, out);
+}
+
+void srv_api_artifact_download(void *app_, struct srv_request *req)
+{
+    struct srv_app *app = app_;
+    struct srv_artifact a = {0};
+    if (!artifact_param(app, req, &a))
+        return;
+    int fd;
+    uint64_t size;
+    char etag[OT_SHA256_HEX_LEN + 2];
+    struct ot_diag d = {0};
+    enum ot_err err = srv_blob_open(app->data_dir, a.sha256, &fd, &size, &d);
+    snprintf(etag, sizeof(etag), "\"%s\"", a.sha256);
+    srv_artifact_release(&a);
+    if (err)
+        return srv_reply_error(req, err == OT_ERR_NOENT ? OT_ERR_IO : err,
+                               "the artifact's file is missing from the blob store: %s", d.msg);
+    srv_reply_file(req, fd, size, etag, "application/octet-stream");
+}
+
+void srv_api_artifact_delete(void *app_, struct srv_request *req)
+{
+    struct srv_app *app = app_;
+    struct srv_artifact a = {0};
+    if (!artifact_param(app, req, &a))
+        return;
+    struct ot_diag d = {0};
+    enum ot_err err = srv_store_artifact_delete(app->store, a.id, &d);
+    if (!err && srv_blob_remove(app->data_dir, a.sha256, &d) != OT_OK)
+        ot_log(OT_LOG_WARNING, "artifact %lld deleted, but its file stays: %s", (long long)a.id,
+               d.msg);
+    if (err) {
+        srv_artifact_release(&a);
+        return srv_reply_error(req, err, "%s", d.msg);
+    }
+    char object[32];
+    snprintf(object, sizeof(object), "artifact:%lld", (long long)a.id);
+    srv_audit(app, req, "artifact.delete", object,
+              json_pack("{s:s, s:s, s:s}", "name", a.name, "version", a.version, "sha256",
+                        a.sha256));
+    srv_artifact_release(&a);
+    srv_reply_empty(req, 204);
+}
+
+void srv_api_trust_get(void *app_, struct srv_request *req)
+{
+    struct srv_app *app = app_;
+    _cleanup_free_ char *text = NULL;
+    struct ot_diag d = {0};
+    enum ot_err err = srv_store_meta_get(app->store, TRUST_META, &text, &d);
+    if (err == OT_ERR_NOENT)
+        return srv_reply_error(req, err, "no release keys are configured (PUT /api/v1/trust)");
+    if (err)
+        return srv_reply_error(req, err, "%s", d.msg);
+    srv_reply_json(req, 200, srv_json_text(text));
+}
+
+void srv_api_trust_put(void *app_, struct srv_request *req)
+{
+    struct srv_app *app = app_;
+    const struct ot_buf *body = srv_req_body(req);
+    struct ot_trust *t = calloc(1, sizeof(*t));
+    struct ot_buf out;
+    struct ot_diag d = {0};
+    ot_buf_init(&out, OT_TRUST_FILE_MAX * 2);
+    enum ot_err err = t ? ot_trust_parse(body->data, body->len, t, &d) : OT_ERR_NOMEM;
+    if (!err)
+        err = ot_trust_format(t, &out);
+    if (!err)
+        err = srv_store_meta_set(app->store, TRUST_META, ot_buf_str(&out), &d);
+    if (err) {
+        free(t);
+        ot_buf_release(&out);
+        return srv_reply_error(req, err, "trust file: %s", d.msg[0] ? d.msg : ot_strerror(err));
+    }
+    json_t *ids = json_array();
+    for (size_t i = 0; i < t->nkeys; i++)
+        json_array_append_new(ids, json_string(t->keys[i].id));
+    srv_audit(app, req, "trust.set", "trust",
+              json_pack("{s:I, s:o}", "threshold", (json_int_t)t->threshold, "keys", ids));
+    srv_reply_json(req, 200, srv_json_text(ot_buf_str(&out)));
+    free(t);
+    ot_buf_release(&out);
+}

@@ -1,0 +1,373 @@
+/* Management API: deployments. A deployment installs one artifact on a set of devices fixed when
+ * it is created (a list of ids, or the accepted devices carrying a tag at that moment); each
+ * device then moves through its own states, reported by the device. Devices whose type the
+ * artifact does not list are marked skipped at once (or at their first check-in, if their type
+ * was not known yet). Creating or cancelling bumps the fleet generation: every device's cached
+ * next action is recomputed on its next check-in. */
+#include "app.h"
+#include "fleet.h"
+#include "otter/json.h"
+#include "otter/wire.h"
+
+#define DEPLOYMENT_PAGE_MAX 1000
+#define DEPLOYMENT_DEVICES_MAX 100000
+
+static const char *const deployment_status_names[] = {
+    [SRV_DEPLOYMENT_ACTIVE] = "active",
+    [SRV_DEPLOYMENT_FINISHED] = "finished",
+    [SRV_DEPLOYMENT_CANCELLED] = "cancelled",
+};
+
+static const char *dd_name(enum srv_dd_status s)
+{
+    const char *n = ot_wire_status_name((enum ot_wire_status)s);
+    return n ? n : "?";
+}
+
+static json_t *deployment_json(const struct srv_deployment *dep)
+{
+    const char *status = (size_t)dep->status < OT_ARRAY_SIZE(deployment_status_names)
+                             ? deployment_status_names[dep->status]
+                             : NULL;
+    return json_pack("{s:I, s:s, s:I, s:s, s:s, s:o, s:s, s:I, s:I, s:s, s:I}", "id",
+                     (json_int_t)dep->id, "name", dep->name, "artifact_id",
+                     (json_int_t)dep->artifact_id, "artifact_name", dep->artifact_name,
+                     "artifact_version", dep->artifact_version, "target",
+                     srv_json_text(dep->target), "status", status ? status : "?", "created_at",
+                     (json_int_t)dep->created_at, "finished_at", (json_int_t)dep->finished_at,
+                     "created_by", dep->created_by, "device_count", (json_int_t)dep->ndevices);
+}
+
+static json_t *rollup_json(const uint64_t counts[SRV_DD__MAX])
+{
+    json_t *o = json_object();
+    for (int s = SRV_DD_PENDING; o && s < SRV_DD__MAX; s++)
+        json_object_set_new(o, dd_name((enum srv_dd_status)s), json_integer((json_int_t)counts[s]));
+    return o;
+}
+
+static json_t *dd_json(const struct srv_dd *dd)
+{
+    return json_pack("{s:I, s:s, s:i, s:s, s:I}", "device_id", (json_int_t)dd->device_id,
+                     "status", dd_name(dd->status), "progress", dd->progress, "message",
+                     dd->message ? dd->message : "", "updated_at", (json_int_t)dd->updated_at);
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Device ids from {"devices":[...]} or the accepted devices with {"tag":"..."}; sorted unique. */
+static enum ot_err target_devices(struct srv_app *app, const json_t *body, int64_t **ret,
+                                  size_t *ret_n, json_t **ret_target, struct ot_diag *d)
+{
+    const json_t *devices = json_object_get(body, "devices");
+    const json_t *tag = json_object_get(body, "tag");
+    if (!devices == !tag)
+        return ot_diag_set(d, OT_ERR_FORMAT, "deployment: give either 'devices' (a list of "
+                                             "device ids) or 'tag'");
+    if (tag) {
+        if (!json_is_string(tag))
+            return ot_diag_set(d, OT_ERR_FORMAT, "deployment: 'tag' must be a string");
+        enum ot_err err = srv_store_device_ids_by_tag(app->store, json_string_value(tag), ret,
+                                                      ret_n, d);
+        if (!err && *ret_n == 0)
+            err = ot_diag_set(d, OT_ERR_INVALID, "no accepted device has the tag '%.64s'",
+                              json_string_value(tag));
+        if (!err)
+            *ret_target = json_pack("{s:O}", "tag", tag);
+        return err;
+    }
+    size_t n = json_is_array(devices) ? json_array_size(devices) : 0;
+    if (n == 0 || n > DEPLOYMENT_DEVICES_MAX)
+        return ot_diag_set(d, OT_ERR_FORMAT,
+                           "deployment: 'devices' must be a list of 1 to %d device ids",
+                           DEPLOYMENT_DEVICES_MAX);
+    int64_t *ids = calloc(n, sizeof(*ids));
+    if (!ids)
+        return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        const json_t *v = json_array_get(devices, i);
+        if (!json_is_integer(v) || json_integer_value(v) < 1) {
+            free(ids);
+            return ot_diag_set(d, OT_ERR_FORMAT, "deployment: 'devices' must hold device ids");
+        }
+        ids[i] = (int64_t)json_integer_value(v);
+    }
+    qsort(ids, n, sizeof(*ids), cmp_id);
+    for (size_t i = 1; i < n; i++)
+        if (ids[i - 1] == ids[i]) {
+            long long twice = (long long)ids[i];
+            free(ids);
+            return ot_diag_set(d, OT_ERR_FORMAT, "deployment: device %lld is listed twice", twice);
+        }
+    *ret = ids;
+    *ret_n = n;
+    *ret_target = json_pack("{s:O}", "devices", devices);
+    return OT_OK;
+}
+
+/* Which devices cannot take the artifact: accepted ones only are allowed in a list, and a
+ * device whose type is known and not among the artifact's is skipped. */
+static enum ot_err check_devices(struct srv_app *app, const struct srv_artifact *a,
+                                 const int64_t *ids, size_t n, bool *skipped, struct ot_diag *d)
+{
+    json_t *types = srv_json_text(a->device_types);
+    enum ot_err err = OT_OK;
+    for (size_t i = 0; !err && i < n; i++) {
+        struct srv_device dev = {0};
+        err = srv_store_device_get(app->store, ids[i], &dev, d);
+        if (err == OT_ERR_NOENT)
+            err = ot_diag_set(d, OT_ERR_INVALID, "no device %lld", (long long)ids[i]);
+        if (!err && dev.status != SRV_DEVICE_ACCEPTED)
+            err = ot_diag_set(d, OT_ERR_INVALID, "device %lld is not accepted", (long long)ids[i]);
+        if (!err && dev.device_type[0]) {
+            bool listed = false;
+            for (size_t k = 0; k < json_array_size(types); k++)
+                listed |= strcmp(json_string_value(json_array_get(types, k)) ?: "",
+                                 dev.device_type) == 0;
+            skipped[i] = !listed;
+        }
+        srv_device_release(&dev);
+    }
+    json_decref(types);
+    return err;
+}
+
+void srv_api_deployment_create(void *app_, struct srv_request *req)
+{
+    struct srv_app *app = app_;
+    json_t *body = srv_req_json(req);
+    if (!body)
+        return;
+    static const char *const keys[] = {"name", "artifact_id", "devices", "tag", NULL};
+    const char *name = NULL;
+    uint64_t artifact_id = 0;
+    int64_t *ids = NULL;
+    size_t n = 0;
+    bool *skipped = NULL;
+    json_t *target = NULL;
+    struct srv_artifact a = {0};
+    struct srv_deployment dep = {0};
+    struct ot_diag d = {0};
+    enum ot_err err = ot_json_only_keys(body, keys, "deployment", &d);
+    if (!err)
+        err = ot_json_get_str(body, "name", true, SRV_DEPLOYMENT_NAME_MAX - 1, "deployment", &name,
+                              &d);
+    if (!err && !name[0])
+        err = ot_diag_set(&d, OT_ERR_FORMAT, "deployment: 'name' must not be empty");
+    if (!err)
+        err = ot_json_get_u64(body, "artifact_id", true, INT64_MAX, "deployment", &artifact_id,
+                              &d);
+    if (!err) {
+        err = srv_store_artifact_get(app->store, (int64_t)artifact_id, &a, &d);
+        if (err == OT_ERR_NOENT)
+            err = ot_diag_set(&d, OT_ERR_INVALID, "no artifact %llu",
+                              (unsigned long long)artifact_id);
+    }
+    if (!err)
+        err = target_devices(app, body, &ids, &n, &target, &d);
+    if (!err && !(skipped = calloc(n, sizeof(*skipped))))
+        err = ot_diag_set(&d, OT_ERR_NOMEM, "out of memory");
+    if (!err)
+        err = check_devices(app, &a, ids, n, skipped, &d);
+    if (!err) {
+        dep.name = (char *)name;
+        dep.artifact_id = a.id;
+        dep.target = target ? json_dumps(target, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+        dep.created_at = app->now();
+        dep.created_by = (char *)srv_req_principal(req);
+        err = dep.target ? srv_store_deployment_create(app->store, &dep, ids, skipped, n,
+                                                       "the artifact is not for this device type",
+                                                       &d)
+                         : ot_diag_set(&d, OT_ERR_NOMEM, "out of memory");
+        dep.name = NULL;
+        dep.created_by = NULL;
+    }
+    free(ids);
+    free(skipped);
+    json_decref(target);
+    json_decref(body);
+    srv_artifact_release(&a);
+    if (err) {
+        srv_deployment_release(&dep);
+        return srv_reply_error(req, err, "%s", d.msg);
+    }
+    srv_fleet_bump(app->fleet);
+    int64_t id = dep.id;
+    srv_deployment_release(&dep);
+    err = srv_store_deployment_get(app->store, id, &dep, &d);
+    if (err)
+        return srv_reply_error(req, err, "%s", d.msg);
+    char object[32];
+    snprintf(object, sizeof(object), "deployment:%lld", (long long)id);
+    srv_audit(app, req, "deployment.create", object,
+              json_pack("{s:s, s:I, s:I}", "name", dep.name, "artifact_id",
+                        (json_int_t)dep.artifact_id, "devices", (json_int_t)dep.ndevices));
+    json_t *out = deployment_json(&dep);
+    srv_deployment_release(&dep);
+    srv_reply_json(req, 201, out);
+}
+
+void srv_api_deployment_list(void *app_, struct srv_request *req)
+{
+    struct srv_app *app = app_;
+    uint64_t before = 0, limit = 100;
+    enum srv_deployment_status status = 0;
+    struct ot_diag d = {0};
+    enum ot_err err = srv_query_u64(req, "before", 0, INT64_MAX, &before, &d);
+    if (!err)
+        err = srv_query_u64(req, "limit", 1, DEPLOYMENT_PAGE_MAX, &limit, &d);
+    const char *s = srv_req_query(req, "status");
+    if (!err && s) {
+        for (size_t i = 1; i < OT_ARRAY_SIZE(deployment_status_names); i++)
+            if (strcmp(s, deployment_status_names[i]) == 0)
+                status = (enum srv_deployment_status)i;
+        if (!status)
+            err = ot_diag_set(&d, OT_ERR_FORMAT,
+                              "query 'status' must be active, finished or cancelled");
+    }
+    if (err)
+        return srv_reply_error(req, err, "%s", d.msg);
+    struct srv_deployment *list = NULL;
+    size_t n = 0;
+    err = srv_store_deployment_list(app->store, status, (int64_t)before, (size_t)limit, &list, &n,
+                                    &d);
+    if (err)
+        return srv_reply_error(req, err, "%s", d.msg);
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, deployment_json(&list[i]));
+    int64_t next = n ? list[n - 1].id : (int64_t)before;
+    srv_deployment_list_free(list, n);
+    srv_reply_json(req, 200,
+                   json_pack("{s:o, s:I}", "deployments", a, "next_before", (json_int_t)next));
+}
+
+static bool deployment_param(struct srv_app *app, struct srv_request *req,
+                             struct srv_deployment *ret)
+{
+    int64_t id = srv_param_id(req, "id");
+    struct ot_diag d = {0};
+    if (!id) {
+        srv_reply_error(req, OT_ERR_FORMAT, "deployment id must be a positive number");
+        return false;
+    }
+    enum ot_err err = srv_store_deployment_get(app->store, id, ret, &d);
+    if (err == OT_ERR_NOENT)
+        srv_reply_error(req, err, "no deployment %lld", (long long)id);
+    else if (err)
+        srv_reply_error(req, err, "%s", d.msg);
+    return !err;
+}
+
+void srv_api_deployment_show(void *app_, struct srv_request *req)
+{
+    struct srv_app *app = app_;
+    struct srv_deployment dep = {0};
+    if (!deployment_param(app, req, &dep))
+        return;
+    uint64_t counts[SRV_DD__MAX] = {0};
+    struct ot_diag d = {0};
+    enum ot_err err = srv_store_deployment_rollup(app->store, dep.id, counts, &d);
+    if (err) {
+        srv_deployment_release(&dep);
+        return srv_reply_error(req, err, "%s", d.msg);
+    }
+    json_t *out = deployment_json(&dep);
+    json_object_set_new(out, "rollup", rollup_json(counts));
+    srv_deployment_release(&dep);
+    srv_reply_json(req, 200, out);
+}
+
+void srv_api_deployment_devices(void *app_, struct srv_request *req)
+{
+    struct srv_app *app = app_;
+    uint64_t after = 0, limit = 100;
+    struct srv_deployment dep = {0};
+    struct ot_diag d = {0};
+    enum ot_err err = srv_query_u64(req, "after", 0, INT64_MAX, &after, &d);
+    if (!err)
+        err = srv_query_u64(req, "limit", 1, DEPLOYMENT_PAGE_MAX, &limit, &d);
+    if (err)
+        return srv_reply_error(req, err, "%s", d.msg);
+    if (!deployment_param(app, req, &dep))
+        return;
+    struct srv_dd *list = NULL;
+    size_t n = 0;
+    err = srv_store_deployment_devices(app->store, dep.id, (int64_t)after, (size_t)limit, &list,
+                                       &n, &d);
+    srv_deployment_release(&dep);
+    if (err)
+        return srv_reply_error(req, err, "%s", d.msg);
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, dd_json(&list[i]));
+    int64_t next = n ? list[n - 1].device_id : (int64_t)after;
+    srv_dd_list_free(list, n);
+    srv_reply_json(req, 200, json_pack("{s:o, s:I}", "devices", a, "next_after", (json_int_t)next));
+}
+
+void srv_api_deployment_device(void *app_, struct srv_request *req)
+{
+    struct srv_app *app = app_;
+    int64_t dep_id = srv_param_id(req, "id"), dev_id = srv_param_id(req, "device_id");
+    if (!dep_id || !dev_id)
+        return srv_reply_error(req, OT_ERR_FORMAT, "ids must be positive numbers");
+    struct srv_dd dd = {0};
+    struct srv_dd_event *events = NULL;
+    size_t n = 0;
+    struct ot_diag d = {0};
+    enum ot_err err = srv_store_dd_get(app->store, dep_id, dev_id, &dd, &d);
+    if (err == OT_ERR_NOENT)
+        return srv_reply_error(req, err, "device %lld is not in deployment %lld",
+                               (long long)dev_id, (long long)dep_id);
+    if (!err)
+        err = srv_store_dd_events(app->store, dep_id, dev_id, 0, SRV_LIST_MAX, &events, &n, &d);
+    if (err) {
+        srv_dd_release(&dd);
+        return srv_reply_error(req, err, "%s", d.msg);
+    }
+    json_t *out = dd_json(&dd);
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, json_pack("{s:I, s:s, s:i, s:s, s:s?}", "at",
+                                           (json_int_t)events[i].at, "status",
+                                           dd_name(events[i].status), "progress",
+                                           events[i].progress, "message",
+                                           events[i].message ? events[i].message : "", "log",
+                                           events[i].log));
+    json_object_set_new(out, "events", a);
+    srv_dd_event_list_free(events, n);
+    srv_dd_release(&dd);
+    srv_reply_json(req, 200, out);
+}
+
+void srv_api_deployment_cancel(void *app_, struct srv_request *req)
+{
+    struct srv_app *app = app_;
+    int64_t id = srv_param_id(req, "id");
+    if (!id)
+        return srv_reply_error(req, OT_ERR_FORMAT, "deployment id must be a positive number");
+    struct ot_diag d = {0};
+    enum ot_err err = srv_store_deployment_cancel(app->store, id, app->now(), &d);
+    if (err == OT_ERR_NOENT)
+        return srv_reply_error(req, err, "no deployment %lld", (long long)id);
+    if (err == OT_ERR_EXISTS)
+        return srv_reply_status(req, 409, "conflict", "deployment %lld is not active", (long long)id);
+    if (err)
+        return srv_reply_error(req, err, "%s", d.msg);
+    srv_fleet_bump(app->fleet);
+    char object[32];
+    snprintf(object, sizeof(object), "deployment:%lld", (long long)id);
+    srv_audit(app, req, "deployment.cancel", object, NULL);
+    struct srv_deployment dep = {0};
+    err = srv_store_deployment_get(app->store, id, &dep, &d);
+    if (err)
+        return srv_reply_error(req, err, "%s", d.msg);
+    json_t *out = deployment_json(&dep);
+    srv_deployment_release(&dep);
+    srv_reply_json(req, 200, out);
+}
