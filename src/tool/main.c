@@ -1,5 +1,6 @@
-/* otter: keys, packing, signing and verifying artifacts. main() only dispatches: one table of
- * subcommands, each a tool_cmd_<name>() in its own cmd_<name>.c. */
+/* otter: keys, packing, signing and verifying artifacts, and otterd's command-line client.
+ * main() only dispatches: one table of subcommands, each a tool_cmd_<name>() in its own
+ * cmd_<name>.c. */
 #include "tool.h"
 
 #ifndef OTTER_VERSION
@@ -20,6 +21,12 @@ const struct tool_cmd tool_cmds[] = {
      tool_usage_inspect},
     {"unpack", tool_cmd_unpack, "verify an artifact and extract its payloads into a directory",
      tool_usage_unpack},
+    {"push", tool_cmd_push, "upload an artifact to the server", tool_usage_push},
+    {"deploy", tool_cmd_deploy, "deploy an artifact to devices or to a tag", tool_usage_deploy},
+    {"devices", tool_cmd_devices, "list, show, accept, reject, tag and preauthorize devices",
+     tool_usage_devices},
+    {"deployments", tool_cmd_deployments, "list, show and cancel deployments",
+     tool_usage_deployments},
 };
 const size_t tool_ncmds = OT_ARRAY_SIZE(tool_cmds);
 
@@ -27,14 +34,17 @@ static void print_main_help(FILE *f)
 {
     fputs("Usage: otter [--help] [--version] COMMAND [OPTIONS] [ARGS]\n"
           "\n"
-          "Otter artifact tool: keys, packing, signing, verification.\n"
+          "Otter artifact tool: keys, packing, signing, verification; and the client of an\n"
+          "otterd server: uploads, deployments, the device fleet.\n"
           "\n"
           "Commands:\n",
           f);
     for (size_t i = 0; i < tool_ncmds; i++)
-        fprintf(f, "  %-9s %s\n", tool_cmds[i].name, tool_cmds[i].summary);
+        fprintf(f, "  %-12s %s\n", tool_cmds[i].name, tool_cmds[i].summary);
     fputs("\n"
-          "Run 'otter COMMAND --help' for a command's options.\n"
+          "Run 'otter COMMAND --help' for a command's options. The server commands (push,\n"
+          "deploy, devices, deployments) read the server URL and API token from --server and\n"
+          "--token-file, OTTER_SERVER and OTTER_TOKEN, or ~/.config/otter/client.conf.\n"
           "\n"
           "Exit status: 0 success, 1 failure, 2 usage error, 3 artifact rejected.\n",
           f);

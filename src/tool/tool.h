@@ -47,9 +47,14 @@ int tool_cmd_sign(struct tool_ctx *ctx, int argc, char **argv);
 int tool_cmd_verify(struct tool_ctx *ctx, int argc, char **argv);
 int tool_cmd_unpack(struct tool_ctx *ctx, int argc, char **argv);
 int tool_cmd_inspect(struct tool_ctx *ctx, int argc, char **argv);
+int tool_cmd_push(struct tool_ctx *ctx, int argc, char **argv);
+int tool_cmd_deploy(struct tool_ctx *ctx, int argc, char **argv);
+int tool_cmd_devices(struct tool_ctx *ctx, int argc, char **argv);
+int tool_cmd_deployments(struct tool_ctx *ctx, int argc, char **argv);
 
 extern const char tool_usage_keygen[], tool_usage_trust[], tool_usage_pack[], tool_usage_sign[],
-    tool_usage_verify[], tool_usage_unpack[], tool_usage_inspect[];
+    tool_usage_verify[], tool_usage_unpack[], tool_usage_inspect[], tool_usage_push[],
+    tool_usage_deploy[], tool_usage_devices[], tool_usage_deployments[];
 
 /* ---- errors and exit statuses (util.c) ---- */
 
@@ -169,5 +174,97 @@ void tool_progress_init(struct tool_progress *p, const struct tool_ctx *ctx, con
 void tool_progress_cb(void *userdata, uint64_t done, uint64_t total);
 /* Erases the line (call before printing anything else, and at the end). */
 void tool_progress_clear(struct tool_progress *p);
+
+/* ---- talking to otterd (remote.c) ---- */
+
+struct ot_client;
+
+/* The connection options every server command takes (add TOOL_REMOTE_LONGOPTS to its getopt
+ * table and TOOL_REMOTE_HELP to its --help). */
+enum {
+    TOOL_OPT_SERVER = 0x1000,
+    TOOL_OPT_TOKEN,
+    TOOL_OPT_TOKEN_FILE,
+    TOOL_OPT_CA_FILE,
+    TOOL_OPT_CONFIG,
+};
+#define TOOL_REMOTE_LONGOPTS                                                                       \
+    {"server", required_argument, NULL, TOOL_OPT_SERVER},                                          \
+        {"token", required_argument, NULL, TOOL_OPT_TOKEN},                                        \
+        {"token-file", required_argument, NULL, TOOL_OPT_TOKEN_FILE},                              \
+        {"ca-file", required_argument, NULL, TOOL_OPT_CA_FILE},                                    \
+        {"config", required_argument, NULL, TOOL_OPT_CONFIG}
+#define TOOL_REMOTE_HELP                                                                           \
+    "Server connection (flags first, then OTTER_SERVER, OTTER_TOKEN, OTTER_CA_FILE, then the\n"     \
+    "config file: --config, $OTTER_CONFIG or ~/.config/otter/client.conf):\n"                      \
+    "      --server URL              otterd's URL, e.g. https://ota.example.com\n"                  \
+    "      --token TOKEN             API token (visible to other users in ps: prefer the others)\n"  \
+    "      --token-file FILE         read the API token from FILE\n"                                \
+    "      --ca-file FILE            PEM CA certificates to verify the server with\n"               \
+    "      --config FILE             the client config file\n"
+
+struct tool_remote {
+    const char *server, *token, *token_file, *ca_file, *config;
+};
+
+/* Takes the connection option c (with optarg); false when c is not one of them. */
+bool tool_remote_opt(struct tool_remote *r, int c);
+/* Resolves server, token and CA file (flags > environment > config file) and creates the client.
+ * Prints the error and returns its exit status (TOOL_EXIT_USAGE when no server or token is
+ * given anywhere); TOOL_EXIT_OK and *ret on success. */
+int tool_remote_connect(const struct tool_ctx *ctx, const struct tool_remote *r,
+                        struct ot_client **ret);
+
+/* One API call that must succeed (2xx): otherwise prints "server: <message> (HTTP <status>)" or
+ * the transport error and returns the exit status. *ret (may be NULL) gets the reply, NULL when
+ * it was empty. */
+int tool_api(const struct tool_ctx *ctx, struct ot_client *c, const char *method,
+             const char *path, const json_t *body, json_t **ret);
+/* Like tool_api, but the reply must be a JSON object. */
+int tool_api_object(const struct tool_ctx *ctx, struct ot_client *c, const char *method,
+                    const char *path, const json_t *body, json_t **ret);
+
+/* A paged list: GET path (which may hold filters already) with cursor_param=<cursor>&limit=N,
+ * page after page, collecting reply[items] until an empty page, a missing cursor or max items
+ * (0: all). The cursor is reply[cursor_key]; descending lists (newest first) must see it fall. */
+struct tool_paging {
+    const char *items;        /* "devices" */
+    const char *cursor_param; /* "after" */
+    const char *cursor_key;   /* "next_after" */
+    bool descending;
+};
+int tool_api_list(const struct tool_ctx *ctx, struct ot_client *c, const char *path,
+                  const struct tool_paging *pg, size_t max, json_t **ret_items);
+
+/* "ID" arguments: a positive decimal number, else a usage error naming what. */
+int tool_parse_id(const struct tool_ctx *ctx, const char *what, const char *arg, int64_t *ret);
+/* "/api/v1/<collection>/<id>[/<suffix>]" into buf. */
+const char *tool_api_path(char *buf, size_t len, const char *collection, int64_t id,
+                          const char *suffix);
+
+/* A table for humans: aligned columns, two blanks apart. Row 0 is the header. Cells are copied,
+ * with control characters (terminal escapes in server data) replaced by '?'. */
+struct tool_table {
+    size_t ncols, nrows;
+    char **cells; /* nrows * ncols */
+};
+void tool_table_init(struct tool_table *t, size_t ncols);
+enum ot_err tool_table_row(struct tool_table *t, const char *const *cells) OT_MUST_CHECK;
+void tool_table_print(const struct tool_ctx *ctx, const struct tool_table *t);
+void tool_table_release(struct tool_table *t);
+
+/* Printing what the server sent. Each returns buf (or a constant), never NULL. */
+const char *tool_jstr(const json_t *obj, const char *key);            /* "-" when absent/empty */
+int64_t tool_jint(const json_t *obj, const char *key);                /* 0 when absent */
+const char *tool_jint_str(const json_t *obj, const char *key, char *buf, size_t len);
+/* Unix seconds as "2024-05-01 12:00:00Z" (UTC); 0 or null: never_text. */
+const char *tool_jtime(const json_t *obj, const char *key, const char *never_text, char *buf,
+                       size_t len);
+/* An object as "k=v,k2=v2" (non-string values as compact JSON), a string array as "a,b". */
+const char *tool_jflat(const json_t *v, char *buf, size_t len);
+/* One line on stdout (the newline is added), made safe for a terminal like table cells. */
+void tool_out_line(const struct tool_ctx *ctx, const char *fmt, ...) OT_PRINTF(2, 3);
+/* "label:       value" lines of the show commands, via tool_out_line. */
+void tool_out_field(const struct tool_ctx *ctx, const char *label, const char *value);
 
 #endif

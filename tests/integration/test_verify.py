@@ -156,14 +156,16 @@ def peak_rss_kib(*args):
 
 @pytest.mark.skipif(not TIME, reason="GNU time (Debian package 'time') is not installed")
 def test_memory_stays_flat_for_large_payloads(keys, trust, tmp_path):
-    """The CLI streams: peak RSS stays far below the payload size (64 MiB here, 32 MiB limit)."""
+    """The CLI streams: what a command adds to the program's own start-up footprint (shared
+    libraries, and under ASan its shadow memory) stays far below the payload size: 64 MiB of
+    payload, at most 24 MiB over `otter --version`. (bench/pack.sh reports absolute figures.)"""
     img = tmp_path / "big.img"
     with open(img, "wb") as f:
         chunk = pattern_bytes(1024 * 1024)
         for i in range(64):
             f.write(os.urandom(4096) + chunk[4096:])
     art = tmp_path / "big.otter"
-    limit = 32 * 1024
+    limit = peak_rss_kib("--version") + 24 * 1024
     base = ["--name", "big", "--version", "1", "--device-type", "gw",
             "--payload", f"name=big.img,file={img},type=raw", "--key", keys.key("alice")]
     assert peak_rss_kib("pack", "-q", "-o", art, *base, "--encrypt-to", keys.pub("dev")) < limit

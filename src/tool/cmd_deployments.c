@@ -1,0 +1,375 @@
+/* otter deployments: list, inspect and cancel deployments (/api/v1/deployments). */
+#include "otter/client.h"
+#include "otter/parse.h"
+#include "tool.h"
+
+const char tool_usage_deployments[] =
+    "Usage: otter deployments list [--status active|finished|cancelled] [--limit N] [--json]\n"
+    "       otter deployments show ID [--device DEVICE_ID] [--json]\n"
+    "       otter deployments cancel ID [--json]\n"
+    "\n"
+    "list     deployments, newest first\n"
+    "show     a deployment: its artifact, target, the devices per state, and every device's\n"
+    "         state, progress and last message; with --device, one device's timeline\n"
+    "cancel   stop an active deployment: devices that have not started will not; devices\n"
+    "         already under way finish and report\n"
+    "\n"
+    "  -s, --status S                list: active, finished or cancelled\n"
+    "  -n, --limit N                 list: at most N deployments\n"
+    "  -d, --device DEVICE_ID        show: this device's reports in the deployment, with logs\n"
+    "  -j, --json                    print the server's JSON (list: an array; show: the\n"
+    "                                deployment with its \"devices\" rows)\n"
+    "  -q, --quiet                   print nothing\n"
+    "  -h, --help                    show this help\n"
+    "\n" TOOL_REMOTE_HELP;
+
+struct deployments_opts {
+    struct tool_remote remote;
+    const char *sub;
+    const char *status;
+    uint64_t limit;
+    int64_t device;
+    bool json;
+    int64_t id;
+};
+
+static int print_json_or_fail(const struct tool_ctx *ctx, const json_t *v)
+{
+    if (ctx->quiet || !tool_print_json(v))
+        return TOOL_EXIT_OK;
+    return tool_failf(ctx, OT_ERR_IO, "cannot write JSON");
+}
+
+/* {"devices":[1,2]} as "devices 1,2", {"tag":"lab"} as "tag lab". */
+static const char *target_text(const json_t *target, char *buf, size_t len)
+{
+    char list[512];
+    const json_t *tag = json_object_get(target, "tag");
+    if (json_is_string(tag))
+        snprintf(buf, len, "tag %s", json_string_value(tag));
+    else if (json_is_array(json_object_get(target, "devices")))
+        snprintf(buf, len, "devices %s",
+                 tool_jflat(json_object_get(target, "devices"), list, sizeof(list)));
+    else
+        tool_jflat(target, buf, len);
+    return buf;
+}
+
+/* ---- list ------------------------------------------------------------------------------------ */
+
+static int print_list(const struct tool_ctx *ctx, const json_t *deps)
+{
+    static const char *const head[] = {"ID", "STATUS", "NAME", "ARTIFACT", "TARGET", "DEVICES",
+                                       "CREATED"};
+    struct tool_table t;
+    tool_table_init(&t, OT_ARRAY_SIZE(head));
+    enum ot_err err = tool_table_row(&t, head);
+    size_t i;
+    json_t *dep;
+    json_array_foreach(deps, i, dep) {
+        char id[32], art[256], target[256], n[32], created[32];
+        snprintf(art, sizeof(art), "%s %s", tool_jstr(dep, "artifact_name"),
+                 tool_jstr(dep, "artifact_version"));
+        const char *row[] = {
+            tool_jint_str(dep, "id", id, sizeof(id)), tool_jstr(dep, "status"),
+            tool_jstr(dep, "name"), art,
+            target_text(json_object_get(dep, "target"), target, sizeof(target)),
+            tool_jint_str(dep, "device_count", n, sizeof(n)),
+            tool_jtime(dep, "created_at", "-", created, sizeof(created)),
+        };
+        if (!err)
+            err = tool_table_row(&t, row);
+    }
+    if (!err)
+        tool_table_print(ctx, &t);
+    tool_table_release(&t);
+    return err ? tool_failf(ctx, err, "out of memory") : TOOL_EXIT_OK;
+}
+
+static int run_list(struct tool_ctx *ctx, const struct deployments_opts *o, struct ot_client *c)
+{
+    static const struct tool_paging pg = {"deployments", "before", "next_before", true};
+    struct ot_buf path;
+    ot_buf_init(&path, OT_CLIENT_URL_MAX);
+    enum ot_err err = ot_buf_append_str(&path, "/api/v1/deployments");
+    if (!err && o->status)
+        err = ot_client_query_add(&path, "status", o->status);
+    json_t *deps = NULL;
+    int rc = err ? tool_failf(ctx, err, "request path too long")
+                 : tool_api_list(ctx, c, ot_buf_str(&path), &pg, o->limit, &deps);
+    ot_buf_release(&path);
+    if (!rc)
+        rc = o->json ? print_json_or_fail(ctx, deps) : print_list(ctx, deps);
+    json_decref(deps);
+    return rc;
+}
+
+/* ---- show ------------------------------------------------------------------------------------ */
+
+static const char *const rollup_order[] = {"pending",   "downloading", "installing", "rebooting",
+                                           "verifying", "success",     "failure",    "rolled_back",
+                                           "cancelled", "skipped"};
+
+/* The non-zero counts: "pending 2, success 1". */
+static const char *rollup_text(const json_t *rollup, char *buf, size_t len)
+{
+    size_t pos = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < OT_ARRAY_SIZE(rollup_order) && pos < len; i++) {
+        int64_t n = tool_jint(rollup, rollup_order[i]);
+        if (n <= 0)
+            continue;
+        int w = snprintf(buf + pos, len - pos, "%s%s %lld", pos ? ", " : "", rollup_order[i],
+                         (long long)n);
+        pos = w > 0 ? OT_MIN(pos + (size_t)w, len - 1) : pos;
+    }
+    return buf[0] ? buf : "-";
+}
+
+static void print_deployment(const struct tool_ctx *ctx, const json_t *dep)
+{
+    char buf[1024], buf2[64];
+    tool_out_field(ctx, "id", tool_jint_str(dep, "id", buf, sizeof(buf)));
+    tool_out_field(ctx, "name", tool_jstr(dep, "name"));
+    snprintf(buf, sizeof(buf), "%s %s (artifact %s)", tool_jstr(dep, "artifact_name"),
+             tool_jstr(dep, "artifact_version"),
+             tool_jint_str(dep, "artifact_id", buf2, sizeof(buf2)));
+    tool_out_field(ctx, "artifact", buf);
+    tool_out_field(ctx, "target", target_text(json_object_get(dep, "target"), buf, sizeof(buf)));
+    tool_out_field(ctx, "status", tool_jstr(dep, "status"));
+    tool_out_field(ctx, "created", tool_jtime(dep, "created_at", "-", buf, sizeof(buf)));
+    tool_out_field(ctx, "created by", tool_jstr(dep, "created_by"));
+    tool_out_field(ctx, "finished", tool_jtime(dep, "finished_at", "-", buf, sizeof(buf)));
+    tool_out_field(ctx, "devices", tool_jint_str(dep, "device_count", buf, sizeof(buf)));
+    tool_out_field(ctx, "states", rollup_text(json_object_get(dep, "rollup"), buf, sizeof(buf)));
+}
+
+static const char *progress_text(const json_t *row, char *buf, size_t len)
+{
+    const json_t *p = json_object_get(row, "progress");
+    if (!json_is_integer(p) || json_integer_value(p) < 0)
+        return "-";
+    snprintf(buf, len, "%lld%%", (long long)json_integer_value(p));
+    return buf;
+}
+
+static int print_rows(const struct tool_ctx *ctx, const json_t *rows)
+{
+    static const char *const head[] = {"DEVICE", "STATUS", "PROGRESS", "UPDATED", "MESSAGE"};
+    struct tool_table t;
+    tool_table_init(&t, OT_ARRAY_SIZE(head));
+    enum ot_err err = tool_table_row(&t, head);
+    size_t i;
+    json_t *r;
+    json_array_foreach(rows, i, r) {
+        char id[32], prog[16], upd[32];
+        const char *row[] = {
+            tool_jint_str(r, "device_id", id, sizeof(id)), tool_jstr(r, "status"),
+            progress_text(r, prog, sizeof(prog)),
+            tool_jtime(r, "updated_at", "-", upd, sizeof(upd)), tool_jstr(r, "message"),
+        };
+        if (!err)
+            err = tool_table_row(&t, row);
+    }
+    if (!err) {
+        tool_out(ctx, "\n");
+        tool_table_print(ctx, &t);
+    }
+    tool_table_release(&t);
+    return err ? tool_failf(ctx, err, "out of memory") : TOOL_EXIT_OK;
+}
+
+static int show_deployment(struct tool_ctx *ctx, const struct deployments_opts *o,
+                           struct ot_client *c)
+{
+    static const struct tool_paging pg = {"devices", "after", "next_after", false};
+    char path[96];
+    json_t *dep = NULL, *rows = NULL;
+    int rc = tool_api_object(ctx, c, "GET",
+                             tool_api_path(path, sizeof(path), "deployments", o->id, NULL), NULL,
+                             &dep);
+    if (!rc)
+        rc = tool_api_list(ctx, c, tool_api_path(path, sizeof(path), "deployments", o->id,
+                                                 "devices"),
+                           &pg, 0, &rows);
+    if (!rc && o->json) {
+        rc = json_object_set(dep, "devices", rows) ? tool_failf(ctx, OT_ERR_NOMEM, "out of memory")
+                                                   : print_json_or_fail(ctx, dep);
+    } else if (!rc) {
+        print_deployment(ctx, dep);
+        rc = print_rows(ctx, rows);
+    }
+    json_decref(dep);
+    json_decref(rows);
+    return rc;
+}
+
+static void print_events(const struct tool_ctx *ctx, const json_t *events)
+{
+    size_t i;
+    json_t *e;
+    if (json_array_size(events) == 0)
+        tool_out(ctx, "  (no reports yet)\n");
+    json_array_foreach(events, i, e) {
+        char at[32], prog[16];
+        tool_out_line(ctx, "  %s  %-11s %4s  %s", tool_jtime(e, "at", "-", at, sizeof(at)),
+                      tool_jstr(e, "status"), progress_text(e, prog, sizeof(prog)),
+                      tool_jstr(e, "message"));
+        const char *log = json_string_value(json_object_get(e, "log"));
+        /* Log lines are the device's own text: each one made safe and indented. */
+        for (const char *p = log; p && *p;) {
+            size_t n = strcspn(p, "\n");
+            tool_out_line(ctx, "      | %.*s", (int)OT_MIN(n, (size_t)INT32_MAX), p);
+            p += n + (p[n] == '\n');
+        }
+    }
+}
+
+static int show_device(struct tool_ctx *ctx, const struct deployments_opts *o,
+                       struct ot_client *c)
+{
+    char path[128], sub[48];
+    snprintf(sub, sizeof(sub), "devices/%lld", (long long)o->device);
+    json_t *row = NULL;
+    int rc = tool_api_object(ctx, c, "GET",
+                             tool_api_path(path, sizeof(path), "deployments", o->id, sub), NULL,
+                             &row);
+    if (!rc && o->json) {
+        rc = print_json_or_fail(ctx, row);
+    } else if (!rc) {
+        char buf[64];
+        snprintf(buf, sizeof(buf), "%lld", (long long)o->id);
+        tool_out_field(ctx, "deployment", buf);
+        tool_out_field(ctx, "device", tool_jint_str(row, "device_id", buf, sizeof(buf)));
+        tool_out_field(ctx, "status", tool_jstr(row, "status"));
+        tool_out_field(ctx, "progress", progress_text(row, buf, sizeof(buf)));
+        tool_out_field(ctx, "message", tool_jstr(row, "message"));
+        tool_out_field(ctx, "updated", tool_jtime(row, "updated_at", "-", buf, sizeof(buf)));
+        tool_out(ctx, "events:\n");
+        print_events(ctx, json_object_get(row, "events"));
+    }
+    json_decref(row);
+    return rc;
+}
+
+static int run_show(struct tool_ctx *ctx, const struct deployments_opts *o, struct ot_client *c)
+{
+    return o->device ? show_device(ctx, o, c) : show_deployment(ctx, o, c);
+}
+
+/* ---- cancel ---------------------------------------------------------------------------------- */
+
+static int run_cancel(struct tool_ctx *ctx, const struct deployments_opts *o, struct ot_client *c)
+{
+    char path[96], id[32];
+    json_t *dep = NULL;
+    int rc = tool_api_object(ctx, c, "POST",
+                             tool_api_path(path, sizeof(path), "deployments", o->id, "cancel"),
+                             NULL, &dep);
+    if (!rc && o->json)
+        rc = print_json_or_fail(ctx, dep);
+    else if (!rc)
+        tool_out_line(ctx, "deployment %s: %s", tool_jint_str(dep, "id", id, sizeof(id)),
+                      tool_jstr(dep, "status"));
+    json_decref(dep);
+    return rc;
+}
+
+/* ---- the command line ------------------------------------------------------------------------ */
+
+static int parse_opt(struct tool_ctx *ctx, int c, char **argv, struct deployments_opts *o)
+{
+    switch (c) {
+    case 's':
+        if (strcmp(optarg, "active") && strcmp(optarg, "finished") && strcmp(optarg, "cancelled"))
+            return tool_usage_error(ctx, "--status must be active, finished or cancelled, not "
+                                    "'%s'", optarg);
+        o->status = optarg;
+        return TOOL_EXIT_OK;
+    case 'n':
+        if (ot_parse_u64(optarg, 1, SIZE_MAX, &o->limit) != OT_OK)
+            return tool_usage_error(ctx, "--limit wants a positive number, not '%s'", optarg);
+        return TOOL_EXIT_OK;
+    case 'd':
+        return tool_parse_id(ctx, "--device", optarg, &o->device);
+    case 'j':
+        o->json = true;
+        return TOOL_EXIT_OK;
+    case 'q':
+        ctx->quiet = true;
+        return TOOL_EXIT_OK;
+    case 'h':
+        return -1;
+    default:
+        return tool_bad_option(ctx, c, argv);
+    }
+}
+
+/* Which options each subcommand takes; the others are refused rather than ignored. */
+static int check_args(struct tool_ctx *ctx, struct deployments_opts *o, int nargs, char **args)
+{
+    bool list = strcmp(o->sub, "list") == 0;
+    if (!list && (o->status || o->limit))
+        return tool_usage_error(ctx, "--status and --limit are for 'deployments list'");
+    if (o->device && strcmp(o->sub, "show") != 0)
+        return tool_usage_error(ctx, "--device is for 'deployments show'");
+    if (list)
+        return nargs ? tool_usage_error(ctx, "too many arguments for 'deployments list'")
+                     : TOOL_EXIT_OK;
+    if (nargs != 1)
+        return tool_usage_error(ctx, nargs ? "too many arguments for 'deployments %s'"
+                                           : "'deployments %s' needs ID", o->sub);
+    return tool_parse_id(ctx, "ID", args[0], &o->id);
+}
+
+static int parse_args(struct tool_ctx *ctx, int argc, char **argv, struct deployments_opts *o)
+{
+    static const struct option longopts[] = {
+        {"status", required_argument, NULL, 's'},
+        {"limit", required_argument, NULL, 'n'},
+        {"device", required_argument, NULL, 'd'},
+        {"json", no_argument, NULL, 'j'},
+        {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},
+        TOOL_REMOTE_LONGOPTS,
+        {0},
+    };
+    int c, rc;
+    while ((c = getopt_long(argc, argv, ":s:n:d:jqh", longopts, NULL)) != -1) {
+        if (tool_remote_opt(&o->remote, c))
+            continue;
+        if ((rc = parse_opt(ctx, c, argv, o)) != 0)
+            return rc;
+    }
+    return check_args(ctx, o, argc - optind, argv + optind);
+}
+
+static const struct {
+    const char *name;
+    int (*run)(struct tool_ctx *ctx, const struct deployments_opts *o, struct ot_client *c);
+} subs[] = {
+    {"list", run_list},
+    {"show", run_show},
+    {"cancel", run_cancel},
+};
+
+int tool_cmd_deployments(struct tool_ctx *ctx, int argc, char **argv)
+{
+    if (argc < 2)
+        return tool_usage_error(ctx, "missing a subcommand: list, show or cancel");
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)
+        return tool_help(ctx);
+    size_t i = 0;
+    while (i < OT_ARRAY_SIZE(subs) && strcmp(subs[i].name, argv[1]) != 0)
+        i++;
+    if (i == OT_ARRAY_SIZE(subs))
+        return tool_usage_error(ctx, "unknown subcommand '%s'", argv[1]);
+    struct deployments_opts o = {.sub = subs[i].name};
+    /* getopt sees "SUBCOMMAND [OPTIONS] [ARGS]", the subcommand in its argv[0]. */
+    int rc = parse_args(ctx, argc - 1, argv + 1, &o);
+    if (rc)
+        return rc < 0 ? tool_help(ctx) : rc;
+    _cleanup_(ot_client_freep) struct ot_client *c = NULL;
+    rc = tool_remote_connect(ctx, &o.remote, &c);
+    return rc ? rc : subs[i].run(ctx, &o, c);
+}
