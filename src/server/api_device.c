@@ -23,6 +23,14 @@
 
 #define CHECKIN_RESP_MAX (4 * 1024 * 1024)
 
+void srv_device_changed(struct srv_app *app, int64_t id)
+{
+    struct ot_diag d = {0};
+    if (srv_fleet_changed(app->fleet, id, &d) != OT_OK)
+        ot_log(OT_LOG_WARNING, "device %lld: other otterd instances see the change only after "
+               "device_cache_ttl: %s", (long long)id, d.msg);
+}
+
 /* ---- auth ------------------------------------------------------------------------------------ */
 
 static void reply_auth(struct srv_app *app, struct srv_request *req,
@@ -112,14 +120,14 @@ void srv_dev_auth(void *app_, struct srv_request *req)
             err = srv_store_device_set_status(app->store, dev.id, SRV_DEVICE_ACCEPTED, app->now(),
                                               &d);
             dev.status = SRV_DEVICE_ACCEPTED;
-            srv_fleet_invalidate(app->fleet, dev.id);
+            srv_device_changed(app, dev.id);
         }
     }
     if (!err && dev.status == SRV_DEVICE_PENDING && ar.enrollment_token[0] &&
         srv_token_text_allows(app, ar.enrollment_token, SRV_SCOPE_DEVICES_ENROLL)) {
         err = srv_store_device_set_status(app->store, dev.id, SRV_DEVICE_ACCEPTED, app->now(), &d);
         dev.status = SRV_DEVICE_ACCEPTED;
-        srv_fleet_invalidate(app->fleet, dev.id);
+        srv_device_changed(app, dev.id);
     }
     ot_wire_auth_req_release(&ar);
     if (err) {

@@ -138,7 +138,7 @@ static void set_status(struct srv_app *app, struct srv_request *req, enum srv_de
     enum ot_err err = dev.status == to ? OT_OK
                                        : srv_store_device_set_status(app->store, dev.id, to,
                                                                      app->now(), &d);
-    srv_fleet_invalidate(app->fleet, dev.id);
+    srv_device_changed(app, dev.id);
     int64_t id = dev.id;
     srv_device_release(&dev);
     if (!err)

@@ -61,6 +61,9 @@ void srv_dev_download(void *app, struct srv_request *req);
 void srv_dev_status(void *app, struct srv_request *req);
 void srv_dev_inventory(void *app, struct srv_request *req);
 
+/* A device's status changed: every otterd instance's device cache must forget it (fleet.h). */
+void srv_device_changed(struct srv_app *app, int64_t id);
+
 /* Shared by the handlers (api.c). */
 /* Records a management action in the audit log (takes detail); a failure is logged, never hidden. */
 void srv_audit(struct srv_app *app, struct srv_request *req, const char *action,

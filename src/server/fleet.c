@@ -3,16 +3,23 @@
  * 64 shards, each a mutex and an open-addressing table keyed by device id, so that the HTTP
  * threads rarely wait for each other. An entry holds the cached device plus its pending last-seen
  * time; the flusher thread swaps the pending times out shard by shard and writes them with one
- * srv_store_device_touch call. A failed batch is put back and retried on the next round. */
+ * srv_store_device_touch calls of TOUCH_CHUNK rows, so that requests that need the store wait
+ * for one chunk at most, never for the whole batch. What was not written is put back and retried
+ * on the next round. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <time.h>
 
+#include <sodium.h>
+
 #include "fleet.h"
+#include "otter/encoding.h"
 #include "otter/log.h"
 
 #define SHARDS 64
 #define GEN_POLL_MS 1000
+#define TOUCH_CHUNK 2048   /* last-seen rows per store call: the store is free in between */
+#define DEVICES_META "devices_generation"
 
 struct entry {
     struct srv_fleet_dev dev;     /* dev.id == 0: empty slot */
@@ -33,6 +40,7 @@ struct srv_fleet {
     struct shard shards[SHARDS];
     atomic_llong generation;
     int64_t store_generation;     /* flusher thread only */
+    char *devices_generation;     /* flusher thread only: meta DEVICES_META as last read */
     pthread_t thread;
     bool thread_started;
     pthread_mutex_t stop_lock;
@@ -136,7 +144,7 @@ enum ot_err srv_fleet_get(struct srv_fleet *f, int64_t id, int64_t now, struct s
     struct shard *s = shard_of(f, id);
     pthread_mutex_lock(&s->lock);
     struct entry *e = s->cap ? slot_find(s, id) : NULL;
-    if (e && e->dev.id == id && e->cached && now - e->loaded_at < (int64_t)f->ttl_s) {
+    if (e && e->dev.id == id && e->cached && (!f->ttl_s || now - e->loaded_at < (int64_t)f->ttl_s)) {
         *ret = e->dev;
         pthread_mutex_unlock(&s->lock);
         return OT_OK;
@@ -182,6 +190,35 @@ void srv_fleet_invalidate(struct srv_fleet *f, int64_t id)
             slot_remove(s, e);
     }
     pthread_mutex_unlock(&s->lock);
+}
+
+/* Drops every cached device (pending last-seen times stay). */
+static void forget_all(struct srv_fleet *f)
+{
+    for (size_t i = 0; i < SHARDS; i++) {
+        struct shard *s = &f->shards[i];
+        pthread_mutex_lock(&s->lock);
+        for (size_t k = 0; k < s->cap; k++) {
+            struct entry *e = &s->slots[k];
+            if (!e->dev.id)
+                continue;
+            if (e->seen)
+                e->cached = false;
+            else
+                slot_remove(s, &s->slots[k--]);
+        }
+        pthread_mutex_unlock(&s->lock);
+    }
+}
+
+enum ot_err srv_fleet_changed(struct srv_fleet *f, int64_t id, struct ot_diag *d)
+{
+    uint8_t r[16];
+    char hex[33];
+    srv_fleet_invalidate(f, id);
+    randombytes_buf(r, sizeof(r));
+    ot_hex_encode(r, sizeof(r), hex);
+    return srv_store_meta_set(f->store, DEVICES_META, hex, d);
 }
 
 void srv_fleet_seen(struct srv_fleet *f, int64_t id, int64_t at)
@@ -247,10 +284,16 @@ enum ot_err srv_fleet_flush(struct srv_fleet *f, struct ot_diag *d)
                 slot_remove(s, &s->slots[k--]);
         pthread_mutex_unlock(&s->lock);
     }
-    enum ot_err err = srv_store_device_touch(f->store, b.ids, b.at, b.n, d);
-    if (err) /* put them back for the next round */
-        for (size_t i = 0; i < b.n; i++)
-            srv_fleet_seen(f, b.ids[i], b.at[i]);
+    enum ot_err err = OT_OK;
+    size_t done = 0;
+    while (!err && done < b.n) {
+        size_t n = OT_MIN(b.n - done, (size_t)TOUCH_CHUNK);
+        err = srv_store_device_touch(f->store, b.ids + done, b.at + done, n, d);
+        if (!err)
+            done += n;
+    }
+    for (size_t i = done; i < b.n; i++) /* not written: put them back for the next round */
+        srv_fleet_seen(f, b.ids[i], b.at[i]);
     free(b.ids);
     free(b.at);
     if (!err && !complete)
@@ -269,6 +312,22 @@ static void poll_generation(struct srv_fleet *f)
     if (g != f->store_generation) {
         f->store_generation = g;
         srv_fleet_bump(f);
+    }
+    /* a device's status changed (maybe through another otterd instance): forget them all */
+    char *dg = NULL;
+    enum ot_err err = srv_store_meta_get(f->store, DEVICES_META, &dg, &d);
+    if (err && err != OT_ERR_NOENT) {
+        ot_log(OT_LOG_WARNING, "fleet: cannot read the devices generation: %s", d.msg);
+        return;
+    }
+    if ((dg == NULL) != (f->devices_generation == NULL) ||
+        (dg && strcmp(dg, f->devices_generation) != 0)) {
+        free(f->devices_generation);
+        f->devices_generation = dg;
+        forget_all(f);
+        srv_fleet_bump(f);
+    } else {
+        free(dg);
     }
 }
 
@@ -320,6 +379,11 @@ enum ot_err srv_fleet_new(struct srv_store *store, unsigned flush_ms, unsigned t
     pthread_mutex_init(&f->stop_lock, NULL);
     pthread_cond_init(&f->stop_cond, NULL);
     enum ot_err err = srv_store_deployments_generation(store, &f->store_generation, d);
+    if (!err) {
+        err = srv_store_meta_get(store, DEVICES_META, &f->devices_generation, d);
+        if (err == OT_ERR_NOENT)
+            err = OT_OK;
+    }
     if (!err && pthread_create(&f->thread, NULL, flusher, f) != 0)
         err = ot_diag_set(d, OT_ERR_NOMEM, "cannot start the last-seen thread");
     if (err) {
@@ -351,5 +415,6 @@ void srv_fleet_free(struct srv_fleet *f)
     }
     pthread_mutex_destroy(&f->stop_lock);
     pthread_cond_destroy(&f->stop_cond);
+    free(f->devices_generation);
     free(f);
 }

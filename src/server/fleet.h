@@ -3,12 +3,13 @@
  * check-in costs no database access in the steady state, and no database write ever: last-seen
  * times are collected here and written in one batch every flush interval.
  *
- * Consistency: this process changes a device through the management API or a report and then
- * calls srv_fleet_invalidate, so a rejected or decommissioned device is refused at once. Entries
- * also expire after ttl seconds, which bounds how long a change made by another otterd instance
- * (PostgreSQL scale-out) takes to be seen. The next action is cached against the deployments
- * generation: this process bumps it when it creates or cancels a deployment, and the flusher
- * polls the store's generation so changes made by other instances are picked up within a second. */
+ * Consistency: whoever changes a device's status calls srv_fleet_changed, which drops it here
+ * (a rejected or decommissioned device is refused by its very next request) and writes a new
+ * random "devices generation" into the store; the flusher thread polls it every second, so every
+ * other otterd instance sharing a PostgreSQL store drops its cached devices within a second too.
+ * Entries also expire after ttl seconds (0: never), a safety net only. The next action is cached
+ * against the deployments generation: this process bumps it when it creates or cancels a
+ * deployment, and the flusher polls the store's generation the same way. */
 #ifndef OTTERD_FLEET_H
 #define OTTERD_FLEET_H
 
@@ -25,7 +26,8 @@ struct srv_fleet_dev {
     int64_t action_deployment; /* the device's next deployment, 0 for none */
 };
 
-/* Starts the flusher thread (last-seen batches every flush_ms, generation poll every second). */
+/* Starts the flusher thread (last-seen batches every flush_ms, generation poll every second).
+ * ttl_s: how long an entry may be used at most; 0 = until invalidated. */
 enum ot_err srv_fleet_new(struct srv_store *store, unsigned flush_ms, unsigned ttl_s,
                           struct srv_fleet **ret, struct ot_diag *d) OT_MUST_CHECK;
 /* Stops the thread and writes the last batch. */
@@ -37,8 +39,10 @@ enum ot_err srv_fleet_get(struct srv_fleet *f, int64_t id, int64_t now, struct s
 /* Writes back what a handler learned (reported_hash, device_type, action) if the entry is still
  * there. */
 void srv_fleet_put(struct srv_fleet *f, const struct srv_fleet_dev *dev);
-/* Forgets a device (its status, tags or deployments changed). */
+/* Forgets a device here (its reported state or next action changed). */
 void srv_fleet_invalidate(struct srv_fleet *f, int64_t id);
+/* A device's status changed: forget it here, and tell the other instances (see above). */
+enum ot_err srv_fleet_changed(struct srv_fleet *f, int64_t id, struct ot_diag *d) OT_MUST_CHECK;
 /* Notes that the device was seen at `at`; written with the next batch. */
 void srv_fleet_seen(struct srv_fleet *f, int64_t id, int64_t at);
 /* Writes the pending last-seen times now (tests, shutdown). */

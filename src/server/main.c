@@ -81,9 +81,9 @@ static const struct ot_cfg_key cfg_keys[] = {
      64ull * 1024 * 1024 * 1024, "8G", "largest artifact an upload may be"},
     {NULL, "last_seen_flush", OT_CFG_DURATION, CFG(last_seen_flush_ms), 100, 600000, "5s",
      "devices' last-seen times are written in one batch this often"},
-    {NULL, "device_cache_ttl", OT_CFG_DURATION, CFG(device_cache_ttl_ms), 0, 3600000, "30s",
-     "how long a device's cached status may be used (bounds how late other otterd instances "
-     "see a change)"},
+    {NULL, "device_cache_ttl", OT_CFG_DURATION, CFG(device_cache_ttl_ms), 1000, 86400000, "10m",
+     "PostgreSQL: how long a device's cached state may be used at most (changes made by other "
+     "instances arrive within a second anyway; this is a safety net)"},
 };
 
 struct options {
@@ -404,7 +404,10 @@ static int serve(const struct srv_config *cfg, struct srv_store *store, const si
     enum ot_err err = srv_devtoken_init(&app, &d);
     if (!err)
         err = srv_fleet_new(store, (unsigned)cfg->last_seen_flush_ms,
-                            (unsigned)(cfg->device_cache_ttl_ms / 1000), &app.fleet, &d);
+                            srv_store_is_shared(store)
+                                ? (unsigned)(cfg->device_cache_ttl_ms / 1000)
+                                : 0, /* one process: every change goes through it */
+                            &app.fleet, &d);
     if (!err)
         err = srv_http_start(&hc, srv_routes, srv_nroutes, srv_auth_check, &app, &http, &d);
     if (err) {

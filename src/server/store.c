@@ -64,6 +64,8 @@ void srv_store_close(struct srv_store *s)
         s->ops->close(s);
 }
 
+bool srv_store_is_shared(const struct srv_store *s) { return s->ops != &srv__store_sqlite_ops; }
+
 int srv_store_schema_version(struct srv_store *s) { return s->ops->schema_version(s); }
 
 /* ---- argument checks, the same for every back end -------------------------------------------- */

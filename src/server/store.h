@@ -68,6 +68,9 @@ struct srv_audit {
 enum ot_err srv_store_open(const char *url, struct srv_store **ret, struct ot_diag *d)
     OT_MUST_CHECK;
 void srv_store_close(struct srv_store *s);
+/* Whether several otterd instances may share this store (PostgreSQL), so that what one of them
+ * caches can be changed by another. */
+bool srv_store_is_shared(const struct srv_store *s);
 /* The schema version after migrations (the number of the last one applied). */
 int srv_store_schema_version(struct srv_store *s);
 

@@ -9,14 +9,18 @@ import time
 import pytest
 
 from fleet_util import Device, Release, accepted_device, canonical, sign, AUTH_CONTEXT
+from pg_util import pg_database  # noqa: F401 (fixture)
 
 
 
-@pytest.fixture
-def fast_server(make_server, tmp_path):
-    """otterd with a short poll interval and last-seen batches every 100 ms."""
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fast_server(request, make_server, tmp_path):
+    """otterd with a short poll interval and last-seen batches every 100 ms, on each store."""
     conf = tmp_path / "otterd.conf"
-    conf.write_text("poll_interval = 7s\npoll_jitter = 2s\nlast_seen_flush = 100ms\n")
+    text = "poll_interval = 7s\npoll_jitter = 2s\nlast_seen_flush = 100ms\n"
+    if request.param == "postgresql":
+        text += f"database = {request.getfixturevalue('pg_database')}\n"
+    conf.write_text(text)
     s = make_server(args=["--config", conf])
     assert s.token
     return s
