@@ -1,0 +1,1254 @@
+/* The update engine (engine.h): one function per phase, each doing its phase's side effects (all
+ * idempotent) and then saving the next phase with go(), which runs it. Network steps (check-in,
+ * download, reports) are asynchronous on the loop; the rest runs inline.
+ *
+ * Crash safety rests on three rules: a phase is saved before its side effects start; a side effect
+ * can be repeated (handlers and boot backends promise it); and what the bootloader did while we
+ * were away is read back on start (booted slot, armed trial) rather than assumed. */
+#include <fcntl.h>
+#include <ftw.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "engine.h"
+#include "handler.h"
+#include "otter/artifact.h"
+#include "otter/encoding.h"
+#include "otter/file.h"
+#include "otter/log.h"
+#include "otter/sig.h"
+
+#define DOWNLOAD_FILE "download.part"
+#define WORK_DIR "work"
+#define MAX_ATTEMPTS 5
+#define RETRY_MIN_MS 2000
+
+extern char **environ;
+
+struct pipeline;
+
+struct ag_engine {
+    struct ag_engine_env env;
+    const struct ag_config *cfg;
+    struct ag_state st;
+    struct ag_installed installed;
+    bool paused;
+    bool in_run;                   /* run() is on the stack: go() only records */
+    bool rerun;
+    uint64_t timer;                /* the pending wake-up, 0 none */
+    unsigned failures;             /* consecutive network failures (backoff) */
+    uint32_t poll_interval_s, poll_jitter_s;
+    struct ag_download *dl;
+    struct pipeline *stream;       /* streaming mode: the install pipeline fed by the download */
+    int dl_fd;
+    uint64_t dl_offset;
+    unsigned last_progress;        /* percent reported */
+    bool report_in_flight;
+    int pending_status;            /* a progress report waiting for the one in flight, 0 none */
+    int pending_progress;
+    bool reboot_after_report;      /* reboot once the "rebooting" report went out */
+    bool checkin_in_flight;
+    bool final_in_flight;
+    bool inventory_sent;
+    int64_t last_checkin;          /* Unix seconds */
+    char last_error[256];
+    char *work_dir, *download_path;
+    int exit_code;                 /* set when the loop must stop (reboot) */
+};
+
+static void run(struct ag_engine *e);
+static void schedule(struct ag_engine *e, uint64_t ms);
+
+/* ---- small helpers ---------------------------------------------------------------------------- */
+
+static void note_error(struct ag_engine *e, const char *fmt, ...) OT_PRINTF(2, 3);
+static void note_error(struct ag_engine *e, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->last_error, sizeof(e->last_error), fmt, ap);
+    va_end(ap);
+    ot_log(OT_LOG_WARNING, "%s", e->last_error);
+}
+
+/* Saves the state with its new phase, then runs it (or lets the running run() continue). */
+static bool go(struct ag_engine *e, enum ag_phase phase)
+{
+    struct ot_diag d = {0};
+    enum ag_phase old = e->st.phase;
+    e->st.phase = phase;
+    if (ag_state_save(e->cfg->state_dir, &e->st, &d) != OT_OK) {
+        e->st.phase = old;
+        note_error(e, "cannot save the state (%s): retrying", d.msg);
+        schedule(e, RETRY_MIN_MS);
+        return false;
+    }
+    ot_log(OT_LOG_INFO, "phase %s -> %s", ag_phase_name(old), ag_phase_name(phase));
+    e->rerun = true;
+    return true;
+}
+
+/* Ends the update with a result: after activation through rollback, before it straight to the
+ * report. */
+static void finish(struct ag_engine *e, const char *result, const char *fmt, ...)
+    OT_PRINTF(3, 4);
+static void finish(struct ag_engine *e, const char *result, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    snprintf(e->st.result, sizeof(e->st.result), "%s", result);
+    if (ag_state_set(&e->st.message, msg) != OT_OK)
+        ot_log(OT_LOG_ERR, "out of memory");
+    ot_log(strcmp(result, "success") ? OT_LOG_WARNING : OT_LOG_NOTICE, "update %s: %s", result,
+           msg);
+    bool undo = e->st.activated || e->st.boot_armed || strcmp(result, "rolled_back") == 0;
+    go(e, undo && strcmp(result, "success") ? AG_ROLLBACK : AG_REPORT);
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    remove(path);
+    return 0;
+}
+
+static void remove_tree(const char *path)
+{
+    nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void cleanup_files(struct ag_engine *e)
+{
+    remove_tree(e->work_dir);
+    unlink(e->download_path);
+}
+
+static uint64_t jittered(uint64_t ms, uint64_t jitter_ms)
+{
+    if (!jitter_ms)
+        return ms;
+    uint64_t r = (uint64_t)random() % (2 * jitter_ms + 1);
+    return ms + r > jitter_ms ? ms + r - jitter_ms : 1000;
+}
+
+static uint64_t backoff_ms(struct ag_engine *e)
+{
+    unsigned n = OT_MIN(e->failures, 16u);
+    uint64_t ms = (uint64_t)RETRY_MIN_MS << n;
+    return jittered(OT_MIN(ms, e->cfg->retry_max_ms), OT_MIN(ms, e->cfg->retry_max_ms) / 4);
+}
+
+static void on_timer(void *userdata)
+{
+    struct ag_engine *e = userdata;
+    e->timer = 0;
+    run(e);
+}
+
+static void schedule(struct ag_engine *e, uint64_t ms)
+{
+    if (!e->env.loop)
+        return;
+    if (e->timer)
+        ag_loop_timer_cancel(e->env.loop, e->timer);
+    e->timer = ag_loop_timer(e->env.loop, ms, on_timer, e);
+}
+
+/* The manifest saved with the state (the announced one, or the local file's). */
+static enum ot_err state_manifest(struct ag_engine *e, struct ot_manifest *m, struct ot_diag *d)
+{
+    if (!e->st.manifest)
+        return ot_diag_set(d, OT_ERR_FORMAT, "the saved state has no manifest");
+    return ot_manifest_parse((const uint8_t *)e->st.manifest, strlen(e->st.manifest), m, d);
+}
+
+static bool uses_slot(const struct ot_payload *p)
+{
+    return strcmp(p->type, "raw") == 0 && (!p->target[0] || strcmp(p->target, "slot") == 0);
+}
+
+static struct ag_install_ctx install_ctx(struct ag_engine *e)
+{
+    const char *slot = NULL;
+    if (e->st.target_slot[0])
+        slot = strcmp(e->st.target_slot, AG_SLOT_A) == 0 ? e->cfg->slot_a : e->cfg->slot_b;
+    return (struct ag_install_ctx){.work_dir = e->work_dir,
+                                   .slot_path = slot,
+                                   .modules_dir = e->cfg->modules_dir,
+                                   .root = e->cfg->root};
+}
+
+/* Checks an artifact's manifest against this device before anything is written: signatures
+ * (when sigs is given), compatibility, anti-rollback, a handler for every payload, slots. */
+static enum ot_err check_announced(struct ag_engine *e, const char *manifest, const char *sigs,
+                                   struct ot_manifest *m, struct ot_diag *d)
+{
+    size_t len = strlen(manifest);
+    if (sigs) {
+        struct ot_sigset set;
+        enum ot_err err = ot_sigset_parse((const uint8_t *)sigs, strlen(sigs), &set, d);
+        if (!err)
+            err = ot_sigset_verify(&set, e->env.trust, (const uint8_t *)manifest, len, NULL, d);
+        if (err)
+            return err;
+    }
+    enum ot_err err = ot_manifest_parse((const uint8_t *)manifest, len, m, d);
+    if (!err)
+        err = ot_manifest_check_device(m, e->cfg->device_type, NULL, 0,
+                                       e->installed.min_security_version, d);
+    for (size_t i = 0; !err && i < m->npayloads; i++) {
+        const struct ot_payload *p = &m->payloads[i];
+        if (!ag_handler_find(p->type, e->cfg->modules_dir))
+            err = ot_diag_set(d, OT_ERR_UNSUPPORTED, "payload '%s': no handler for type '%s'",
+                              p->name, p->type);
+        else if (uses_slot(p) && !e->env.boot)
+            err = ot_diag_set(d, OT_ERR_UNSUPPORTED, "payload '%s' goes to an A/B slot, but "
+                              "this device has no boot backend configured", p->name);
+    }
+    if (err)
+        ot_manifest_release(m);
+    return err;
+}
+
+static bool needs_reboot(const struct ot_manifest *m)
+{
+    for (size_t i = 0; i < m->npayloads; i++)
+        if (uses_slot(&m->payloads[i]))
+            return true;
+    return false;
+}
+
+/* ---- the install pipeline: artifact bytes -> reader -> handlers ------------------------------ */
+
+struct pipeline {
+    struct ag_engine *e;
+    struct ag_install_ctx ctx;
+    struct ot_artifact_reader *reader;
+    struct ot_sink *sink;          /* the current payload's (owned) */
+    const struct ot_payload *current;
+    size_t begun;                  /* payloads begun (abort those on failure) */
+    bool manifest_ok;
+};
+
+static enum ot_err pl_manifest(void *userdata, const struct ot_manifest *m, const uint8_t *raw,
+                               size_t rawlen, const struct ot_sigset *sigs,
+                               const struct ot_sig_report *report, struct ot_diag *d)
+{
+    (void)sigs, (void)report, (void)m;
+    struct pipeline *pl = userdata;
+    const char *want = pl->e->st.manifest;
+    if (want && (strlen(want) != rawlen || memcmp(want, raw, rawlen) != 0))
+        return ot_diag_set(d, OT_ERR_SIGNATURE, "the artifact's manifest is not the one the "
+                                                "server announced");
+    char *text = strndup((const char *)raw, rawlen); /* raw is not NUL-terminated */
+    if (!text)
+        return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+    struct ot_manifest checked = {0};
+    enum ot_err err = check_announced(pl->e, text, NULL, &checked, d);
+    ot_manifest_release(&checked);
+    if (!err && !want) { /* a local file: this verified manifest is the one to keep */
+        free(pl->e->st.manifest);
+        pl->e->st.manifest = text;
+        text = NULL;
+    }
+    free(text);
+    if (!err)
+        pl->manifest_ok = true;
+    return err;
+}
+
+static enum ot_err pl_begin(void *userdata, const struct ot_payload *p, size_t index,
+                            struct ot_sink **ret_sink, struct ot_diag *d)
+{
+    struct pipeline *pl = userdata;
+    const struct ag_handler_ops *h = ag_handler_find(p->type, pl->ctx.modules_dir);
+    if (!h)
+        return ot_diag_set(d, OT_ERR_UNSUPPORTED, "no handler for '%s'", p->type);
+    enum ot_err err = h->begin(&pl->ctx, p, &pl->sink, d);
+    if (err)
+        return ot_diag_prefix(d, err, "payload '%s'", p->name);
+    pl->begun = index + 1;
+    pl->current = p;
+    *ret_sink = pl->sink;
+    return OT_OK;
+}
+
+static enum ot_err pl_end(void *userdata, const struct ot_payload *p, size_t index,
+                          struct ot_diag *d)
+{
+    (void)index;
+    struct pipeline *pl = userdata;
+    ot_sink_free(pl->sink);
+    pl->sink = NULL;
+    pl->current = NULL;
+    enum ot_err err = ag_handler_find(p->type, pl->ctx.modules_dir)->end(&pl->ctx, p, d);
+    return err ? ot_diag_prefix(d, err, "payload '%s'", p->name) : OT_OK;
+}
+
+static void pl_free(struct pipeline *pl, bool abort_payloads)
+{
+    if (!pl)
+        return;
+    ot_sink_free(pl->sink);
+    const struct ot_manifest *m = pl->reader ? ot_artifact_reader_manifest(pl->reader) : NULL;
+    for (size_t i = 0; abort_payloads && m && i < pl->begun && i < m->npayloads; i++) {
+        const struct ag_handler_ops *h = ag_handler_find(m->payloads[i].type, pl->ctx.modules_dir);
+        if (h)
+            h->abort(&pl->ctx, &m->payloads[i]);
+    }
+    ot_artifact_reader_free(pl->reader);
+    free(pl);
+}
+
+static enum ot_err pl_new(struct ag_engine *e, struct pipeline **ret, struct ot_diag *d)
+{
+    struct pipeline *pl = calloc(1, sizeof(*pl));
+    if (!pl)
+        return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+    pl->e = e;
+    pl->ctx = install_ctx(e);
+    if (mkdir(e->work_dir, 0700) < 0 && errno != EEXIST) {
+        free(pl);
+        return ot_diag_errno(d, OT_ERR_IO, errno, "cannot create %s", e->work_dir);
+    }
+    struct ot_reader_opts opts = {.trust = e->env.trust,
+                                  .device_keys = e->env.device_keys,
+                                  .ndevice_keys = e->env.ndevice_keys,
+                                  .mode = OT_READ_DECODE};
+    struct ot_reader_callbacks cb = {.manifest = pl_manifest,
+                                     .payload_begin = pl_begin,
+                                     .payload_end = pl_end};
+    enum ot_err err = ot_artifact_reader_new(&opts, &cb, pl, &pl->reader);
+    if (err) {
+        free(pl);
+        return ot_diag_set(d, err, "out of memory");
+    }
+    *ret = pl;
+    return OT_OK;
+}
+
+/* Every payload was written and verified: make them live (in-place handlers) or wait for the
+ * reboot (A/B). "activated" is saved before the first activate. */
+static void after_install(struct ag_engine *e)
+{
+    struct ot_manifest m = {0};
+    struct ot_diag d = {0};
+    if (state_manifest(e, &m, &d) != OT_OK)
+        return finish(e, "failure", "%s", d.msg);
+    e->st.activated = true;
+    struct ot_diag sd = {0};
+    if (ag_state_save(e->cfg->state_dir, &e->st, &sd) != OT_OK) {
+        ot_manifest_release(&m);
+        note_error(e, "cannot save the state: %s", sd.msg);
+        return schedule(e, RETRY_MIN_MS);
+    }
+    ag_crash_point("before:activate");
+    struct ag_install_ctx ctx = install_ctx(e);
+    enum ot_err err = OT_OK;
+    for (size_t i = 0; !err && i < m.npayloads; i++)
+        err = ag_handler_find(m.payloads[i].type, e->cfg->modules_dir)
+                  ->activate(&ctx, &m.payloads[i], &d);
+    ot_manifest_release(&m);
+    if (err)
+        return finish(e, "failure", "activating the update failed: %s", d.msg);
+    go(e, e->st.needs_reboot ? AG_REBOOT_PENDING : AG_VERIFY_AFTER_BOOT);
+}
+
+/* ---- phases ----------------------------------------------------------------------------------- */
+
+static void report_progress(struct ag_engine *e, enum ot_wire_status status, int progress);
+static void reboot_now(struct ag_engine *e);
+
+static void on_final_report(void *userdata, const struct ag_net_result *r)
+{
+    struct ag_engine *e = userdata;
+    e->final_in_flight = false;
+    /* 409: the server has a final state already (our earlier report got through); 404: the
+     * deployment is gone. Either way there is nothing more to tell. */
+    if (r->err && r->err != OT_ERR_EXISTS && r->err != OT_ERR_NOENT) {
+        e->failures++;
+        note_error(e, "final report not delivered (%s): retrying", r->diag.msg);
+        return schedule(e, backoff_ms(e));
+    }
+    e->failures = 0;
+    cleanup_files(e);
+    int64_t dep = e->st.deployment_id;
+    ag_state_release(&e->st);
+    e->st.phase = AG_REPORT; /* go() saves idle */
+    if (go(e, AG_IDLE)) {
+        ot_log(OT_LOG_NOTICE, "deployment %lld: result reported", (long long)dep);
+        e->inventory_sent = false; /* versions changed */
+    }
+    run(e);
+}
+
+static void phase_report(struct ag_engine *e)
+{
+    if (!e->st.deployment_id || !e->env.net) {
+        cleanup_files(e);
+        struct ag_state idle = {.phase = AG_IDLE};
+        ag_state_release(&e->st);
+        e->st = idle;
+        e->st.phase = AG_REPORT;
+        go(e, AG_IDLE);
+        return;
+    }
+    if (e->final_in_flight)
+        return;
+    enum ot_wire_status s = strcmp(e->st.result, "success") == 0       ? OT_WIRE_SUCCESS
+                            : strcmp(e->st.result, "rolled_back") == 0 ? OT_WIRE_ROLLED_BACK
+                                                                       : OT_WIRE_FAILURE;
+    struct ot_wire_status_report r = {.status = s,
+                                      .progress = -1,
+                                      .message = e->st.message ? e->st.message : (char *)""};
+    e->final_in_flight = true;
+    ag_net_report(e->env.net, e->st.deployment_id, &r, on_final_report, e);
+}
+
+static enum ot_err run_command(const char *cmd, uint64_t timeout_ms, int *ret_status,
+                               struct ot_diag *d)
+{
+    char *argv[] = {"/bin/sh", "-c", (char *)cmd, NULL};
+    pid_t pid;
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    /* the loop blocks signals (signalfd): a child gets the defaults back */
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
+                                        POSIX_SPAWN_SETSIGDEF);
+    posix_spawnattr_setpgroup(&attr, 0);
+    int rc = posix_spawn(&pid, "/bin/sh", NULL, &attr, argv, environ);
+    posix_spawnattr_destroy(&attr);
+    if (rc != 0)
+        return ot_diag_errno(d, OT_ERR_IO, rc, "cannot run '%s'", cmd);
+    uint64_t waited = 0;
+    int status = 0;
+    for (;;) {
+        pid_t w = waitpid(pid, &status, WNOHANG);
+        if (w == pid)
+            break;
+        if (w < 0 && errno != EINTR)
+            return ot_diag_errno(d, OT_ERR_IO, errno, "waiting for '%s'", cmd);
+        if (waited >= timeout_ms) {
+            kill(-pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            return ot_diag_set(d, OT_ERR_INVALID, "'%s' did not finish within %llu s", cmd,
+                               (unsigned long long)(timeout_ms / 1000));
+        }
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        waited += 20;
+    }
+    *ret_status = status;
+    return OT_OK;
+}
+
+static void reboot_now(struct ag_engine *e)
+{
+    ag_crash_point("before:reboot");
+    if (!e->cfg->reboot_command[0]) {
+        ot_log(OT_LOG_NOTICE, "reboot needed: exiting with status %d", AG_EXIT_REBOOT);
+        e->exit_code = AG_EXIT_REBOOT;
+        if (e->env.loop)
+            ag_loop_stop(e->env.loop, AG_EXIT_REBOOT);
+        return;
+    }
+    ot_log(OT_LOG_NOTICE, "rebooting: %s", e->cfg->reboot_command);
+    int status;
+    struct ot_diag d = {0};
+    if (run_command(e->cfg->reboot_command, 60000, &status, &d) != OT_OK || status != 0)
+        note_error(e, "reboot command failed: %s", d.msg[0] ? d.msg : "non-zero exit");
+    schedule(e, 60000); /* still here a minute later: try again */
+}
+
+static void on_reboot_timer(void *userdata)
+{
+    struct ag_engine *e = userdata;
+    e->timer = 0;
+    if (e->reboot_after_report) {
+        e->reboot_after_report = false;
+        reboot_now(e);
+    }
+}
+
+static void schedule_reboot(struct ag_engine *e)
+{
+    if (e->timer)
+        ag_loop_timer_cancel(e->env.loop, e->timer);
+    e->timer = ag_loop_timer(e->env.loop, 10000, on_reboot_timer, e);
+}
+
+static void phase_reboot_pending(struct ag_engine *e)
+{
+    if (e->reboot_after_report)
+        return; /* already on its way */
+    struct ag_boot_state bs;
+    struct ot_diag d = {0};
+    if (ag_boot_read(e->env.boot, &bs, &d) != OT_OK)
+        return finish(e, "failure", "cannot read the boot environment: %s", d.msg);
+    if (strcmp(bs.booted, e->st.target_slot) == 0)
+        return (void)go(e, AG_VERIFY_AFTER_BOOT);
+    if (e->st.boot_armed && !bs.try_slot[0])
+        return finish(e, "rolled_back", "the new slot %s did not boot: the bootloader fell "
+                      "back to %s", e->st.target_slot, bs.booted);
+    if (!e->st.boot_armed) {
+        if (ag_boot_try(e->env.boot, e->st.target_slot, &d) != OT_OK)
+            return finish(e, "failure", "cannot arm the bootloader: %s", d.msg);
+        ag_crash_point("after:boot_try");
+        e->st.boot_armed = true;
+        if (ag_state_save(e->cfg->state_dir, &e->st, &d) != OT_OK) {
+            note_error(e, "cannot save the state: %s", d.msg);
+            return schedule(e, RETRY_MIN_MS);
+        }
+    }
+    if (e->env.net && e->st.deployment_id && e->env.loop) {
+        /* tell the server first (bounded: the reboot goes ahead after 10 s regardless) */
+        report_progress(e, OT_WIRE_REBOOTING, -1);
+        e->reboot_after_report = true;
+        return schedule_reboot(e);
+    }
+    if (e->env.loop)
+        reboot_now(e);
+}
+
+static enum ot_err health_check(struct ag_engine *e, struct ot_diag *d)
+{
+    if (!e->cfg->health_command[0])
+        return OT_OK;
+    int status = 0;
+    enum ot_err err = run_command(e->cfg->health_command, e->cfg->health_timeout_ms, &status, d);
+    if (!err && !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+        err = ot_diag_set(d, OT_ERR_INVALID, "the health check '%s' failed (%s %d)",
+                          e->cfg->health_command, WIFEXITED(status) ? "exit status" : "signal",
+                          WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+    return err;
+}
+
+static void on_health_checkin(void *userdata, const struct ag_net_result *r,
+                              const struct ot_wire_checkin_resp *resp)
+{
+    (void)resp;
+    struct ag_engine *e = userdata;
+    e->checkin_in_flight = false;
+    if (e->st.phase != AG_VERIFY_AFTER_BOOT)
+        return;
+    if (r->err) {
+        /* The new version must reach the server; give it a few tries before giving up. */
+        if (++e->failures < MAX_ATTEMPTS) {
+            note_error(e, "health: the server is not reachable yet (%s)", r->diag.msg);
+            return schedule(e, backoff_ms(e));
+        }
+        e->failures = 0;
+        return finish(e, "rolled_back", "after the update the server could not be reached: %s",
+                      r->diag.msg);
+    }
+    e->failures = 0;
+    go(e, AG_COMMIT);
+    run(e);
+}
+
+static void checkin_request(struct ag_engine *e, ag_net_checkin_fn fn);
+
+static void phase_verify_after_boot(struct ag_engine *e, bool with_server)
+{
+    struct ot_diag d = {0};
+    if (e->st.needs_reboot) {
+        struct ag_boot_state bs;
+        if (ag_boot_read(e->env.boot, &bs, &d) != OT_OK)
+            return finish(e, "failure", "cannot read the boot environment: %s", d.msg);
+        if (strcmp(bs.booted, e->st.target_slot) != 0)
+            return finish(e, "rolled_back", "the new slot %s did not boot: running %s",
+                          e->st.target_slot, bs.booted);
+    }
+    if (e->env.net && e->st.deployment_id)
+        report_progress(e, OT_WIRE_VERIFYING, -1);
+    if (health_check(e, &d) != OT_OK)
+        return finish(e, "rolled_back", "%s", d.msg);
+    if (with_server && e->env.net) {
+        if (!e->checkin_in_flight)
+            checkin_request(e, on_health_checkin);
+        return;
+    }
+    go(e, AG_COMMIT);
+}
+
+static void phase_commit(struct ag_engine *e)
+{
+    struct ot_manifest m = {0};
+    struct ot_diag d = {0};
+    if (state_manifest(e, &m, &d) != OT_OK)
+        return finish(e, "failure", "%s", d.msg);
+    struct ag_install_ctx ctx = install_ctx(e);
+    enum ot_err err = OT_OK;
+    if (e->st.needs_reboot)
+        err = ag_boot_commit(e->env.boot, e->st.target_slot, &d);
+    for (size_t i = 0; !err && i < m.npayloads; i++)
+        err = ag_handler_find(m.payloads[i].type, e->cfg->modules_dir)
+                  ->commit(&ctx, &m.payloads[i], &d);
+    for (size_t i = 0; !err && i < m.npayloads; i++)
+        err = ag_installed_put(&e->installed, m.payloads[i].name, m.payloads[i].version,
+                               m.payloads[i].sha256);
+    if (!err)
+        e->installed.min_security_version =
+            OT_MAX(e->installed.min_security_version, m.security_version);
+    if (!err)
+        err = ag_installed_save(e->cfg->state_dir, &e->installed, &d);
+    ot_manifest_release(&m);
+    if (err) {
+        /* The new version runs; what failed is bookkeeping. Retry rather than roll back. */
+        note_error(e, "commit: %s (retrying)", d.msg);
+        return schedule(e, backoff_ms(e));
+    }
+    ag_crash_point("after:commit");
+    snprintf(e->st.result, sizeof(e->st.result), "success");
+    if (ag_state_set(&e->st.message, "installed") != OT_OK)
+        ot_log(OT_LOG_ERR, "out of memory");
+    go(e, AG_REPORT);
+}
+
+static void phase_rollback(struct ag_engine *e)
+{
+    struct ot_manifest m = {0};
+    struct ot_diag d = {0};
+    enum ot_err err = state_manifest(e, &m, &d);
+    struct ag_install_ctx ctx = install_ctx(e);
+    for (size_t i = 0; !err && i < m.npayloads; i++)
+        err = ag_handler_find(m.payloads[i].type, e->cfg->modules_dir)
+                  ->rollback(&ctx, &m.payloads[i], &d);
+    ot_manifest_release(&m);
+    if (!err && e->st.needs_reboot) {
+        struct ag_boot_state bs;
+        err = ag_boot_rollback(e->env.boot, &d);
+        if (!err)
+            err = ag_boot_read(e->env.boot, &bs, &d);
+        if (!err && strcmp(bs.booted, e->st.target_slot) == 0) {
+            /* running the new slot: back to the old one (the trial is cleared, so the
+             * bootloader boots the default) */
+            ag_crash_point("before:rollback_reboot");
+            if (e->env.loop)
+                return reboot_now(e);
+            e->exit_code = AG_EXIT_REBOOT;
+            return;
+        }
+    }
+    if (err) {
+        note_error(e, "rollback: %s (retrying)", d.msg);
+        return schedule(e, backoff_ms(e));
+    }
+    go(e, AG_REPORT);
+}
+
+/* Install from the downloaded (or local) file. */
+static void phase_install(struct ag_engine *e)
+{
+    struct ot_diag d = {0};
+    if (++e->st.attempts > MAX_ATTEMPTS)
+        return finish(e, "failure", "the installation was interrupted %d times", MAX_ATTEMPTS);
+    if (ag_state_save(e->cfg->state_dir, &e->st, &d) != OT_OK) {
+        note_error(e, "cannot save the state: %s", d.msg);
+        return schedule(e, RETRY_MIN_MS);
+    }
+    if (e->env.net && e->st.deployment_id)
+        report_progress(e, OT_WIRE_INSTALLING, -1);
+    const char *src = e->st.deployment_id ? e->download_path : e->st.url;
+    int fd = open(src, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return finish(e, "failure", "cannot open the artifact %s: %s", src, strerror(errno));
+    struct pipeline *pl = NULL;
+    enum ot_err err = pl_new(e, &pl, &d);
+    if (!err)
+        err = ot_artifact_reader_feed_fd(pl->reader, fd, 0, NULL, NULL, &d);
+    close(fd);
+    pl_free(pl, err != OT_OK);
+    if (err)
+        return finish(e, "failure", "%s", d.msg);
+    after_install(e);
+}
+
+static void phase_verify(struct ag_engine *e)
+{
+    uint8_t sum[32], want[32];
+    char hex[65];
+    struct ot_diag d = {0};
+    int fd = open(e->download_path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return (void)go(e, AG_DOWNLOAD);
+    struct ot_sha256 h;
+    enum ot_err err = ot_sha256_init(&h);
+    uint8_t *buf = err ? NULL : malloc(1 << 20);
+    uint64_t total = 0;
+    for (ssize_t n; buf && (n = read(fd, buf, 1 << 20)) > 0;) {
+        ot_sha256_update(&h, buf, (size_t)n);
+        total += (uint64_t)n;
+    }
+    free(buf);
+    close(fd);
+    ot_sha256_final(&h, sum);
+    ot_hex_encode(sum, sizeof(sum), hex);
+    if (!err && (ot_hex_decode(e->st.artifact_sha256, want, sizeof(want)) != OT_OK ||
+                 memcmp(sum, want, sizeof(sum)) != 0 || total != e->st.artifact_size)) {
+        unlink(e->download_path);
+        if (++e->st.attempts > MAX_ATTEMPTS)
+            return finish(e, "failure", "the download does not match its SHA-256 (got %.16s..., "
+                          "%llu bytes)", hex, (unsigned long long)total);
+        note_error(e, "the download does not match its SHA-256: downloading again");
+        return (void)go(e, AG_DOWNLOAD);
+    }
+    (void)d;
+    e->st.attempts = 0;
+    go(e, AG_INSTALL);
+}
+
+/* ---- download ---------------------------------------------------------------------------------- */
+
+static bool in_window(const char *w)
+{
+    unsigned h1, m1, h2, m2;
+    if (!w[0] || sscanf(w, "%u:%u-%u:%u", &h1, &m1, &h2, &m2) != 4)
+        return true;
+    time_t t = time(NULL);
+    struct tm tm;
+    localtime_r(&t, &tm);
+    unsigned now = (unsigned)(tm.tm_hour * 60 + tm.tm_min), a = h1 * 60 + m1, b = h2 * 60 + m2;
+    return a <= b ? now >= a && now < b : now >= a || now < b;
+}
+
+static enum ot_err on_dl_data(void *userdata, uint64_t offset, const uint8_t *p, size_t n,
+                              struct ot_diag *d)
+{
+    struct ag_engine *e = userdata;
+    enum ot_err err;
+    if (e->stream) {
+        err = ot_artifact_reader_feed(e->stream->reader, p, n, d);
+    } else {
+        ssize_t w = pwrite(e->dl_fd, p, n, (off_t)offset);
+        err = w == (ssize_t)n ? OT_OK
+                              : ot_diag_errno(d, OT_ERR_IO, w < 0 ? errno : ENOSPC,
+                                              "writing the download");
+    }
+    e->dl_offset = offset + n;
+    unsigned pct = e->st.artifact_size ? (unsigned)(e->dl_offset * 100 / e->st.artifact_size) : 0;
+    if (pct >= e->last_progress + 10) {
+        e->last_progress = pct - pct % 10;
+        report_progress(e, OT_WIRE_DOWNLOADING, (int)e->last_progress);
+    }
+    return err;
+}
+
+static void on_dl_done(void *userdata, const struct ag_net_result *r)
+{
+    struct ag_engine *e = userdata;
+    e->dl = NULL;
+    struct ot_diag d = {0};
+    enum ot_err err = r->err;
+    if (!err && e->stream)
+        err = ot_artifact_reader_finish(e->stream->reader, &d);
+    else if (!err && fsync(e->dl_fd) < 0)
+        err = ot_diag_errno(&d, OT_ERR_IO, errno, "fsync of the download");
+    if (e->dl_fd >= 0)
+        close(e->dl_fd);
+    e->dl_fd = -1;
+    if (e->stream) {
+        bool verified = !err && e->stream->manifest_ok;
+        pl_free(e->stream, !verified);
+        e->stream = NULL;
+        if (verified) {
+            e->failures = 0;
+            return after_install(e), run(e);
+        }
+        /* a verification error ends the update; a network one restarts it from the start */
+        if (err && err != OT_ERR_IO && err != OT_ERR_RANGE)
+            return finish(e, "failure", "%s", d.msg[0] ? d.msg : r->diag.msg), run(e);
+    }
+    if (err) {
+        e->failures++;
+        if (e->failures > 20)
+            return finish(e, "failure", "download failed: %s", r->diag.msg), run(e);
+        note_error(e, "download interrupted (%s): resuming later",
+                   r->diag.msg[0] ? r->diag.msg : d.msg);
+        return schedule(e, backoff_ms(e));
+    }
+    e->failures = 0;
+    go(e, AG_VERIFY);
+    run(e);
+}
+
+static void phase_download(struct ag_engine *e)
+{
+    if (e->dl || e->paused)
+        return;
+    if (!e->env.net)
+        return finish(e, "failure", "no server to download from");
+    if (!in_window(e->cfg->download_window))
+        return schedule(e, 60000);
+    struct ot_diag d = {0};
+    uint64_t offset = 0;
+    if (e->cfg->streaming) {
+        if (pl_new(e, &e->stream, &d) != OT_OK)
+            return finish(e, "failure", "%s", d.msg);
+        e->dl_fd = -1;
+    } else {
+        e->dl_fd = open(e->download_path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+        struct stat st;
+        if (e->dl_fd < 0 || fstat(e->dl_fd, &st) < 0)
+            return finish(e, "failure", "cannot open %s: %s", e->download_path, strerror(errno));
+        offset = (uint64_t)st.st_size;
+        if (offset > e->st.artifact_size) {
+            if (ftruncate(e->dl_fd, 0) < 0)
+                return finish(e, "failure", "cannot truncate the download: %s", strerror(errno));
+            offset = 0;
+        }
+        if (offset == e->st.artifact_size) {
+            close(e->dl_fd);
+            e->dl_fd = -1;
+            return (void)go(e, AG_VERIFY);
+        }
+        struct statvfs vfs;
+        if (fstatvfs(e->dl_fd, &vfs) == 0 &&
+            (uint64_t)vfs.f_bavail * vfs.f_frsize < e->st.artifact_size - offset) {
+            close(e->dl_fd);
+            e->dl_fd = -1;
+            return finish(e, "failure", "not enough free space for the download: %llu bytes "
+                          "needed, %llu free", (unsigned long long)(e->st.artifact_size - offset),
+                          (unsigned long long)vfs.f_bavail * vfs.f_frsize);
+        }
+    }
+    char etag[72];
+    snprintf(etag, sizeof(etag), "\"%s\"", e->st.artifact_sha256);
+    e->dl_offset = offset;
+    e->last_progress = e->st.artifact_size ? (unsigned)(offset * 100 / e->st.artifact_size) : 0;
+    e->last_progress -= e->last_progress % 10;
+    e->dl = ag_net_download(e->env.net, e->st.url, offset, etag, e->cfg->max_rate, on_dl_data,
+                            on_dl_done, e);
+}
+
+/* ---- check-in ----------------------------------------------------------------------------------- */
+
+static void on_report(void *userdata, const struct ag_net_result *r)
+{
+    struct ag_engine *e = userdata;
+    e->report_in_flight = false;
+    if (r->err)
+        ot_log(OT_LOG_INFO, "progress report not delivered: %s", r->diag.msg);
+    if (e->pending_status) {
+        int s = e->pending_status;
+        e->pending_status = 0;
+        return report_progress(e, (enum ot_wire_status)s, e->pending_progress);
+    }
+    if (e->reboot_after_report) {
+        e->reboot_after_report = false;
+        reboot_now(e);
+    }
+}
+
+/* Progress is best effort and never waits: one report in flight, the latest one queued. */
+static void report_progress(struct ag_engine *e, enum ot_wire_status status, int progress)
+{
+    if (!e->env.net || !e->st.deployment_id)
+        return;
+    if (e->report_in_flight) {
+        e->pending_status = (int)status;
+        e->pending_progress = progress;
+        return;
+    }
+    struct ot_wire_status_report r = {.status = status, .progress = progress, .message = ""};
+    e->report_in_flight = true;
+    ag_net_report(e->env.net, e->st.deployment_id, &r, on_report, e);
+}
+
+static void checkin_request(struct ag_engine *e, ag_net_checkin_fn fn)
+{
+    struct ot_wire_checkin_req req = {.installed = e->installed.payloads,
+                                      .ninstalled = e->installed.n};
+    snprintf(req.device_type, sizeof(req.device_type), "%s", e->cfg->device_type);
+    e->checkin_in_flight = true;
+    ag_net_checkin(e->env.net, &req, fn, e);
+}
+
+static void on_inventory(void *userdata, const struct ag_net_result *r)
+{
+    struct ag_engine *e = userdata;
+    if (r->err) {
+        e->inventory_sent = false;
+        ot_log(OT_LOG_INFO, "inventory not delivered: %s", r->diag.msg);
+    }
+}
+
+static void send_inventory(struct ag_engine *e)
+{
+    struct ot_wire_inventory inv = {0};
+    struct ot_diag d = {0};
+    if (ag_inventory_collect(e->cfg, &e->installed, &inv, &d) != OT_OK) {
+        ot_log(OT_LOG_WARNING, "inventory: %s", d.msg);
+        return;
+    }
+    e->inventory_sent = true;
+    ag_net_inventory(e->env.net, &inv, on_inventory, e);
+    ot_wire_inventory_release(&inv);
+}
+
+/* Work from the server: check it against this device, then start downloading. */
+static void take_work(struct ag_engine *e, const struct ot_wire_checkin_resp *w)
+{
+    struct ot_manifest m = {0};
+    struct ot_diag d = {0};
+    char hex[65];
+    ot_hex_encode(w->artifact_sha256, sizeof(w->artifact_sha256), hex);
+    ag_state_release(&e->st);
+    e->st.deployment_id = w->deployment_id;
+    snprintf(e->st.artifact_sha256, sizeof(e->st.artifact_sha256), "%s", hex);
+    e->st.artifact_size = w->artifact_size;
+    if (ag_state_set(&e->st.url, w->download[0]) != OT_OK ||
+        ag_state_set(&e->st.manifest, w->manifest) != OT_OK) {
+        note_error(e, "out of memory");
+        return;
+    }
+    ot_log(OT_LOG_NOTICE, "deployment %lld: %s %s (%llu bytes)", (long long)w->deployment_id,
+           w->artifact_name, w->artifact_version, (unsigned long long)w->artifact_size);
+    if (check_announced(e, w->manifest, w->signatures, &m, &d) != OT_OK)
+        return finish(e, "failure", "refused before download: %s", d.msg);
+    e->st.needs_reboot = needs_reboot(&m);
+    ot_manifest_release(&m);
+    if (e->st.needs_reboot) {
+        struct ag_boot_state bs;
+        if (ag_boot_read(e->env.boot, &bs, &d) != OT_OK)
+            return finish(e, "failure", "cannot read the boot environment: %s", d.msg);
+        snprintf(e->st.previous_slot, sizeof(e->st.previous_slot), "%s", bs.booted);
+        snprintf(e->st.target_slot, sizeof(e->st.target_slot), "%s", ag_boot_other(bs.booted));
+    }
+    cleanup_files(e);
+    if (go(e, AG_DOWNLOAD))
+        report_progress(e, OT_WIRE_DOWNLOADING, 0);
+}
+
+static void on_checkin(void *userdata, const struct ag_net_result *r,
+                       const struct ot_wire_checkin_resp *resp)
+{
+    struct ag_engine *e = userdata;
+    e->checkin_in_flight = false;
+    if (r->err) {
+        e->failures++;
+        if (r->err == OT_ERR_PERM && r->retry_after) {
+            ot_log(OT_LOG_NOTICE, "waiting for an operator to accept this device");
+            return schedule(e, (uint64_t)r->retry_after * 1000);
+        }
+        note_error(e, "check-in failed: %s", r->diag.msg);
+        return schedule(e, backoff_ms(e));
+    }
+    e->failures = 0;
+    e->last_checkin = time(NULL);
+    e->poll_interval_s = resp->poll_interval;
+    e->poll_jitter_s = resp->poll_jitter;
+    if (!e->inventory_sent)
+        send_inventory(e);
+    if (e->st.phase == AG_IDLE && resp->action == OT_WIRE_ACTION_INSTALL && !e->paused)
+        take_work(e, resp);
+    run(e);
+}
+
+static void phase_idle(struct ag_engine *e)
+{
+    if (e->paused || e->checkin_in_flight || !e->env.net)
+        return;
+    if (e->timer)
+        return; /* the next check-in is scheduled */
+    checkin_request(e, on_checkin);
+}
+
+/* ---- driving ------------------------------------------------------------------------------------ */
+
+static void run_phase(struct ag_engine *e)
+{
+    switch (e->st.phase) {
+    case AG_IDLE:
+        return phase_idle(e);
+    case AG_DOWNLOAD:
+        return phase_download(e);
+    case AG_VERIFY:
+        return phase_verify(e);
+    case AG_INSTALL:
+        return phase_install(e);
+    case AG_REBOOT_PENDING:
+        return phase_reboot_pending(e);
+    case AG_VERIFY_AFTER_BOOT:
+        return phase_verify_after_boot(e, true);
+    case AG_COMMIT:
+        return phase_commit(e);
+    case AG_ROLLBACK:
+        return phase_rollback(e);
+    case AG_REPORT:
+        return phase_report(e);
+    }
+}
+
+static void run(struct ag_engine *e)
+{
+    if (e->in_run) {
+        e->rerun = true;
+        return;
+    }
+    e->in_run = true;
+    for (int i = 0; i < 64 && e->exit_code == 0; i++) {
+        e->rerun = false;
+        enum ag_phase before = e->st.phase;
+        run_phase(e);
+        if (!e->rerun && e->st.phase == before)
+            break;
+    }
+    e->in_run = false;
+    /* idle: the next check-in */
+    if (e->st.phase == AG_IDLE && !e->timer && !e->checkin_in_flight && e->env.loop &&
+        e->last_checkin) {
+        uint64_t ms = e->poll_interval_s ? (uint64_t)e->poll_interval_s * 1000
+                                         : e->cfg->poll_interval_ms;
+        schedule(e, jittered(ms, (uint64_t)e->poll_jitter_s * 1000));
+    }
+}
+
+/* ---- public ------------------------------------------------------------------------------------- */
+
+enum ot_err ag_engine_new(const struct ag_engine_env *env, struct ag_engine **ret,
+                          struct ot_diag *d)
+{
+    struct ag_engine *e = calloc(1, sizeof(*e));
+    if (!e)
+        return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+    e->env = *env;
+    e->cfg = env->cfg;
+    e->dl_fd = -1;
+    if (asprintf(&e->work_dir, "%s/%s", e->cfg->state_dir, WORK_DIR) < 0 ||
+        asprintf(&e->download_path, "%s/%s", e->cfg->state_dir, DOWNLOAD_FILE) < 0) {
+        ag_engine_free(e);
+        return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+    }
+    enum ot_err err = ag_state_load(e->cfg->state_dir, &e->st, d);
+    if (!err)
+        err = ag_installed_load(e->cfg->state_dir, &e->installed, d);
+    if (err) {
+        ag_engine_free(e);
+        return err;
+    }
+    srandom((unsigned)(time(NULL) ^ getpid()));
+    *ret = e;
+    return OT_OK;
+}
+
+void ag_engine_free(struct ag_engine *e)
+{
+    if (!e)
+        return;
+    if (e->dl)
+        ag_net_download_cancel(e->dl);
+    pl_free(e->stream, true);
+    if (e->dl_fd >= 0)
+        close(e->dl_fd);
+    if (e->timer && e->env.loop)
+        ag_loop_timer_cancel(e->env.loop, e->timer);
+    ag_state_release(&e->st);
+    ag_installed_release(&e->installed);
+    free(e->work_dir);
+    free(e->download_path);
+    free(e);
+}
+
+const struct ag_state *ag_engine_state(const struct ag_engine *e) { return &e->st; }
+
+void ag_engine_start(struct ag_engine *e)
+{
+    ot_log(OT_LOG_INFO, "starting in phase %s", ag_phase_name(e->st.phase));
+    /* a streamed install cut short starts over: nothing of it was activated */
+    if (e->st.phase == AG_DOWNLOAD && e->cfg->streaming)
+        e->st.attempts++;
+    run(e);
+}
+
+void ag_engine_check_now(struct ag_engine *e)
+{
+    if (e->timer) {
+        ag_loop_timer_cancel(e->env.loop, e->timer);
+        e->timer = 0;
+    }
+    run(e);
+}
+
+void ag_engine_pause(struct ag_engine *e, bool paused)
+{
+    e->paused = paused;
+    if (e->dl)
+        ag_net_download_pause(e->dl, paused);
+    if (!paused)
+        run(e);
+}
+
+json_t *ag_engine_status(struct ag_engine *e)
+{
+    return json_pack("{s:s, s:I, s:s, s:b, s:I, s:s, s:s?, s:I, s:I, s:s}", "phase",
+                     ag_phase_name(e->st.phase), "deployment_id", (json_int_t)e->st.deployment_id,
+                     "result", e->st.result, "paused", e->paused, "downloaded",
+                     (json_int_t)e->dl_offset, "target_slot", e->st.target_slot, "message",
+                     e->st.message, "artifact_size", (json_int_t)e->st.artifact_size,
+                     "last_checkin", (json_int_t)e->last_checkin, "last_error", e->last_error);
+}
+
+/* Runs the synchronous phases until one needs the network, a reboot, or is done. */
+static enum ot_err drive(struct ag_engine *e, bool *ret_reboot, struct ot_diag *d)
+{
+    for (int i = 0; i < 32; i++) {
+        e->rerun = false;
+        enum ag_phase p = e->st.phase;
+        switch (p) {
+        case AG_IDLE:
+            return OT_OK;
+        case AG_VERIFY_AFTER_BOOT:
+            phase_verify_after_boot(e, false);
+            break;
+        case AG_REBOOT_PENDING: {
+            phase_reboot_pending(e);
+            if (e->st.phase == AG_REBOOT_PENDING) {
+                *ret_reboot = true;
+                return OT_OK;
+            }
+            break;
+        }
+        case AG_ROLLBACK:
+            phase_rollback(e);
+            if (e->exit_code == AG_EXIT_REBOOT) {
+                e->exit_code = 0;
+                *ret_reboot = true;
+                return OT_OK;
+            }
+            break;
+        case AG_REPORT: {
+            bool ok = strcmp(e->st.result, "success") == 0;
+            char msg[512];
+            snprintf(msg, sizeof(msg), "%s", e->st.message ? e->st.message : e->st.result);
+            if (e->st.deployment_id) /* a server's deployment: the daemon reports it */
+                return OT_OK;
+            phase_report(e);
+            if (!ok)
+                return ot_diag_set(d, OT_ERR_INVALID, "%s", msg);
+            break;
+        }
+        default:
+            run_phase(e);
+        }
+        if (e->st.phase == p && !e->rerun)
+            return e->last_error[0] ? ot_diag_set(d, OT_ERR_IO, "%s", e->last_error) : OT_OK;
+    }
+    return OT_OK;
+}
+
+enum ot_err ag_engine_install_file(struct ag_engine *e, const char *path, bool *ret_reboot,
+                                   struct ot_diag *d)
+{
+    *ret_reboot = false;
+    if (e->st.phase != AG_IDLE)
+        return ot_diag_set(d, OT_ERR_EXISTS, "an update is in progress (phase %s): commit or "
+                           "roll it back first", ag_phase_name(e->st.phase));
+    /* Read the manifest first (verified), to know the slots and handlers before writing. */
+    struct ot_reader_opts opts = {.trust = e->env.trust, .mode = OT_READ_STORED};
+    struct ot_artifact_reader *r = NULL;
+    enum ot_err err = ot_artifact_reader_new(&opts, &(struct ot_reader_callbacks){0}, NULL, &r);
+    int fd = err ? -1 : open(path, O_RDONLY | O_CLOEXEC);
+    if (!err && fd < 0)
+        err = ot_diag_errno(d, OT_ERR_IO, errno, "%s", path);
+    uint8_t buf[64 * 1024];
+    while (!err && !ot_artifact_reader_manifest(r)) {
+        ssize_t n = read(fd, buf, sizeof(buf));
+        if (n <= 0) {
+            err = ot_diag_set(d, OT_ERR_TRUNCATED, "%s: no manifest", path);
+            break;
+        }
+        err = ot_artifact_reader_feed(r, buf, (size_t)n, d);
+    }
+    if (fd >= 0)
+        close(fd);
+    struct ot_buf mtext;
+    ot_buf_init(&mtext, OT_MANIFEST_MAX + 1);
+    if (!err)
+        err = ot_manifest_format(ot_artifact_reader_manifest(r), &mtext, d);
+    ot_artifact_reader_free(r);
+    struct ot_manifest m = {0};
+    if (!err)
+        err = check_announced(e, ot_buf_str(&mtext), NULL, &m, d);
+    if (err) {
+        ot_buf_release(&mtext);
+        return err;
+    }
+    ag_state_release(&e->st);
+    e->st.needs_reboot = needs_reboot(&m);
+    ot_manifest_release(&m);
+    if (e->st.needs_reboot) {
+        struct ag_boot_state bs;
+        err = ag_boot_read(e->env.boot, &bs, d);
+        if (err) {
+            ot_buf_release(&mtext);
+            return err;
+        }
+        snprintf(e->st.previous_slot, sizeof(e->st.previous_slot), "%s", bs.booted);
+        snprintf(e->st.target_slot, sizeof(e->st.target_slot), "%s", ag_boot_other(bs.booted));
+    }
+    char abs[4096];
+    if (!realpath(path, abs))
+        snprintf(abs, sizeof(abs), "%s", path);
+    err = ag_state_set(&e->st.url, abs);
+    /* the canonical text differs from the file's bytes only if the file is not canonical, which
+     * the reader refuses: the comparison in pl_manifest is exact */
+    if (!err)
+        err = ag_state_set(&e->st.manifest, NULL);
+    ot_buf_release(&mtext);
+    if (err)
+        return ot_diag_set(d, err, "out of memory");
+    cleanup_files(e);
+    if (!go(e, AG_INSTALL))
+        return ot_diag_set(d, OT_ERR_IO, "%s", e->last_error);
+    phase_install(e);
+    if (e->st.phase == AG_REPORT || e->st.phase == AG_ROLLBACK) {
+        err = ot_diag_set(d, OT_ERR_INVALID, "%s", e->st.message ? e->st.message : "failed");
+        bool reboot = false;
+        struct ot_diag ignored = {0};
+        (void)drive(e, &reboot, &ignored);
+        return err;
+    }
+    return drive(e, ret_reboot, d);
+}
+
+enum ot_err ag_engine_commit(struct ag_engine *e, struct ot_diag *d)
+{
+    if (e->st.phase != AG_VERIFY_AFTER_BOOT && e->st.phase != AG_REBOOT_PENDING &&
+        e->st.phase != AG_COMMIT)
+        return ot_diag_set(d, OT_ERR_INVALID, "nothing to commit (phase %s)",
+                           ag_phase_name(e->st.phase));
+    bool reboot = false;
+    if (e->st.phase == AG_REBOOT_PENDING) {
+        phase_reboot_pending(e);
+        if (e->st.phase == AG_REBOOT_PENDING)
+            return ot_diag_set(d, OT_ERR_INVALID, "reboot into slot %s first",
+                               e->st.target_slot);
+    }
+    return drive(e, &reboot, d);
+}
+
+enum ot_err ag_engine_rollback(struct ag_engine *e, bool *ret_reboot, struct ot_diag *d)
+{
+    *ret_reboot = false;
+    if (e->st.phase == AG_IDLE)
+        return ot_diag_set(d, OT_ERR_INVALID, "nothing to roll back");
+    snprintf(e->st.result, sizeof(e->st.result), "rolled_back");
+    if (ag_state_set(&e->st.message, "rolled back by hand") != OT_OK)
+        return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+    if (!go(e, AG_ROLLBACK))
+        return ot_diag_set(d, OT_ERR_IO, "%s", e->last_error);
+    return drive(e, ret_reboot, d);
+}
