@@ -34,26 +34,32 @@ class SimDevice:
         self.boot_env = self.dir / "boot.env"
         self.log = self.dir / "agent.log"
         self.config = self.dir / "agent.conf"
-        self.config.write_text(
-            f"servers = http://127.0.0.1:{server.port}\n"
-            "allow_http = true\n"
-            f"device_type = {device_type}\n"
-            f"identity = name={name}\n"
-            f"enrollment_token = {enroll_token}\n"
-            f"trust = {trust}\n"
-            f"state_dir = {self.state}\n"
-            "boot = sim\n"
-            f"boot_env = {self.boot_env}\n"
-            f"slot_a = {self.slot['a']}\n"
-            f"slot_b = {self.slot['b']}\n"
-            f"root = {self.dir / 'root'}\n"
-            "reboot_command =\n"
-            "poll_interval = 1s\n"
-            "retry_max = 2s\n"
-            f"health_command = {health_command}\n"
-            f"control_socket = {self.dir / 'control.sock'}\n"
-            f"inventory_dir = {self.dir / 'inventory.d'}\n"
-            f"modules_dir = {self.dir / 'modules'}\n" + extra_config)
+        keys = {
+            "servers": f"http://127.0.0.1:{server.port}",
+            "allow_http": "true",
+            "device_type": device_type,
+            "identity": f"name={name}",
+            "enrollment_token": enroll_token,
+            "trust": str(trust),
+            "state_dir": str(self.state),
+            "boot": "sim",
+            "boot_env": str(self.boot_env),
+            "slot_a": str(self.slot["a"]),
+            "slot_b": str(self.slot["b"]),
+            "root": str(self.dir / "root"),
+            "reboot_command": "",
+            "poll_interval": "1s",
+            "retry_max": "2s",
+            "health_command": health_command,
+            "control_socket": str(self.dir / "control.sock"),
+            "inventory_dir": str(self.dir / "inventory.d"),
+            "modules_dir": str(self.dir / "modules"),
+        }
+        for line in extra_config.splitlines():  # "key = value" lines override
+            if "=" in line:
+                k, _, v = line.partition("=")
+                keys[k.strip()] = v.strip()
+        self.config.write_text("".join(f"{k} = {v}\n" for k, v in keys.items()))
         (self.dir / "root").mkdir(exist_ok=True)
         self.power_on()
 

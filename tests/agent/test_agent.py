@@ -195,3 +195,135 @@ def test_standalone_install_and_commit(fleet, tmp_path):
     assert r.returncode in (1, 3), r
     assert dev.agent("status").returncode == 0
     assert json.loads(dev.agent("status").stdout)["phase"] == "idle"
+
+
+def deploy(server, art_id, dev_id, name="x"):
+    r = server.request("POST", "/api/v1/deployments",
+                       {"name": name, "artifact_id": art_id, "devices": [dev_id]},
+                       token=server.token)
+    assert r.status == 201, r
+    return r.json()["id"]
+
+
+def test_streaming_mode_installs_without_a_local_copy(fleet, tmp_path):
+    server, rel, _ = fleet
+    dev = device(fleet, tmp_path, extra_config="streaming = true\n")
+    dev_id = enrolled(dev)
+    image = new_image("s1", size=2_000_000)
+    dep = deploy(server, rel.upload(pack_ab(rel, "s1", image)).json()["id"], dev_id)
+    assert dev.run_until(lambda: False, timeout=30) == EXIT_REBOOT, dev.log_text()
+    assert not (dev.state / "download.part").exists()
+    assert dev.slot_sha("b", len(image)) == sha(image)
+    assert dev.power_on() == "b"
+    assert dev.run_until(final(server, dep, dev_id)) is None
+    assert row(server, dep, dev_id)["status"] == "success"
+
+
+def test_download_resumes_after_a_power_cut(fleet, tmp_path):
+    server, rel, _ = fleet
+    dev = device(fleet, tmp_path, extra_config="max_rate = 2M\n")
+    dev_id = enrolled(dev)
+    image = os.urandom(3_000_000)  # incompressible: the download is ~3 MB, ~1.5 s at 2 MB/s
+    dep = deploy(server, rel.upload(pack_ab(rel, "r1", image)).json()["id"], dev_id)
+    part = dev.state / "download.part"
+    dev.start()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and (not part.exists() or part.stat().st_size < 500_000):
+        time.sleep(0.02)
+    dev.kill()
+    have = part.stat().st_size
+    assert 0 < have < 3_000_000
+    dev.power_on()
+    assert dev.run_until(lambda: False, timeout=30) == EXIT_REBOOT, dev.log_text()
+    # the second run fetched only the rest (the server logs each Range request's bytes)
+    assert dev.slot_sha("b", len(image)) == sha(image)
+    log = server.log()
+    assert f"/api/device/v1/deployments/{dep}/artifact 206" in log, log[-3000:]
+    dev.power_on()
+    assert dev.run_until(final(server, dep, dev_id)) is None
+    assert row(server, dep, dev_id)["status"] == "success"
+
+
+def test_anti_rollback_refuses_a_lower_security_version(fleet, tmp_path):
+    server, rel, _ = fleet
+    dev = device(fleet, tmp_path)
+    conf = dev.dir / "root" / "etc"
+    conf.mkdir(parents=True)
+    dev_id = enrolled(dev)
+
+    def conf_artifact(version, sv):
+        p = rel.dir / f"c{version}.txt"
+        p.write_text(version)
+        out = rel.dir / f"c{version}.otter"
+        otter("pack", "-q", "-o", out, "--name", "conf", "--version", version, "-T", "gw-1",
+              "--security-version", str(sv),
+              "-p", f"name=conf,file={p},type=file,target=/etc/c.txt", "-k", rel.dir / "release.key")
+        return rel.upload(out).json()["id"]
+
+    dep = deploy(server, conf_artifact("5", 5), dev_id)
+    assert dev.run_until(final(server, dep, dev_id)) is None
+    assert row(server, dep, dev_id)["status"] == "success"
+    dep = deploy(server, conf_artifact("4", 4), dev_id)
+    assert dev.run_until(final(server, dep, dev_id)) is None
+    r = row(server, dep, dev_id)
+    assert r["status"] == "failure" and "security" in r["message"], r
+    assert (conf / "c.txt").read_text() == "5"
+
+
+def test_encrypted_artifact_installs_with_the_device_class_key(fleet, tmp_path):
+    server, rel, _ = fleet
+    otter("keygen", "-q", "--type", "device", tmp_path / "class")
+    dev = device(fleet, tmp_path, extra_config=f"device_keys = {tmp_path / 'class.key'}\n")
+    (dev.dir / "root" / "etc").mkdir(parents=True)
+    dev_id = enrolled(dev)
+    p = rel.dir / "secret.txt"
+    p.write_text("top secret\n")
+    out = rel.dir / "secret.otter"
+    otter("pack", "-q", "-o", out, "--name", "secret", "--version", "1", "-T", "gw-1",
+          "-p", f"name=s,file={p},type=file,target=/etc/secret.txt", "-k", rel.dir / "release.key",
+          "-e", tmp_path / "class.pub")
+    dep = deploy(server, rel.upload(out).json()["id"], dev_id)
+    assert dev.run_until(final(server, dep, dev_id)) is None
+    assert row(server, dep, dev_id)["status"] == "success", dev.log_text()
+    assert (dev.dir / "root" / "etc" / "secret.txt").read_text() == "top secret\n"
+    # a device without the key refuses it and keeps what it has
+    other = device(fleet, tmp_path, name="nokey")
+    (other.dir / "root" / "etc").mkdir(parents=True)
+    oid = enrolled(other)
+    dep = deploy(server, dep_artifact(server, dep), oid)
+    assert other.run_until(final(server, dep, oid)) is None
+    assert row(server, dep, oid)["status"] == "failure"
+    assert not (other.dir / "root" / "etc" / "secret.txt").exists()
+
+
+def dep_artifact(server, dep):
+    return server.request("GET", f"/api/v1/deployments/{dep}", token=server.token).json()[
+        "artifact_id"]
+
+
+def test_control_socket_status_pause_check_now(fleet, tmp_path):
+    server, rel, _ = fleet
+    dev = device(fleet, tmp_path, extra_config="poll_interval = 1h\n")
+    dev_id = enrolled(dev)
+    dev.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (dev.dir / "control.sock").exists():
+            time.sleep(0.02)
+        r = dev.agent("status")
+        st = json.loads(r.stdout)
+        assert r.returncode == 0 and st["phase"] == "idle" and st["paused"] is False, r
+        assert dev.agent("pause").returncode == 0
+        assert json.loads(dev.agent("status").stdout)["paused"] is True
+        dep = deploy(server, rel.upload(pack_ab(rel, "c1", new_image("c1"))).json()["id"], dev_id)
+        assert dev.agent("check-now").returncode == 0
+        time.sleep(0.5)
+        assert row(server, dep, dev_id)["status"] == "pending"  # paused: no check-in
+        assert dev.agent("resume").returncode == 0
+        assert dev.agent("check-now").returncode == 0
+        assert dev.wait(timeout=30) == EXIT_REBOOT  # took the update without waiting an hour
+    finally:
+        if dev.proc.poll() is None:
+            dev.kill()
+    assert dev.agent("status").returncode == 0  # no daemon: read from the state file
+    assert json.loads(dev.agent("status").stdout)["phase"] == "reboot_pending"
