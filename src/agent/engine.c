@@ -16,6 +16,7 @@
 
 #include "engine.h"
 #include "handler.h"
+#include "handler_internal.h"
 #include "otter/artifact.h"
 #include "otter/encoding.h"
 #include "otter/file.h"
@@ -412,46 +413,19 @@ static void phase_report(struct ag_engine *e)
     ag_net_report(e->env.net, e->st.deployment_id, &r, on_final_report, e);
 }
 
-static enum ot_err run_command(const char *cmd, uint64_t timeout_ms, int *ret_status,
+/* A configured shell command (health check, reboot) through the handlers' program runner. */
+static enum ot_err run_command(const char *cmd, uint64_t timeout_ms, const char *what,
                                struct ot_diag *d)
 {
-    char *argv[] = {"/bin/sh", "-c", (char *)cmd, NULL};
-    pid_t pid;
-    posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    /* the loop blocks signals (signalfd): a child gets the defaults back */
-    sigset_t none, all;
-    sigemptyset(&none);
-    sigfillset(&all);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setsigdefault(&attr, &all);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-                                        POSIX_SPAWN_SETSIGDEF);
-    posix_spawnattr_setpgroup(&attr, 0);
-    int rc = posix_spawn(&pid, "/bin/sh", NULL, &attr, argv, environ);
-    posix_spawnattr_destroy(&attr);
-    if (rc != 0)
-        return ot_diag_errno(d, OT_ERR_IO, rc, "cannot run '%s'", cmd);
-    uint64_t waited = 0;
-    int status = 0;
-    for (;;) {
-        pid_t w = waitpid(pid, &status, WNOHANG);
-        if (w == pid)
-            break;
-        if (w < 0 && errno != EINTR)
-            return ot_diag_errno(d, OT_ERR_IO, errno, "waiting for '%s'", cmd);
-        if (waited >= timeout_ms) {
-            kill(-pid, SIGKILL);
-            waitpid(pid, &status, 0);
-            return ot_diag_set(d, OT_ERR_INVALID, "'%s' did not finish within %llu s", cmd,
-                               (unsigned long long)(timeout_ms / 1000));
-        }
-        struct timespec ts = {0, 20 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-        waited += 20;
-    }
-    *ret_status = status;
-    return OT_OK;
+    const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+    struct ag_run_result *r = malloc(sizeof(*r));
+    if (!r)
+        return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+    unsigned timeout_s = (unsigned)OT_MAX((timeout_ms + 999) / 1000, 1);
+    enum ot_err err = ag__run(argv, "/", timeout_s, r, d);
+    err = ag__run_verdict(err, r, what, d);
+    free(r);
+    return err;
 }
 
 static void reboot_now(struct ag_engine *e)
@@ -465,10 +439,9 @@ static void reboot_now(struct ag_engine *e)
         return;
     }
     ot_log(OT_LOG_NOTICE, "rebooting: %s", e->cfg->reboot_command);
-    int status;
     struct ot_diag d = {0};
-    if (run_command(e->cfg->reboot_command, 60000, &status, &d) != OT_OK || status != 0)
-        note_error(e, "reboot command failed: %s", d.msg[0] ? d.msg : "non-zero exit");
+    if (run_command(e->cfg->reboot_command, 60000, "the reboot command", &d) != OT_OK)
+        note_error(e, "%s", d.msg);
     schedule(e, 60000); /* still here a minute later: try again */
 }
 
@@ -526,13 +499,7 @@ static enum ot_err health_check(struct ag_engine *e, struct ot_diag *d)
 {
     if (!e->cfg->health_command[0])
         return OT_OK;
-    int status = 0;
-    enum ot_err err = run_command(e->cfg->health_command, e->cfg->health_timeout_ms, &status, d);
-    if (!err && !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
-        err = ot_diag_set(d, OT_ERR_INVALID, "the health check '%s' failed (%s %d)",
-                          e->cfg->health_command, WIFEXITED(status) ? "exit status" : "signal",
-                          WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
-    return err;
+    return run_command(e->cfg->health_command, e->cfg->health_timeout_ms, "the health check", d);
 }
 
 static void on_health_checkin(void *userdata, const struct ag_net_result *r,
