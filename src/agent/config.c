@@ -23,6 +23,8 @@ const struct ot_cfg_key ag_config_keys[] = {
      "identity attributes shown to operators: key=value, comma-separated"},
     {NULL, "device_type", OT_CFG_STRING, CFG(device_type), 1, 63, NULL,
      "the device type artifacts must list"},
+    {NULL, "provides", OT_CFG_STRLIST, CFG(provides), 0, 0, NULL,
+     "what the device provides, key=value, comma-separated (artifacts' depends need them)"},
     {NULL, "enrollment_token", OT_CFG_STRING, CFG(enrollment_token), 1, 127, NULL,
      "the fleet's enrollment token: accepted without an operator"},
     {NULL, "trust", OT_CFG_STRING, CFG(trust), 1, 4095, "/etc/otter/trust.json",
@@ -42,7 +44,7 @@ const struct ot_cfg_key ag_config_keys[] = {
     {NULL, "slot_a", OT_CFG_STRING, CFG(slot_a), 1, 4095, NULL, "slot a: block device or file"},
     {NULL, "slot_b", OT_CFG_STRING, CFG(slot_b), 1, 4095, NULL, "slot b: block device or file"},
     {NULL, "root", OT_CFG_STRING, CFG(root), 0, 4095, "",
-     "prefix of file and archive targets (default: none)"},
+     "prefix of file, archive and raw path targets (default: none)"},
     {NULL, "streaming", OT_CFG_BOOL, CFG(streaming), 0, 0, "false",
      "install while downloading, without a local copy (restarts from the start if cut)"},
     {NULL, "max_rate", OT_CFG_SIZE, CFG(max_rate), 0, 1ull << 40, "0",
@@ -81,6 +83,10 @@ enum ot_err ag_config_check(const struct ag_config *cfg, struct ot_diag *d)
                                              "bootloader's file)");
     if (!cfg->client_cert != !cfg->client_key)
         return ot_diag_set(d, OT_ERR_CONFIG, "client_cert and client_key go together");
+    for (size_t i = 0; i < cfg->provides.n; i++)
+        if (!strchr(cfg->provides.v[i], '=') || cfg->provides.v[i][0] == '=')
+            return ot_diag_set(d, OT_ERR_CONFIG, "provides '%s': expected key=value",
+                               cfg->provides.v[i]);
     for (size_t i = 0; i < cfg->identity.n; i++)
         if (!strchr(cfg->identity.v[i], '=') || cfg->identity.v[i][0] == '=')
             return ot_diag_set(d, OT_ERR_CONFIG, "identity '%s': expected key=value",
@@ -89,7 +95,7 @@ enum ot_err ag_config_check(const struct ag_config *cfg, struct ot_diag *d)
     unsigned h1, m1, h2, m2;
     char extra;
     if (w[0] && (sscanf(w, "%2u:%2u-%2u:%2u%c", &h1, &m1, &h2, &m2, &extra) != 4 || h1 > 23 ||
-                 h2 > 23 || m1 > 59 || m2 > 59))
+                 h2 > 23 || m1 > 59 || m2 > 59 || (h1 == h2 && m1 == m2)))
         return ot_diag_set(d, OT_ERR_CONFIG, "download_window '%s': expected HH:MM-HH:MM", w);
     return OT_OK;
 }

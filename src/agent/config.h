@@ -1,5 +1,5 @@
 /* otter-agent's configuration: one table of keys (config.c), a file with key = value lines
- * (/etc/otter/agent.conf), flags override it. Everything is validated before any I/O. */
+ * (/etc/otter/agent.conf; --config names another). Everything is validated before any I/O. */
 #ifndef OTTER_AGENT_CONFIG_H
 #define OTTER_AGENT_CONFIG_H
 
@@ -12,6 +12,7 @@ struct ag_config {
     char *identity_key;            /* Ed25519 secret key file; created on first start */
     struct ot_strlist identity;    /* "key=value" identity attributes */
     char *device_type;
+    struct ot_strlist provides;    /* "key=value": what artifacts' depends are checked against */
     char *enrollment_token;
     char *trust;                   /* trust file: release keys and threshold */
     struct ot_strlist device_keys; /* X25519 secret key files for encrypted artifacts */

@@ -58,6 +58,9 @@ struct ag_engine {
     int64_t last_checkin;          /* Unix seconds */
     char last_error[256];
     char *work_dir, *download_path;
+    struct ot_kv *provides;        /* from the configuration: what the device provides */
+    size_t nprovides;
+    struct ot_wire_kv *wire_provides;
     int exit_code;                 /* set when the loop must stop (reboot) */
 };
 
@@ -202,7 +205,7 @@ static enum ot_err check_announced(struct ag_engine *e, const char *manifest, co
     }
     enum ot_err err = ot_manifest_parse((const uint8_t *)manifest, len, m, d);
     if (!err)
-        err = ot_manifest_check_device(m, e->cfg->device_type, NULL, 0,
+        err = ot_manifest_check_device(m, e->cfg->device_type, e->provides, e->nprovides,
                                        e->installed.min_security_version, d);
     for (size_t i = 0; !err && i < m->npayloads; i++) {
         const struct ot_payload *p = &m->payloads[i];
@@ -738,9 +741,17 @@ static void on_dl_done(void *userdata, const struct ag_net_result *r)
         if (err && err != OT_ERR_IO && err != OT_ERR_RANGE)
             return finish(e, "failure", "%s", d.msg[0] ? d.msg : r->diag.msg), run(e);
     }
+    if (err == OT_ERR_NOENT)
+        return finish(e, "failure", "the artifact is not available any more: %s", r->diag.msg),
+               run(e);
+    if (err == OT_ERR_INVALID || err == OT_ERR_RANGE) {
+        /* the file on the server is not the one we have part of: start over */
+        unlink(e->download_path);
+        e->st.attempts++;
+    }
     if (err) {
         e->failures++;
-        if (e->failures > 20)
+        if (e->failures > 20 || e->st.attempts > MAX_ATTEMPTS)
             return finish(e, "failure", "download failed: %s", r->diag.msg), run(e);
         note_error(e, "download interrupted (%s): resuming later",
                    r->diag.msg[0] ? r->diag.msg : d.msg);
@@ -837,7 +848,9 @@ static void report_progress(struct ag_engine *e, enum ot_wire_status status, int
 static void checkin_request(struct ag_engine *e, ag_net_checkin_fn fn)
 {
     struct ot_wire_checkin_req req = {.installed = e->installed.payloads,
-                                      .ninstalled = e->installed.n};
+                                      .ninstalled = e->installed.n,
+                                      .provides = e->wire_provides,
+                                      .nprovides = e->nprovides};
     snprintf(req.device_type, sizeof(req.device_type), "%s", e->cfg->device_type);
     e->checkin_in_flight = true;
     ag_net_checkin(e->env.net, &req, fn, e);
@@ -1000,11 +1013,42 @@ enum ot_err ag_engine_new(const struct ag_engine_env *env, struct ag_engine **re
         return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
     }
     enum ot_err err = ag_state_load(e->cfg->state_dir, &e->st, d);
+    if (err == OT_ERR_FORMAT) {
+        /* Never stuck on a damaged file: keep it for inspection and go on from idle; the boot
+         * environment, not this file, decides what the device runs. */
+        char from[4096], to[4096];
+        snprintf(from, sizeof(from), "%s/state.json", e->cfg->state_dir);
+        snprintf(to, sizeof(to), "%s/state.json.damaged", e->cfg->state_dir);
+        ot_log(OT_LOG_ERR, "%s: starting from idle (kept as %s)", d->msg, to);
+        if (rename(from, to) < 0)
+            ot_log(OT_LOG_ERR, "cannot move %s away: %s", from, strerror(errno));
+        ag_state_release(&e->st);
+        ot_diag_clear(d);
+        err = OT_OK;
+    }
     if (!err)
         err = ag_installed_load(e->cfg->state_dir, &e->installed, d);
     if (err) {
         ag_engine_free(e);
         return err;
+    }
+    if (e->cfg->provides.n) {
+        e->provides = calloc(e->cfg->provides.n, sizeof(*e->provides));
+        e->wire_provides = calloc(e->cfg->provides.n, sizeof(*e->wire_provides));
+        if (!e->provides || !e->wire_provides) {
+            ag_engine_free(e);
+            return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+        }
+    }
+    for (size_t i = 0; i < e->cfg->provides.n; i++) {
+        char *kv = e->cfg->provides.v[i], *eq = strchr(kv, '=');
+        e->provides[i] = (struct ot_kv){strndup(kv, (size_t)(eq - kv)), strdup(eq + 1)};
+        e->wire_provides[i] = (struct ot_wire_kv){e->provides[i].key, e->provides[i].value};
+        e->nprovides++;
+        if (!e->provides[i].key || !e->provides[i].value) {
+            ag_engine_free(e);
+            return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+        }
     }
     srandom((unsigned)(time(NULL) ^ getpid()));
     *ret = e;
@@ -1024,6 +1068,12 @@ void ag_engine_free(struct ag_engine *e)
         ag_loop_timer_cancel(e->env.loop, e->timer);
     ag_state_release(&e->st);
     ag_installed_release(&e->installed);
+    for (size_t i = 0; i < e->nprovides; i++) {
+        free(e->provides[i].key);
+        free(e->provides[i].value);
+    }
+    free(e->provides);
+    free(e->wire_provides);
     free(e->work_dir);
     free(e->download_path);
     free(e);
@@ -1035,8 +1085,15 @@ void ag_engine_start(struct ag_engine *e)
 {
     ot_log(OT_LOG_INFO, "starting in phase %s", ag_phase_name(e->st.phase));
     /* a streamed install cut short starts over: nothing of it was activated */
-    if (e->st.phase == AG_DOWNLOAD && e->cfg->streaming)
+    if (e->st.phase == AG_DOWNLOAD && e->cfg->streaming) {
+        struct ot_diag d = {0};
         e->st.attempts++;
+        if (ag_state_save(e->cfg->state_dir, &e->st, &d) != OT_OK)
+            ot_log(OT_LOG_WARNING, "cannot save the state: %s", d.msg);
+        if (e->st.attempts > MAX_ATTEMPTS)
+            finish(e, "failure", "the streamed installation was interrupted %d times",
+                   MAX_ATTEMPTS);
+    }
     run(e);
 }
 
@@ -1170,10 +1227,11 @@ enum ot_err ag_engine_install_file(struct ag_engine *e, const char *path, bool *
     if (!realpath(path, abs))
         snprintf(abs, sizeof(abs), "%s", path);
     err = ag_state_set(&e->st.url, abs);
-    /* the canonical text differs from the file's bytes only if the file is not canonical, which
-     * the reader refuses: the comparison in pl_manifest is exact */
+    /* Saved with the state, so that a power cut during the install still knows what to roll
+     * back. The reader accepts canonical manifests only, so these are the file's exact bytes
+     * (pl_manifest compares them). */
     if (!err)
-        err = ag_state_set(&e->st.manifest, NULL);
+        err = ag_state_set(&e->st.manifest, ot_buf_str(&mtext));
     ot_buf_release(&mtext);
     if (err)
         return ot_diag_set(d, err, "out of memory");

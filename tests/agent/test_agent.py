@@ -327,3 +327,31 @@ def test_control_socket_status_pause_check_now(fleet, tmp_path):
             dev.kill()
     assert dev.agent("status").returncode == 0  # no daemon: read from the state file
     assert json.loads(dev.agent("status").stdout)["phase"] == "reboot_pending"
+
+
+def test_depends_are_checked_against_what_the_device_provides(fleet, tmp_path):
+    server, rel, _ = fleet
+    p = rel.dir / "dep.txt"
+    p.write_text("x")
+    out = rel.dir / "dep.otter"
+    otter("pack", "-q", "-o", out, "--name", "dep", "--version", "1", "-T", "gw-1",
+          "--depends", "bootloader=2|3", "-p", f"name=d,file={p},type=file,target=/d.txt",
+          "-k", rel.dir / "release.key")
+    art = rel.upload(out).json()["id"]
+    old = device(fleet, tmp_path, name="old", extra_config="provides = bootloader=1\n")
+    new = device(fleet, tmp_path, name="new", extra_config="provides = bootloader=3\n")
+    for dev, want in [(old, "failure"), (new, "success")]:
+        dev_id = enrolled(dev)
+        dep = deploy(server, art, dev_id)
+        assert dev.run_until(final(server, dep, dev_id)) is None
+        assert row(server, dep, dev_id)["status"] == want, (want, row(server, dep, dev_id))
+    assert (new.dir / "root" / "d.txt").exists() and not (old.dir / "root" / "d.txt").exists()
+
+
+def test_a_damaged_state_file_does_not_stop_the_agent(fleet, tmp_path):
+    dev = device(fleet, tmp_path)
+    dev.state.mkdir(parents=True, exist_ok=True)
+    (dev.state / "state.json").write_text("{not json")
+    enrolled(dev)
+    assert (dev.state / "state.json.damaged").exists()
+    assert dev.phase() == "idle"
