@@ -355,3 +355,17 @@ def test_a_damaged_state_file_does_not_stop_the_agent(fleet, tmp_path):
     enrolled(dev)
     assert (dev.state / "state.json.damaged").exists()
     assert dev.phase() == "idle"
+
+
+def test_an_idle_agent_checks_in_at_the_poll_interval(make_server, tmp_path):
+    conf = tmp_path / "otterd.conf"
+    conf.write_text("poll_interval = 1s\npoll_jitter = 0s\n")
+    server = make_server(args=["--config", conf])
+    rel = Release(server, tmp_path / "rel")
+    enroll = server.create_token(["devices:enroll"], name="fleet")["token"]
+    dev = SimDevice(tmp_path, server, rel.dir / "trust.json", enroll)
+    dev.start()
+    time.sleep(3.5)
+    dev.stop()
+    checkins = server.log().count("POST /api/device/v1/checkin")
+    assert 2 <= checkins <= 6, f"{checkins} check-ins in 3.5 s at a 1 s interval"
