@@ -934,7 +934,8 @@ static void on_checkin(void *userdata, const struct ag_net_result *r,
         send_inventory(e);
     if (e->st.phase == AG_IDLE && resp->action == OT_WIRE_ACTION_INSTALL && !e->paused)
         take_work(e, resp);
-    if (e->st.phase == AG_IDLE) /* the next check-in, at the server's interval */
+    if (e->st.phase == AG_IDLE && !e->timer) /* the next check-in, at the server's interval
+                                                * (unless a retry is due sooner) */
         schedule(e, jittered((uint64_t)e->poll_interval_s * 1000,
                              (uint64_t)e->poll_jitter_s * 1000));
     run(e);
