@@ -17,6 +17,10 @@ PACKAGES=(
   libcmocka-dev python3 python3-pytest python3-yaml libclang-rt-14-dev tar
   # benchmarks: the reference tools and timing
   zstd openssl time bc hyperfine wrk nginx-light
+  # bench/agent.sh: RAUC bundles are squashfs images (rauc bundle runs mksquashfs)
+  squashfs-tools
+  # tests/server/test_ddi.py: .swu images for the real swupdate client are cpio archives
+  cpio
 )
 
 missing=()

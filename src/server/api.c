@@ -13,6 +13,8 @@
 #define LIST_BODY (2 * 1024 * 1024)             /* a deployment's list of device ids */
 #define ARTIFACT_BODY (64ull * 1024 * 1024 * 1024) /* streamed; max_artifact_size is the limit */
 #define AUDIT_PAGE_MAX 1000
+#define DDI_BASE "/{tenant}/controller/v1/{controllerId}"
+#define DDI_BODY (256 * 1024) /* SWUpdate forwards up to 48 long log lines per feedback */
 
 static void health(void *app_, struct srv_request *req)
 {
@@ -240,6 +242,25 @@ const struct srv_route srv_routes[] = {
      OT_WIRE_BODY_MAX, "device: report progress or the result (409 after a final state)"},
     {"PATCH", "/api/device/v1/inventory", srv_dev_inventory, SRV_AUTH_DEVICE, 0, OT_WIRE_BODY_MAX,
      "device: update its attributes"},
+    {"POST", "/api/v1/devices/ddi", srv_api_device_ddi_register, SRV_AUTH_TOKEN,
+     SRV_SCOPE_DEVICES_WRITE, SMALL_BODY,
+     "register a hawkBit DDI controller (accepted) and get its target token (shown once)"},
+    /* hawkBit DDI (api_ddi.c, docs/hawkbit.md) */
+    {"GET", DDI_BASE, srv_ddi_poll, SRV_AUTH_DDI, 0, 0, "DDI: poll (sleep, links to the work)"},
+    {"GET", DDI_BASE "/deploymentBase/{actionId}", srv_ddi_deployment, SRV_AUTH_DDI, 0, 0,
+     "DDI: the open action"},
+    {"POST", DDI_BASE "/deploymentBase/{actionId}/feedback", srv_ddi_feedback, SRV_AUTH_DDI, 0,
+     DDI_BODY, "DDI: progress and result of an action (410 once closed)"},
+    {"GET", DDI_BASE "/cancelAction/{actionId}", srv_ddi_cancel, SRV_AUTH_DDI, 0, 0,
+     "DDI: the cancel of an action under way whose deployment was cancelled"},
+    {"POST", DDI_BASE "/cancelAction/{actionId}/feedback", srv_ddi_cancel_feedback, SRV_AUTH_DDI,
+     0, DDI_BODY, "DDI: the device stopped (closed) or refused (rejected) the cancel"},
+    {"PUT", DDI_BASE "/configData", srv_ddi_config_data, SRV_AUTH_DDI, 0, DDI_BODY,
+     "DDI: device attributes (merge, replace, remove)"},
+    {"GET", DDI_BASE "/installedBase/{actionId}", srv_ddi_installed, SRV_AUTH_DDI, 0, 0,
+     "DDI: a finished action"},
+    {"GET", DDI_BASE "/softwaremodules/{moduleId}/artifacts/{filename}", srv_ddi_artifact,
+     SRV_AUTH_DDI, 0, 0, "DDI: the artifact of the open action (Range, ETag), or its .MD5SUM"},
 };
 const size_t srv_nroutes = OT_ARRAY_SIZE(srv_routes);
 
@@ -252,6 +273,7 @@ json_t *srv_routes_json(void)
                                            "path", r->pattern, "auth",
                                            r->auth == SRV_AUTH_TOKEN    ? "token"
                                            : r->auth == SRV_AUTH_DEVICE ? "device"
+                                           : r->auth == SRV_AUTH_DDI    ? "ddi"
                                                                         : "none",
                                            "scope",
                                            r->auth == SRV_AUTH_TOKEN ? srv_scope_name(r->scope)

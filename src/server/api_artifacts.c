@@ -12,9 +12,12 @@
 #include "blob.h"
 #include "fleet.h"
 #include "otter/artifact.h"
+#include "otter/encoding.h"
 #include "otter/json.h"
 #include "otter/log.h"
 #include "otter/trust.h"
+
+#include <openssl/evp.h>
 
 #define TRUST_META "release_trust"
 #define ARTIFACT_PAGE_MAX 1000
@@ -26,6 +29,9 @@ struct upload {
     struct ot_trust trust;
     char *manifest;                    /* exact manifest.json text, once read */
     bool failed;
+    /* a foreign artifact (?format=swu|raucb): stored opaque, hashed as DDI clients need */
+    const char *format;                /* the query argument's value, or NULL */
+    EVP_MD_CTX *sha1, *md5;
 };
 
 static void upload_free(void *p)
@@ -36,6 +42,8 @@ static void upload_free(void *p)
     srv_blob_writer_free(u->blob);
     ot_artifact_reader_free(u->reader);
     free(u->manifest);
+    EVP_MD_CTX_free(u->sha1);
+    EVP_MD_CTX_free(u->md5);
     free(u);
 }
 
@@ -66,6 +74,107 @@ static void reply_trust_missing(struct srv_request *req)
                      "(a trust file, see 'otter trust') before uploading artifacts");
 }
 
+/* ---- foreign artifacts ---------------------------------------------------------------------- */
+
+#define FOREIGN_TYPES_MAX 64
+
+static bool foreign_word(const char *s, size_t max)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > max)
+        return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              strchr("._+-", *s)))
+            return false;
+    return true;
+}
+
+/* ?format=swu|raucb&name=N&version=V&device_type=T (repeatable): checked before the body. */
+static enum ot_err foreign_query(struct srv_request *req, struct ot_diag *d)
+{
+    const char *format = srv_req_query(req, "format");
+    const char *types[FOREIGN_TYPES_MAX];
+    size_t n = srv_req_query_all(req, "device_type", types, FOREIGN_TYPES_MAX);
+    if (strcmp(format, "swu") != 0 && strcmp(format, "raucb") != 0)
+        return ot_diag_set(d, OT_ERR_FORMAT, "query 'format' must be swu or raucb");
+    if (!foreign_word(srv_req_query(req, "name"), 128) ||
+        !foreign_word(srv_req_query(req, "version"), 64))
+        return ot_diag_set(d, OT_ERR_FORMAT, "a foreign artifact needs the queries 'name' (1..128) "
+                           "and 'version' (1..64) of [A-Za-z0-9._+-]");
+    if (n == 0 || n > FOREIGN_TYPES_MAX)
+        return ot_diag_set(d, OT_ERR_FORMAT, "a foreign artifact needs 1..%d 'device_type' queries",
+                           FOREIGN_TYPES_MAX);
+    for (size_t i = 0; i < n; i++)
+        if (!foreign_word(types[i], SRV_DEVICE_TYPE_MAX - 1))
+            return ot_diag_set(d, OT_ERR_FORMAT, "query 'device_type' must be 1..%d characters "
+                               "of [A-Za-z0-9._+-]", SRV_DEVICE_TYPE_MAX - 1);
+    return OT_OK;
+}
+
+/* No signature check here: otterd cannot verify SWUpdate's or RAUC's signatures; the device does
+ * (docs/hawkbit.md). */
+static struct upload *foreign_start(struct srv_app *app, struct srv_request *req,
+                                    struct upload *u)
+{
+    struct ot_diag d = {0};
+    enum ot_err err = foreign_query(req, &d);
+    if (err) {
+        srv_reply_error(req, err, "%s", d.msg);
+        return NULL;
+    }
+    u->format = srv_req_query(req, "format");
+    u->sha1 = EVP_MD_CTX_new();
+    u->md5 = EVP_MD_CTX_new();
+    if (!u->sha1 || !u->md5 || EVP_DigestInit_ex(u->sha1, EVP_sha1(), NULL) != 1 ||
+        EVP_DigestInit_ex(u->md5, EVP_md5(), NULL) != 1) {
+        srv_reply_error(req, OT_ERR_CRYPTO, "cannot start the upload: sha1/md5 unavailable");
+        return NULL;
+    }
+    err = srv_blob_writer_new(app->data_dir, &u->blob, &d);
+    if (err) {
+        srv_reply_error(req, err, "cannot start the upload: %s", d.msg);
+        return NULL;
+    }
+    return u;
+}
+
+static void digest_hex(EVP_MD_CTX *ctx, char *out)
+{
+    uint8_t md[EVP_MAX_MD_SIZE];
+    unsigned n = 0;
+    if (EVP_DigestFinal_ex(ctx, md, &n) != 1)
+        n = 0;
+    ot_hex_encode(md, n, out);
+}
+
+/* The synthetic manifest of a foreign artifact: what DDI needs and nothing else. */
+static enum ot_err foreign_fill(struct srv_app *app, struct srv_request *req, struct upload *u,
+                                struct srv_artifact *a)
+{
+    char sha1[41], md5[33], filename[256];
+    const char *types[FOREIGN_TYPES_MAX];
+    size_t n = srv_req_query_all(req, "device_type", types, FOREIGN_TYPES_MAX);
+    digest_hex(u->sha1, sha1);
+    digest_hex(u->md5, md5);
+    a->name = strdup(srv_req_query(req, "name"));
+    a->version = strdup(srv_req_query(req, "version"));
+    snprintf(filename, sizeof(filename), "%s-%s.%s", a->name ? a->name : "",
+             a->version ? a->version : "", u->format);
+    json_t *m = json_pack("{s:s, s:s, s:s, s:s}", "foreign", u->format, "filename", filename,
+                          "sha1", sha1, "md5", md5);
+    json_t *t = json_array();
+    for (size_t i = 0; t && i < n; i++)
+        json_array_append_new(t, json_string(types[i]));
+    u->manifest = m ? json_dumps(m, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    a->device_types = t ? json_dumps(t, JSON_COMPACT) : NULL;
+    json_decref(m);
+    json_decref(t);
+    a->size = srv_blob_writer_size(u->blob);
+    a->created_at = app->now();
+    return a->name && a->version && u->manifest && a->device_types ? OT_OK : OT_ERR_NOMEM;
+}
+
 static struct upload *upload_start(struct srv_app *app, struct srv_request *req)
 {
     struct ot_diag d = {0};
@@ -76,6 +185,8 @@ static struct upload *upload_start(struct srv_app *app, struct srv_request *req)
     }
     u->app = app;
     srv_req_set_ctx(req, u, upload_free);
+    if (srv_req_query(req, "format"))
+        return foreign_start(app, req, u);
     enum ot_err err = load_trust(app, &u->trust, &d);
     if (err == OT_ERR_NOENT) {
         reply_trust_missing(req);
@@ -121,6 +232,11 @@ bool srv_api_artifact_upload_body(void *app_, struct srv_request *req, const uin
         srv_reply_error(req, err, "%s", d.msg);
         return false;
     }
+    if (u->format) {
+        EVP_DigestUpdate(u->sha1, data, n);
+        EVP_DigestUpdate(u->md5, data, n);
+        return true;
+    }
     err = ot_artifact_reader_feed(u->reader, data, n, &d);
     if (err) {
         reply_artifact_error(req, err, &d);
@@ -155,19 +271,25 @@ static json_t *artifact_json(const struct srv_artifact *a)
 static enum ot_err upload_record(struct srv_app *app, struct srv_request *req, struct upload *u,
                                  struct srv_artifact *a, struct ot_diag *d)
 {
-    const struct ot_manifest *m = ot_artifact_reader_manifest(u->reader);
     struct ot_buf sigs;
     ot_buf_init(&sigs, OT_SIG_FILE_MAX);
-    enum ot_err err = ot_sigset_format(ot_artifact_reader_sigset(u->reader), &sigs);
-    json_t *types = device_types_of(m);
-    a->device_types = types ? json_dumps(types, JSON_COMPACT) : NULL;
-    json_decref(types);
-    a->name = strdup(m->name);
-    a->version = strdup(m->version);
+    enum ot_err err = OT_OK;
+    if (u->format) {
+        err = foreign_fill(app, req, u, a);
+        a->signatures = (char *)"{}"; /* none by otter: the store wants a non-empty text */
+    } else {
+        const struct ot_manifest *m = ot_artifact_reader_manifest(u->reader);
+        err = ot_sigset_format(ot_artifact_reader_sigset(u->reader), &sigs);
+        json_t *types = device_types_of(m);
+        a->device_types = types ? json_dumps(types, JSON_COMPACT) : NULL;
+        json_decref(types);
+        a->name = strdup(m->name);
+        a->version = strdup(m->version);
+        a->signatures = (char *)ot_buf_str(&sigs);
+        a->size = srv_blob_writer_size(u->blob);
+        a->created_at = app->now();
+    }
     a->manifest = u->manifest;
-    a->signatures = (char *)ot_buf_str(&sigs);
-    a->size = srv_blob_writer_size(u->blob);
-    a->created_at = app->now();
     a->uploaded_by = (char *)srv_req_principal(req);
     srv_blob_writer_finish(u->blob, a->sha256);
     if (!err && (!a->device_types || !a->name || !a->version))
@@ -206,6 +328,9 @@ void srv_api_artifact_upload(void *app_, struct srv_request *req)
     struct srv_app *app = app_;
     struct upload *u = srv_req_ctx(req);
     struct ot_diag d = {0};
+    if (!u && srv_req_query(req, "format"))
+        return srv_reply_error(req, OT_ERR_FORMAT,
+                               "the request body must be the file (it was empty)");
     if (!u) { /* no body at all */
         struct ot_trust t;
         if (load_trust(app, &t, &d) == OT_ERR_NOENT)
@@ -213,7 +338,7 @@ void srv_api_artifact_upload(void *app_, struct srv_request *req)
         return srv_reply_error(req, OT_ERR_FORMAT,
                                "the request body must be the artifact file (it was empty)");
     }
-    enum ot_err err = ot_artifact_reader_finish(u->reader, &d);
+    enum ot_err err = u->format ? OT_OK : ot_artifact_reader_finish(u->reader, &d);
     if (err)
         return reply_artifact_error(req, err, &d);
     struct srv_artifact a = {0};

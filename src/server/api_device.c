@@ -168,6 +168,7 @@ void srv_dev_auth(void *app_, struct srv_request *req)
 struct dep_info {
     int64_t id;
     bool active;
+    bool foreign;          /* a .swu or RAUC bundle: for DDI devices only */
     int64_t artifact_id;
     char *name, *version, *manifest, *signatures, *device_types;
     uint64_t size;
@@ -233,6 +234,7 @@ static enum ot_err dep_info_load(struct srv_app *app, int64_t id, struct dep_inf
     if (!err) {
         info.artifact_id = a.id;
         info.size = a.size;
+        info.foreign = srv_manifest_is_foreign(a.manifest);
         err = ot_hex_decode(a.sha256, info.sha256, sizeof(info.sha256));
         info.name = TAKE_PTR(a.name);
         info.version = TAKE_PTR(a.version);
@@ -313,12 +315,17 @@ static enum ot_err next_action(struct srv_app *app, struct srv_fleet_dev *dev,
         }
         if (err)
             return err;
-        if (ret->active && type_listed(ret->device_types, dev->device_type))
+        /* a foreign artifact (.swu, RAUC bundle) is for DDI devices only (api_ddi.c) */
+        bool foreign = ret->active && ret->foreign;
+        if (ret->active && !foreign && type_listed(ret->device_types, dev->device_type))
             return OT_OK;
         if (ret->active) {
             char msg[160];
-            snprintf(msg, sizeof(msg), "the artifact is not for device type '%s'",
-                     dev->device_type);
+            if (foreign)
+                snprintf(msg, sizeof(msg), "not an otter artifact");
+            else
+                snprintf(msg, sizeof(msg), "the artifact is not for device type '%s'",
+                         dev->device_type);
             err = srv_store_dd_skip(app->store, ret->id, dev->id, msg, app->now(), d);
             if (err)
                 return err;

@@ -22,6 +22,11 @@ struct srv_app {
     uint64_t max_artifact_size;     /* bytes of one upload */
     uint8_t device_token_key[32];   /* HMAC key of device tokens (meta "device_token_key") */
     struct srv_fleet *fleet;        /* device cache and batched last-seen writes (fleet.c) */
+    /* hawkBit DDI (api_ddi.c, docs/hawkbit.md; configuration keys of the same names) */
+    const char *ddi_tenant;         /* the one tenant served; others get 404 */
+    bool ddi_target_token;          /* "Authorization: TargetToken <per-device token>" */
+    const char *ddi_gateway_token;  /* "GatewayToken <this>": any controller; NULL or "": off */
+    bool ddi_trust_controller_header; /* a TLS proxy's verified X-Controller-Id */
 };
 
 /* ---- the route table (api.c) ---- */
@@ -60,6 +65,31 @@ void srv_dev_checkin(void *app, struct srv_request *req);
 void srv_dev_download(void *app, struct srv_request *req);
 void srv_dev_status(void *app, struct srv_request *req);
 void srv_dev_inventory(void *app, struct srv_request *req);
+/* hawkBit DDI (api_ddi.c) */
+void srv_ddi_poll(void *app, struct srv_request *req);
+void srv_ddi_deployment(void *app, struct srv_request *req);
+void srv_ddi_feedback(void *app, struct srv_request *req);
+void srv_ddi_config_data(void *app, struct srv_request *req);
+void srv_ddi_installed(void *app, struct srv_request *req);
+void srv_ddi_artifact(void *app, struct srv_request *req);
+void srv_ddi_cancel(void *app, struct srv_request *req);
+void srv_ddi_cancel_feedback(void *app, struct srv_request *req);
+void srv_api_device_ddi_register(void *app, struct srv_request *req);
+
+/* DDI controller ids: 1..SRV_DDI_ID_MAX bytes of [A-Za-z0-9._:-] (they are path segments and meta
+ * keys). */
+#define SRV_DDI_ID_MAX 128
+bool srv_ddi_id_valid(const char *id);
+/* The device id of a DDI controller (meta "ddi.device.<controllerId>"); 0 when unknown. */
+int64_t srv_ddi_device(struct srv_app *app, const char *controller_id);
+/* Registers a DDI controller as an accepted device (or finds it): identity
+ * {"controller_id": ...}, public key SHA-256("otter-ddi:" + controller id). */
+enum ot_err srv_ddi_register(struct srv_app *app, const char *controller_id,
+                             const char *device_type, const char *principal, int64_t *ret_id,
+                             bool *ret_created, struct ot_diag *d) OT_MUST_CHECK;
+/* A foreign artifact (.swu, RAUC bundle) carries {"foreign": "swu"|"raucb", ...} as its
+ * manifest; otter-agent devices never get one, DDI devices get nothing else. */
+bool srv_manifest_is_foreign(const char *manifest);
 
 /* A device's status changed: every otterd instance's device cache must forget it (fleet.h). */
 void srv_device_changed(struct srv_app *app, int64_t id);
@@ -98,6 +128,9 @@ bool srv_token_text_allows(struct srv_app *app, const char *text, uint32_t scope
  * otherwise. */
 int srv_auth_check(void *app, struct srv_request *req, const struct srv_route *route, char *msg,
                    size_t msg_len);
+/* SRV_AUTH_DDI (api_ddi.c): tenant (404 for another), then TargetToken, GatewayToken or the
+ * proxy's X-Controller-Id as configured, for an accepted device that is the path's controller. */
+int srv_ddi_auth(struct srv_app *app, struct srv_request *req, char *msg, size_t msg_len);
 
 /* On a store that has never had one, creates the first admin token and writes its text to ret
  * (the caller prints it once). OT_ERR_EXISTS when the store was bootstrapped before. */

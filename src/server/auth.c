@@ -205,6 +205,8 @@ int srv_auth_check(void *app, struct srv_request *req, const struct srv_route *r
         return token_auth(app, req, route, msg, msg_len);
     case SRV_AUTH_DEVICE:
         return device_auth(app, req, msg, msg_len);
+    case SRV_AUTH_DDI:
+        return srv_ddi_auth(app, req, msg, msg_len);
     }
     return 401;
 }

@@ -457,6 +457,10 @@ static void add_header(struct MHD_Response *r, const char *name, const char *val
 static void add_auth_challenge(struct srv_request *req, struct MHD_Response *r)
 {
     bool sent = srv_req_header(req, MHD_HTTP_HEADER_AUTHORIZATION) != NULL;
+    if (req->route && req->route->auth == SRV_AUTH_DDI) {
+        add_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "TargetToken realm=\"otter\"");
+        return;
+    }
     add_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
                sent ? "Bearer realm=\"otter\", error=\"invalid_token\"" : "Bearer realm=\"otter\"");
 }
@@ -558,6 +562,27 @@ void srv_reply_error(struct srv_request *req, enum ot_err err, const char *fmt, 
 }
 
 void srv_reply_empty(struct srv_request *req, unsigned status) { set_reply(req, status, NULL, 0); }
+
+void srv_reply_text(struct srv_request *req, unsigned status, const char *content_type,
+                    const void *data, size_t len)
+{
+    uint8_t *copy = len ? malloc(len) : NULL;
+    if (len && !copy)
+        return reply_internal(req);
+    if (len)
+        memcpy(copy, data, len);
+    set_reply(req, status, copy, len);
+    if (req->response && len) {
+        MHD_del_response_header(req->response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+        add_header(req->response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    }
+}
+
+void srv_reply_header(struct srv_request *req, const char *name, const char *value)
+{
+    if (req->response)
+        add_header(req->response, name, value);
+}
 
 void srv_reply_buf(struct srv_request *req, unsigned status, struct ot_buf *json_text)
 {
@@ -711,6 +736,35 @@ const char *srv_req_header(const struct srv_request *req, const char *name)
 {
     return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
 }
+
+struct query_all {
+    const char *name;
+    const char **out;
+    size_t max, n;
+};
+
+static enum MHD_Result query_one(void *cls, enum MHD_ValueKind kind, const char *key,
+                                 const char *value)
+{
+    (void)kind;
+    struct query_all *q = cls;
+    if (key && value && strcmp(key, q->name) == 0) {
+        if (q->n < q->max)
+            q->out[q->n] = value;
+        q->n++;
+    }
+    return MHD_YES;
+}
+
+size_t srv_req_query_all(const struct srv_request *req, const char *name, const char **out,
+                         size_t max)
+{
+    struct query_all q = {.name = name, .out = out, .max = max};
+    MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, query_one, &q);
+    return q.n;
+}
+
+bool srv_req_tls(const struct srv_request *req) { return req->http->tls_cert != NULL; }
 
 const struct ot_buf *srv_req_body(const struct srv_request *req) { return &req->body; }
 
@@ -932,9 +986,14 @@ static bool admit_request(struct srv_request *req)
     if (req->route->auth != SRV_AUTH_NONE) {
         char msg[MSG_MAX] = "";
         int status = h->auth ? h->auth(h->app, req, req->route, msg, sizeof(msg)) : 401;
+        if (status == 401 && req->route->auth == SRV_AUTH_DDI) {
+            srv_reply_empty(req, 401); /* hawkBit's clients expect no body */
+            return false;
+        }
         if (status != 0) {
             srv_reply_status(req, (unsigned)status,
                              status == 403   ? "forbidden"
+                             : status == 404 ? "not_found"
                              : status == 503 ? "unavailable"
                                              : "unauthorized",
                              "%s", msg[0] ? msg : "authentication required");

@@ -38,6 +38,8 @@ enum srv_auth_kind {
     SRV_AUTH_NONE,   /* public (health) */
     SRV_AUTH_TOKEN,  /* management API: "Authorization: Bearer <token>" with the route's scope */
     SRV_AUTH_DEVICE, /* device API: "Authorization: Bearer <device token>" of an accepted device */
+    SRV_AUTH_DDI,    /* hawkBit DDI (api_ddi.c): TargetToken / GatewayToken / proxy header; a
+                      * refusal (401) has an empty body, as hawkBit's clients expect */
 };
 
 typedef void (*srv_handler_fn)(void *app, struct srv_request *req);
@@ -93,6 +95,12 @@ const char *srv_req_param(const struct srv_request *req, const char *name);
 /* A query-string argument, or NULL. */
 const char *srv_req_query(const struct srv_request *req, const char *name);
 const char *srv_req_header(const struct srv_request *req, const char *name);
+/* Every value of a repeated query argument (?t=a&t=b), in order: at most max are stored in out;
+ * returns how many there are. */
+size_t srv_req_query_all(const struct srv_request *req, const char *name, const char **out,
+                         size_t max);
+/* Whether the request came over TLS (the scheme of absolute URLs built for the client). */
+bool srv_req_tls(const struct srv_request *req);
 /* The whole body (bounded by the route's max_body). */
 const struct ot_buf *srv_req_body(const struct srv_request *req);
 /* Parses the body as a JSON object with ot_json_parse; on failure answers 400 itself and
@@ -123,6 +131,11 @@ void srv_reply_error(struct srv_request *req, enum ot_err err, const char *fmt, 
 void srv_reply_status(struct srv_request *req, unsigned status, const char *code,
                       const char *fmt, ...) OT_PRINTF(4, 5);
 void srv_reply_empty(struct srv_request *req, unsigned status);
+/* A reply of content_type with a copy of len bytes of data. */
+void srv_reply_text(struct srv_request *req, unsigned status, const char *content_type,
+                    const void *data, size_t len);
+/* Adds a header to the reply already made (ETag of a JSON reply ...); nothing without one. */
+void srv_reply_header(struct srv_request *req, const char *name, const char *value);
 /* A reply already encoded as JSON text (a wire message): takes the buffer's storage. */
 void srv_reply_buf(struct srv_request *req, unsigned status, struct ot_buf *json_text);
 /* A file, with sendfile where the connection allows (plain HTTP). Takes fd (closed when the

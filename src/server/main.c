@@ -46,6 +46,10 @@ struct srv_config {
     uint64_t max_artifact_size;
     uint64_t last_seen_flush_ms;
     uint64_t device_cache_ttl_ms;
+    char *ddi_tenant;
+    bool ddi_target_token;
+    char *ddi_gateway_token;
+    bool ddi_trust_controller_header;
 };
 
 #define CFG(f) offsetof(struct srv_config, f)
@@ -84,6 +88,16 @@ static const struct ot_cfg_key cfg_keys[] = {
     {NULL, "device_cache_ttl", OT_CFG_DURATION, CFG(device_cache_ttl_ms), 1000, 86400000, "10m",
      "PostgreSQL: how long a device's cached state may be used at most (changes made by other "
      "instances arrive within a second anyway; this is a safety net)"},
+    {NULL, "ddi_tenant", OT_CFG_STRING, CFG(ddi_tenant), 1, 64, "DEFAULT",
+     "hawkBit DDI: the tenant in /{tenant}/controller/v1/ (others: 404)"},
+    {NULL, "ddi_target_token", OT_CFG_BOOL, CFG(ddi_target_token), 0, 1, "true",
+     "hawkBit DDI: accept per-device target tokens (POST /api/v1/devices/ddi)"},
+    {NULL, "ddi_gateway_token", OT_CFG_STRING, CFG(ddi_gateway_token), 0, 256, "",
+     "hawkBit DDI: a gateway token acting as any controller, registering unknown ones (empty: "
+     "off)"},
+    {NULL, "ddi_trust_controller_header", OT_CFG_BOOL, CFG(ddi_trust_controller_header), 0, 1,
+     "false", "hawkBit DDI: trust a TLS-terminating proxy's X-Controller-Id (the verified "
+     "client certificate's CN)"},
 };
 
 struct options {
@@ -398,6 +412,10 @@ static int serve(const struct srv_config *cfg, struct srv_store *store, const si
         .device_token_ttl = (uint32_t)(cfg->device_token_ttl_ms / 1000),
         .pending_retry = (uint32_t)(cfg->poll_interval_ms / 1000),
         .max_artifact_size = cfg->max_artifact_size,
+        .ddi_tenant = cfg->ddi_tenant,
+        .ddi_target_token = cfg->ddi_target_token,
+        .ddi_gateway_token = cfg->ddi_gateway_token,
+        .ddi_trust_controller_header = cfg->ddi_trust_controller_header,
     };
     struct srv_http_config hc = http_config(cfg);
     struct srv_http *http = NULL;

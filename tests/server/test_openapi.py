@@ -17,6 +17,7 @@ SECURITY = {
     "none": [],
     "token": [{"bearer": []}],
     "device": [{"deviceToken": []}],
+    "ddi": [{"ddi": []}],
 }
 
 
@@ -49,7 +50,7 @@ def test_public_routes_are_marked_public():
 
 def test_auth_kind_and_scope_match_the_route_table():
     s = spec()
-    assert set(s["components"]["securitySchemes"]) == {"bearer", "deviceToken"}
+    assert set(s["components"]["securitySchemes"]) == {"bearer", "deviceToken", "ddi"}
     for r in routes():
         where = f"{r['method']} {r['path']}"
         op = s["paths"][r["path"]][r["method"].lower()]

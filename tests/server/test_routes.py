@@ -80,3 +80,31 @@ def test_device_route_refuses_everything_but_a_device_token(server, route):
         assert r.status == 401, (g, r)
         assert r.json()["error"]["code"] == "unauthorized"
     server.assert_serving()
+
+
+DDI_ROUTES = [r for r in routes() if r["auth"] == "ddi"]
+
+
+def test_the_table_has_ddi_routes():
+    assert DDI_ROUTES, "no hawkBit DDI route: the walk below would prove nothing"
+
+
+def ddi_concrete(path, tenant="DEFAULT"):
+    return concrete(path.replace("{tenant}", tenant))
+
+
+@pytest.mark.parametrize("route", DDI_ROUTES, ids=lambda r: f"{r['method']} {r['path']}")
+def test_ddi_route_refuses_everything_but_its_credentials(server, route):
+    """401 with an EMPTY body (hawkBit's clients expect it); another tenant is 404."""
+    body = b"{}" if route["method"] in ("POST", "PUT") else None
+    garbage = [f"TargetToken ddi_{'A' * 43}", "TargetToken ", f"Bearer {server.token}",
+               f"GatewayToken {'x' * 20}", "GatewayToken ", f"TargetToken {'A' * 500}"]
+    path = ddi_concrete(route["path"])
+    r = server.request(route["method"], path, body)
+    assert r.status == 401 and r.body == b"", r
+    for g in garbage:
+        r = server.request(route["method"], path, body, headers={"Authorization": g})
+        assert r.status == 401 and r.body == b"", (g, r)
+    r = server.request(route["method"], ddi_concrete(route["path"], "other"), body)
+    assert r.status == 404, r
+    server.assert_serving()

@@ -95,7 +95,7 @@ def test_routes_prints_the_route_table_as_json(tmp_path):
     for route in table:
         assert route["method"] in {"GET", "POST", "PUT", "DELETE", "PATCH"}, route
         assert route["path"].startswith("/"), route
-        assert route["auth"] in {"none", "token", "device"}, route
+        assert route["auth"] in {"none", "token", "device", "ddi"}, route
         assert isinstance(route["summary"], str), route
     assert {"method": "GET", "path": "/api/v1/health", "auth": "none"}.items() <= \
         next(x for x in table if x["path"] == "/api/v1/health").items()
