@@ -30,8 +30,10 @@ stop() {
 }
 trap stop INT TERM
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
-"$BUILD/src/server/otterd" --data "$DATA/server" --listen "127.0.0.1:$PORT" \
-  > "$DATA/otterd.out" 2> "$DATA/otterd.log" &
+# A demo fleet should not wait the default 5 minutes between check-ins.
+printf 'poll_interval = 3s\npoll_jitter = 1s\n' > "$DATA/otterd.conf"
+"$BUILD/src/server/otterd" --config "$DATA/otterd.conf" --data "$DATA/server" \
+  --listen "127.0.0.1:$PORT" > "$DATA/otterd.out" 2> "$DATA/otterd.log" &
 pids+=($!)
 for _ in $(seq 100); do grep -q "listening on" "$DATA/otterd.out" 2>/dev/null && break; sleep 0.1; done
 if ! grep -q "listening on" "$DATA/otterd.out"; then
