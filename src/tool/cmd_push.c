@@ -6,10 +6,19 @@
 
 const char tool_usage_push[] =
     "Usage: otter push [--json] [-q] [CONNECTION OPTIONS] ARTIFACT\n"
+    "       otter push --format swu|raucb --name NAME --version VERSION -T TYPE... FILE\n"
     "\n"
     "Uploads an artifact to the server, which verifies its signatures against the release keys\n"
     "it trusts (PUT /api/v1/trust) and every payload before storing it.\n"
     "\n"
+    "With --format, FILE is a foreign update for hawkBit (DDI) devices: an SWUpdate .swu or a\n"
+    "RAUC bundle, stored as it is (the device checks its own format's signature; the server\n"
+    "computes its SHA-1, MD5 and SHA-256). See docs/hawkbit.md.\n"
+    "\n"
+    "      --format FORMAT           swu or raucb: upload FILE as a foreign artifact\n"
+    "      --name NAME               its name (with --format)\n"
+    "      --version VERSION         its version (with --format)\n"
+    "  -T, --device-type TYPE        a device type it is for (with --format; repeatable)\n"
     "  -j, --json                    print the server's artifact object\n"
     "  -q, --quiet                   print nothing\n"
     "  -h, --help                    show this help\n"
@@ -18,11 +27,18 @@ const char tool_usage_push[] =
     "Exit status: 0 stored, 1 failure (connection, authentication, already on the server),\n"
     "2 usage error, 3 the server rejected the artifact (unsigned, untrusted or tampered).\n";
 
+#define PUSH_TYPES_MAX 64
+
 struct push_opts {
     struct tool_remote remote;
     bool json;
     const char *artifact;
+    const char *format, *name, *version;
+    const char *types[PUSH_TYPES_MAX];
+    size_t ntypes;
 };
+
+enum { OPT_FORMAT = 0x2000, OPT_NAME, OPT_VERSION };
 
 static int parse_args(struct tool_ctx *ctx, int argc, char **argv, struct push_opts *o)
 {
@@ -30,14 +46,28 @@ static int parse_args(struct tool_ctx *ctx, int argc, char **argv, struct push_o
         {"json", no_argument, NULL, 'j'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
+        {"format", required_argument, NULL, OPT_FORMAT},
+        {"name", required_argument, NULL, OPT_NAME},
+        {"version", required_argument, NULL, OPT_VERSION},
+        {"device-type", required_argument, NULL, 'T'},
         TOOL_REMOTE_LONGOPTS,
         {0},
     };
     int c;
-    while ((c = getopt_long(argc, argv, ":jqh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":jqhT:", longopts, NULL)) != -1) {
         if (tool_remote_opt(&o->remote, c))
             continue;
-        if (c == 'j')
+        if (c == OPT_FORMAT)
+            o->format = optarg;
+        else if (c == OPT_NAME)
+            o->name = optarg;
+        else if (c == OPT_VERSION)
+            o->version = optarg;
+        else if (c == 'T' && o->ntypes == PUSH_TYPES_MAX)
+            return tool_usage_error(ctx, "too many --device-type options");
+        else if (c == 'T')
+            o->types[o->ntypes++] = optarg;
+        else if (c == 'j')
             o->json = true;
         else if (c == 'q')
             ctx->quiet = true;
@@ -49,7 +79,30 @@ static int parse_args(struct tool_ctx *ctx, int argc, char **argv, struct push_o
     if (optind != argc - 1)
         return tool_usage_error(ctx, optind == argc ? "missing ARTIFACT" : "too many arguments");
     o->artifact = argv[optind];
+    if (o->format && strcmp(o->format, "swu") != 0 && strcmp(o->format, "raucb") != 0)
+        return tool_usage_error(ctx, "--format must be swu or raucb");
+    if (o->format && (!o->name || !o->version || !o->ntypes))
+        return tool_usage_error(ctx, "--format needs --name, --version and at least one -T");
+    if (!o->format && (o->name || o->version || o->ntypes))
+        return tool_usage_error(ctx, "--name, --version and -T go with --format (an otter "
+                                     "artifact carries its own)");
     return TOOL_EXIT_OK;
+}
+
+/* The upload path, with the foreign artifact's description in the query. */
+static enum ot_err upload_path(const struct push_opts *o, struct ot_buf *path)
+{
+    enum ot_err err = ot_buf_append_str(path, "/api/v1/artifacts");
+    if (!err && o->format) {
+        err = ot_client_query_add(path, "format", o->format);
+        if (!err)
+            err = ot_client_query_add(path, "name", o->name);
+        if (!err)
+            err = ot_client_query_add(path, "version", o->version);
+        for (size_t i = 0; !err && i < o->ntypes; i++)
+            err = ot_client_query_add(path, "device_type", o->types[i]);
+    }
+    return err;
 }
 
 /* 422 is the server's verdict on the artifact itself: rejected, as `otter verify` would say. */
@@ -95,8 +148,16 @@ static int upload(struct tool_ctx *ctx, const struct push_opts *o, struct ot_cli
     tool_progress_init(&p, ctx, "push");
     long status = 0;
     json_t *reply = NULL;
-    err = ot_client_upload(c, "/api/v1/artifacts", fd, size, tool_progress_cb, &p, &status, &reply,
+    struct ot_buf path;
+    ot_buf_init(&path, 16 * 1024);
+    err = upload_path(o, &path);
+    if (err) {
+        ot_buf_release(&path);
+        return tool_failf(ctx, err, "the upload's name, version or device types are too long");
+    }
+    err = ot_client_upload(c, ot_buf_str(&path), fd, size, tool_progress_cb, &p, &status, &reply,
                            &d);
+    ot_buf_release(&path);
     tool_progress_clear(&p);
     int rc;
     if (err)

@@ -623,3 +623,22 @@ def test_swupdate_resumes_an_interrupted_download(ddi, suricatta, tmp_path):
     assert re.search(r"GET /DEFAULT/controller/v1/dev01/softwaremodules/\d+/artifacts/fw-1\.0\.swu 206 ",
                      ddi.log()), ddi.log()
     wait_for("rebooting", lambda: row(ddi, dep["id"], reg["id"])["status"] == "rebooting", log=s.log)
+
+
+def test_otter_push_uploads_a_foreign_artifact(ddi, tmp_path):
+    from fleet_util import otter
+    swu = tmp_path / "fw.swu"
+    swu.write_bytes(b"070701" + os.urandom(2000))
+    conn = ["--server", f"http://127.0.0.1:{ddi.port}", "--token", ddi.token]
+    r = otter("push", *conn, "--json", "--format", "swu", "--name", "fw", "--version", "2.1",
+              "-T", "board", "-T", "board2", swu)
+    import json as _json
+    art = _json.loads(r.stdout)
+    assert art["name"] == "fw" and art["version"] == "2.1"
+    assert art["device_types"] == ["board", "board2"]
+    show = admin(ddi, "GET", f"/api/v1/artifacts/{art['id']}").json()
+    assert show["manifest"]["sha1"] == hashlib.sha1(swu.read_bytes()).hexdigest()
+    bad = otter("push", *conn, "--format", "swu", "--name", "fw", swu, check=False)
+    assert bad.returncode == 2 and "--version" in bad.stderr
+    bad = otter("push", *conn, "--name", "fw", swu, check=False)
+    assert bad.returncode == 2
