@@ -59,6 +59,7 @@ struct ot_reader_opts {
     const struct ot_key *device_keys; /* box secret keys tried for encrypted artifacts */
     size_t ndevice_keys;
     enum ot_read_mode mode;
+    size_t decode_chunk;              /* decompressed bytes per step; 0: 1 MiB (see codec.h) */
 };
 
 struct ot_reader_callbacks {

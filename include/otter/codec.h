@@ -46,8 +46,9 @@ enum ot_err ot_sink_zstd_compress_new(int level, struct ot_sink *next, struct ot
     OT_MUST_CHECK;
 /* zstd decompression. Output beyond max_out fails with OT_ERR_SIZE at once (decompression bombs
  * stop at the limit); frames needing a window above 8 MiB are refused; trailing garbage and a
- * truncated frame are errors. */
-enum ot_err ot_sink_zstd_decompress_new(uint64_t max_out, struct ot_sink *next,
+ * truncated frame are errors. out_chunk: bytes of output handed on per step (0: 1 MiB, the fastest
+ * here; a device short of memory passes less, e.g. 128 KiB). */
+enum ot_err ot_sink_zstd_decompress_new(uint64_t max_out, size_t out_chunk, struct ot_sink *next,
                                         struct ot_sink **ret) OT_MUST_CHECK;
 
 /* Writes everything to fd (not owned). */

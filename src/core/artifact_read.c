@@ -84,7 +84,7 @@ static enum ot_err build_decode(struct ot_artifact_reader *r, const struct ot_pa
     chain_push(r, s);
     r->installed_hash = s;
     if (p->compression == OT_COMPRESSION_ZSTD) {
-        err = ot_sink_zstd_decompress_new(p->size, chain_head(r, end), &s);
+        err = ot_sink_zstd_decompress_new(p->size, r->opts.decode_chunk, chain_head(r, end), &s);
         if (err)
             return err;
         chain_push(r, s);

@@ -251,8 +251,8 @@ static void zd_free(struct ot_sink *s)
     free(z);
 }
 
-enum ot_err ot_sink_zstd_decompress_new(uint64_t max_out, struct ot_sink *next,
-                                        struct ot_sink **ret)
+enum ot_err ot_sink_zstd_decompress_new(uint64_t max_out, size_t out_chunk,
+                                        struct ot_sink *next, struct ot_sink **ret)
 {
     struct zd_sink *z = calloc(1, sizeof(*z));
     if (!z)
@@ -261,7 +261,7 @@ enum ot_err ot_sink_zstd_decompress_new(uint64_t max_out, struct ot_sink *next,
     z->next = next;
     z->max_out = max_out;
     z->last = 1;
-    z->out_cap = ZSTD_DECODE_CHUNK;
+    z->out_cap = out_chunk ? OT_MAX(out_chunk, (size_t)4096) : ZSTD_DECODE_CHUNK;
     z->out = malloc(z->out_cap);
     z->dctx = ZSTD_createDCtx();
     if (!z->out || !z->dctx ||

@@ -87,7 +87,7 @@ static enum ot_err decompress_to(const uint8_t *z, size_t zn, uint64_t max, size
 {
     struct ot_sink *bs, *zd;
     assert_int_equal(ot_sink_buf_new(out, &bs), OT_OK);
-    assert_int_equal(ot_sink_zstd_decompress_new(max, bs, &zd), OT_OK);
+    assert_int_equal(ot_sink_zstd_decompress_new(max, 0, bs, &zd), OT_OK);
     enum ot_err err = write_split(zd, z, zn, piece, 5, d);
     if (!err)
         err = ot_sink_finish(zd, d);
