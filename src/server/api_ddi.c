@@ -335,16 +335,6 @@ static enum ot_err action_load(struct srv_app *app, int64_t dep_id, struct actio
     return err;
 }
 
-static bool type_listed(const char *device_types_json, const char *type)
-{
-    json_t *a = srv_json_text(device_types_json);
-    bool found = false;
-    for (size_t i = 0; !found && i < json_array_size(a); i++)
-        found = strcmp(json_string_value(json_array_get(a, i)) ?: "", type) == 0;
-    json_decref(a);
-    return found;
-}
-
 /* The device's open action (ret->id 0: none). A row the device cannot take (an otter artifact,
  * another device type) is marked skipped once, as check-in does for otter-agent. */
 static enum ot_err open_action(struct srv_app *app, int64_t dev_id, const char *device_type,
@@ -369,7 +359,7 @@ static enum ot_err open_action(struct srv_app *app, int64_t dev_id, const char *
             why = "the artifact is gone";
         else if (err)
             return err;
-        else if (device_type[0] && !type_listed(ret->a.device_types, device_type))
+        else if (device_type[0] && !srv_device_type_listed(ret->a.device_types, device_type))
             why = "the artifact is not for this device type";
         if (!why) {
             ret->status = st;

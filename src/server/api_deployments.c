@@ -114,7 +114,6 @@ static enum ot_err target_devices(struct srv_app *app, const json_t *body, int64
 static enum ot_err check_devices(struct srv_app *app, const struct srv_artifact *a,
                                  const int64_t *ids, size_t n, bool *skipped, struct ot_diag *d)
 {
-    json_t *types = srv_json_text(a->device_types);
     enum ot_err err = OT_OK;
     for (size_t i = 0; !err && i < n; i++) {
         struct srv_device dev = {0};
@@ -123,16 +122,10 @@ static enum ot_err check_devices(struct srv_app *app, const struct srv_artifact 
             err = ot_diag_set(d, OT_ERR_INVALID, "no device %lld", (long long)ids[i]);
         if (!err && dev.status != SRV_DEVICE_ACCEPTED)
             err = ot_diag_set(d, OT_ERR_INVALID, "device %lld is not accepted", (long long)ids[i]);
-        if (!err && dev.device_type[0]) {
-            bool listed = false;
-            for (size_t k = 0; k < json_array_size(types); k++)
-                listed |= strcmp(json_string_value(json_array_get(types, k)) ?: "",
-                                 dev.device_type) == 0;
-            skipped[i] = !listed;
-        }
+        if (!err && dev.device_type[0])
+            skipped[i] = !srv_device_type_listed(a->device_types, dev.device_type);
         srv_device_release(&dev);
     }
-    json_decref(types);
     return err;
 }
 

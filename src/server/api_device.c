@@ -259,7 +259,7 @@ static enum ot_err dep_info_load(struct srv_app *app, int64_t id, struct dep_inf
     return err;
 }
 
-static bool type_listed(const char *device_types_json, const char *type)
+bool srv_device_type_listed(const char *device_types_json, const char *type)
 {
     json_t *a = srv_json_text(device_types_json);
     bool found = false;
@@ -317,7 +317,8 @@ static enum ot_err next_action(struct srv_app *app, struct srv_fleet_dev *dev,
             return err;
         /* a foreign artifact (.swu, RAUC bundle) is for DDI devices only (api_ddi.c) */
         bool foreign = ret->active && ret->foreign;
-        if (ret->active && !foreign && type_listed(ret->device_types, dev->device_type))
+        if (ret->active && !foreign &&
+            srv_device_type_listed(ret->device_types, dev->device_type))
             return OT_OK;
         if (ret->active) {
             char msg[160];

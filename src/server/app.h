@@ -91,6 +91,8 @@ enum ot_err srv_ddi_register(struct srv_app *app, const char *controller_id,
  * manifest; otter-agent devices never get one, DDI devices get nothing else. */
 bool srv_manifest_is_foreign(const char *manifest);
 
+/* Whether the device type is in an artifact's device_types (JSON array text). */
+bool srv_device_type_listed(const char *device_types_json, const char *type);
 /* A device's status changed: every otterd instance's device cache must forget it (fleet.h). */
 void srv_device_changed(struct srv_app *app, int64_t id);
 
