@@ -79,6 +79,9 @@ enum ot_err ot_client_download(struct ot_client *c, const char *path, int out_fd
  * 404 NOENT, 409 EXISTS, 413 LIMIT, other 4xx INVALID, 5xx IO). Returns OT_OK for a 2xx status. */
 enum ot_err ot_client_status_error(long status, const json_t *reply, struct ot_diag *d)
     OT_MUST_CHECK;
+/* The error code an HTTP error status stands for (401/403 PERM, 404 NOENT, 409 EXISTS, 413 LIMIT,
+ * 416 RANGE, other 4xx INVALID, else IO); shared with the agent's asynchronous client. */
+enum ot_err ot_client_err_for_status(long status);
 
 /* Appends "?key=value" (or "&key=value" when path already has a query) to path, with the value
  * percent-encoded (RFC 3986 unreserved characters are kept). */

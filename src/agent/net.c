@@ -26,6 +26,7 @@
 #include <stdarg.h>
 #include <strings.h>
 
+#include "otter/client.h"
 #include "otter/encoding.h"
 #include "otter/json.h"
 
@@ -306,25 +307,6 @@ static const char *status_text(long status)
     }
 }
 
-static enum ot_err err_for_status(long status)
-{
-    switch (status) {
-    case 401:
-    case 403:
-        return OT_ERR_PERM;
-    case 404:
-        return OT_ERR_NOENT;
-    case 409:
-        return OT_ERR_EXISTS;
-    case 413:
-        return OT_ERR_LIMIT;
-    case 416:
-        return OT_ERR_RANGE;
-    default:
-        return status >= 400 && status < 500 ? OT_ERR_INVALID : OT_ERR_IO;
-    }
-}
-
 /* Who answered, for messages: the server's base URL, or the origin of an absolute URL. */
 static const char *who(const struct request *r)
 {
@@ -347,8 +329,8 @@ static void set_http_error(struct request *r, long status)
     char msg[SERVER_MSG_MAX];
     server_message(r, status, msg, sizeof(msg));
     r->res.http_status = status;
-    ot_diag_set(&r->res.diag, err_for_status(status), "server %s: HTTP %ld: %s", who(r), status,
-                msg);
+    ot_diag_set(&r->res.diag, ot_client_err_for_status(status), "server %s: HTTP %ld: %s", who(r),
+                status, msg);
     r->res.err = r->res.diag.err;
 }
 

@@ -501,7 +501,7 @@ enum ot_err ot_client_download(struct ot_client *c, const char *path, int out_fd
 
 /* ---- errors ---------------------------------------------------------------------------------- */
 
-static enum ot_err err_for_status(long status)
+enum ot_err ot_client_err_for_status(long status)
 {
     switch (status) {
     case 401:
@@ -513,6 +513,8 @@ static enum ot_err err_for_status(long status)
         return OT_ERR_EXISTS;
     case 413:
         return OT_ERR_LIMIT;
+    case 416:
+        return OT_ERR_RANGE;
     default:
         return status >= 400 && status < 500 ? OT_ERR_INVALID : OT_ERR_IO;
     }
@@ -565,7 +567,7 @@ enum ot_err ot_client_status_error(long status, const json_t *reply, struct ot_d
     const char *msg = json_string_value(json_object_get(e, "message"));
     enum ot_err err = err_for_code(json_string_value(json_object_get(e, "code")));
     if (!err)
-        err = err_for_status(status);
+        err = ot_client_err_for_status(status);
     char text[OT_DIAG_MSG_MAX - 64];
     safe_copy(text, sizeof(text), msg && msg[0] ? msg : status_text(status));
     return ot_diag_set(d, err, "server: %s (HTTP %ld)", text, status);
