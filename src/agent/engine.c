@@ -670,24 +670,29 @@ static void phase_verify(struct ag_engine *e)
 {
     uint8_t sum[32], want[32];
     char hex[65];
-    struct ot_diag d = {0};
     int fd = open(e->download_path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return (void)go(e, AG_DOWNLOAD);
-    struct ot_sha256 h;
-    enum ot_err err = ot_sha256_init(&h);
-    uint8_t *buf = err ? NULL : malloc(1 << 20);
+    struct ot_sha256 h = {0};
+    uint8_t *buf = ot_sha256_init(&h) == OT_OK ? malloc(INSTALL_READ_CHUNK) : NULL;
     uint64_t total = 0;
-    for (ssize_t n; buf && (n = read(fd, buf, 1 << 20)) > 0;) {
+    ssize_t n = 0;
+    while (buf && (n = read(fd, buf, INSTALL_READ_CHUNK)) > 0) {
         ot_sha256_update(&h, buf, (size_t)n);
         total += (uint64_t)n;
     }
-    free(buf);
     close(fd);
+    if (!buf || n < 0) { /* out of memory or a read error: nothing was decided, try again */
+        free(buf);
+        ot_sha256_release(&h);
+        note_error(e, "cannot read the download to verify it: retrying");
+        return schedule(e, RETRY_MIN_MS);
+    }
+    free(buf);
     ot_sha256_final(&h, sum);
     ot_hex_encode(sum, sizeof(sum), hex);
-    if (!err && (ot_hex_decode(e->st.artifact_sha256, want, sizeof(want)) != OT_OK ||
-                 memcmp(sum, want, sizeof(sum)) != 0 || total != e->st.artifact_size)) {
+    if (ot_hex_decode(e->st.artifact_sha256, want, sizeof(want)) != OT_OK ||
+        memcmp(sum, want, sizeof(sum)) != 0 || total != e->st.artifact_size) {
         unlink(e->download_path);
         if (++e->st.attempts > MAX_ATTEMPTS)
             return finish(e, "failure", "the download does not match its SHA-256 (got %.16s..., "
@@ -695,7 +700,6 @@ static void phase_verify(struct ag_engine *e)
         note_error(e, "the download does not match its SHA-256: downloading again");
         return (void)go(e, AG_DOWNLOAD);
     }
-    (void)d;
     e->st.attempts = 0;
     go(e, AG_INSTALL);
 }

@@ -338,11 +338,6 @@ static enum ot_err next_action(struct srv_app *app, struct srv_fleet_dev *dev,
     return OT_OK;
 }
 
-static uint32_t jitter(const struct srv_app *app)
-{
-    return app->poll_jitter;
-}
-
 void srv_dev_checkin(void *app_, struct srv_request *req)
 {
     struct srv_app *app = app_;
@@ -370,7 +365,7 @@ void srv_dev_checkin(void *app_, struct srv_request *req)
 
     struct ot_wire_checkin_resp r = {.action = OT_WIRE_ACTION_NONE,
                                      .poll_interval = app->poll_interval,
-                                     .poll_jitter = jitter(app)};
+                                     .poll_jitter = app->poll_jitter};
     char url[96];
     char *urls[1] = {url};
     if (dev.action_deployment) {
