@@ -73,7 +73,7 @@ struct srv_http {
     uint16_t port;
     char *tls_cert, *tls_key; /* PEM text, owned; the key is wiped when freed */
     atomic_bool started;      /* libmicrohttpd's messages: captured until set, logged after */
-    atomic_bool stopping;     /* replies say "Connection: close" */
+    atomic_bool stopping;     /* new connections closed, replies say "Connection: close" */
     atomic_uint in_flight;    /* requests between on_uri and on_completed */
     pthread_mutex_t start_lock;
     char start_error[MSG_MAX]; /* libmicrohttpd's last message during start */
@@ -1167,6 +1167,17 @@ static unsigned pool_size(unsigned threads, unsigned connection_limit)
     return OT_MIN(OT_MIN(threads, (unsigned)THREADS_MAX), connection_limit);
 }
 
+/* While stopping, new connections are closed as soon as they are accepted. (MHD_quiesce_daemon
+ * would stop accepting altogether, but with a thread pool on epoll it races a worker removing the
+ * same listen socket, and libmicrohttpd 0.9.75 aborts the process when it loses that race.) */
+static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+    (void)addr;
+    (void)addrlen;
+    const struct srv_http *h = cls;
+    return atomic_load(&h->stopping) ? MHD_NO : MHD_YES;
+}
+
 static enum ot_err daemon_start(struct srv_http *h, const struct srv_http_config *cfg,
                                 const struct srv_listen *l, struct ot_diag *d)
 {
@@ -1183,7 +1194,7 @@ static enum ot_err daemon_start(struct srv_http *h, const struct srv_http_config
     }
     extra[n] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     h->daemon = MHD_start_daemon(
-        flags, l->port, NULL, NULL, on_access, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
+        flags, l->port, on_accept, h, on_access, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
         MHD_OPTION_URI_LOG_CALLBACK, on_uri, h, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
         MHD_OPTION_THREAD_POOL_SIZE, pool_size(cfg->threads, cfg->connection_limit),
         MHD_OPTION_CONNECTION_LIMIT, cfg->connection_limit, MHD_OPTION_CONNECTION_TIMEOUT,
@@ -1272,10 +1283,8 @@ void srv_http_stop(struct srv_http *h)
     if (!h)
         return;
     atomic_store(&h->stopping, true);
-    /* No new connections from here; keep-alive ones get "Connection: close" on their reply. */
-    MHD_socket fd = MHD_quiesce_daemon(h->daemon);
-    if (fd != MHD_INVALID_SOCKET)
-        close(fd);
+    /* From here new connections are closed at once and keep-alive ones get "Connection: close"
+     * on their reply (see on_accept). */
     drain(h);
     MHD_stop_daemon(h->daemon);
     http_free(h);
