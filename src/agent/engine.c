@@ -71,6 +71,21 @@ struct ag_engine {
 static void run(struct ag_engine *e);
 static void schedule(struct ag_engine *e, uint64_t ms);
 
+/* ---- simulation hooks (engine.h) ---------------------------------------------------------------- */
+
+#define HOOK(e, name) ((e)->env.hooks && (e)->env.hooks->name)
+
+static long hook_before(struct ag_engine *e, enum ag_phase phase, struct ot_diag *d)
+{
+    return HOOK(e, before) ? e->env.hooks->before(e->env.hooks->userdata, phase, d) : 0;
+}
+
+static void hook_checked_in(struct ag_engine *e, const struct ag_net_result *r)
+{
+    if (HOOK(e, checked_in))
+        e->env.hooks->checked_in(e->env.hooks->userdata, r);
+}
+
 /* ---- small helpers ---------------------------------------------------------------------------- */
 
 static void note_error(struct ag_engine *e, const char *fmt, ...) OT_PRINTF(2, 3);
@@ -96,6 +111,8 @@ static bool go(struct ag_engine *e, enum ag_phase phase)
         return false;
     }
     ot_log(OT_LOG_INFO, "phase %s -> %s", ag_phase_name(old), ag_phase_name(phase));
+    if (HOOK(e, phase))
+        e->env.hooks->phase(e->env.hooks->userdata, old, phase);
     e->rerun = true;
     return true;
 }
@@ -389,6 +406,8 @@ static void on_final_report(void *userdata, const struct ag_net_result *r)
     e->failures = 0;
     cleanup_files(e);
     int64_t dep = e->st.deployment_id;
+    if (HOOK(e, reported))
+        e->env.hooks->reported(e->env.hooks->userdata, dep, e->st.result);
     ag_state_release(&e->st);
     e->st.phase = AG_REPORT; /* go() saves idle */
     if (go(e, AG_IDLE)) {
@@ -439,6 +458,11 @@ static enum ot_err run_command(const char *cmd, uint64_t timeout_ms, const char 
 static void reboot_now(struct ag_engine *e)
 {
     ag_crash_point("before:reboot");
+    if (HOOK(e, reboot)) {
+        e->exit_code = AG_EXIT_REBOOT; /* no more work in this life */
+        e->env.hooks->reboot(e->env.hooks->userdata);
+        return;
+    }
     if (!e->cfg->reboot_command[0]) {
         ot_log(OT_LOG_NOTICE, "reboot needed: exiting with status %d", AG_EXIT_REBOOT);
         e->exit_code = AG_EXIT_REBOOT;
@@ -505,6 +529,8 @@ static void phase_reboot_pending(struct ag_engine *e)
 
 static enum ot_err health_check(struct ag_engine *e, struct ot_diag *d)
 {
+    if (HOOK(e, health))
+        return e->env.hooks->health(e->env.hooks->userdata, d);
     if (!e->cfg->health_command[0])
         return OT_OK;
     return run_command(e->cfg->health_command, e->cfg->health_timeout_ms, "the health check", d);
@@ -516,6 +542,7 @@ static void on_health_checkin(void *userdata, const struct ag_net_result *r,
     (void)resp;
     struct ag_engine *e = userdata;
     e->checkin_in_flight = false;
+    hook_checked_in(e, r);
     if (e->st.phase != AG_VERIFY_AFTER_BOOT)
         return;
     if (r->err) {
@@ -628,6 +655,11 @@ static void phase_rollback(struct ag_engine *e)
 static void phase_install(struct ag_engine *e)
 {
     struct ot_diag d = {0};
+    long hold = hook_before(e, AG_INSTALL, &d);
+    if (hold > 0)
+        return schedule(e, (uint64_t)hold);
+    if (hold < 0)
+        return finish(e, "failure", "installation failed: %s", d.msg);
     if (++e->st.attempts > MAX_ATTEMPTS)
         return finish(e, "failure", "the installation was interrupted %d times", MAX_ATTEMPTS);
     if (ag_state_save(e->cfg->state_dir, &e->st, &d) != OT_OK) {
@@ -795,6 +827,15 @@ static void phase_download(struct ag_engine *e)
     if (!in_window(e->cfg->download_window))
         return schedule(e, 60000);
     struct ot_diag d = {0};
+    long hold = hook_before(e, AG_DOWNLOAD, &d);
+    if (hold > 0)
+        return schedule(e, (uint64_t)hold);
+    if (hold < 0) {
+        if (++e->failures > 20)
+            return finish(e, "failure", "download failed: %s", d.msg);
+        note_error(e, "download interrupted (%s): resuming later", d.msg);
+        return schedule(e, backoff_ms(e));
+    }
     uint64_t offset = 0;
     if (e->cfg->streaming) {
         if (pl_new(e, &e->stream, &d) != OT_OK)
@@ -941,6 +982,7 @@ static void on_checkin(void *userdata, const struct ag_net_result *r,
 {
     struct ag_engine *e = userdata;
     e->checkin_in_flight = false;
+    hook_checked_in(e, r);
     if (r->err) {
         e->failures++;
         if (r->err == OT_ERR_PERM && r->retry_after) {
@@ -1078,7 +1120,6 @@ enum ot_err ag_engine_new(const struct ag_engine_env *env, struct ag_engine **re
             return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
         }
     }
-    srandom((unsigned)(time(NULL) ^ getpid()));
     *ret = e;
     return OT_OK;
 }

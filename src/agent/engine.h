@@ -14,6 +14,29 @@
 
 struct ag_engine;
 
+/* Simulation hooks (otter-sim drives thousands of engines on one loop): every member may be
+ * NULL, and a NULL member keeps the real behaviour. They run on the loop, inside the engine: none
+ * may free the engine (schedule that on the loop instead). */
+struct ag_engine_hooks {
+    void *userdata;
+    /* Before the work of a phase starts (AG_DOWNLOAD: each download attempt; AG_INSTALL: each
+     * install attempt). Returns 0 to go on, > 0 to come back after that many milliseconds (the
+     * hook is then asked again), < 0 to fail it with d's message: a download attempt fails like a
+     * broken transfer (retried with backoff), an install fails the update. */
+    long (*before)(void *userdata, enum ag_phase phase, struct ot_diag *d);
+    /* Replaces health_command. */
+    enum ot_err (*health)(void *userdata, struct ot_diag *d);
+    /* Replaces the reboot (reboot_command or exit 75): the engine stops working; the caller
+     * frees it, powers the device off and on again. */
+    void (*reboot)(void *userdata);
+    /* A phase change was saved. */
+    void (*phase)(void *userdata, enum ag_phase from, enum ag_phase to);
+    /* A check-in's outcome (r->err set on failure). */
+    void (*checked_in)(void *userdata, const struct ag_net_result *r);
+    /* The final result of a deployment was delivered ("success", "failure", "rolled_back"). */
+    void (*reported)(void *userdata, int64_t deployment_id, const char *result);
+};
+
 struct ag_engine_env {
     const struct ag_config *cfg;
     struct ag_loop *loop;            /* NULL: standalone */
@@ -22,6 +45,7 @@ struct ag_engine_env {
     const struct ot_trust *trust;
     const struct ot_key *device_keys;
     size_t ndevice_keys;
+    const struct ag_engine_hooks *hooks; /* NULL: none */
 };
 
 /* Exit status asking the caller to reboot (reboot_command is empty). */

@@ -18,7 +18,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
-#include "engine.h"
+#include "device.h"
 #include "otter/file.h"
 #include "otter/json.h"
 #include "otter/log.h"
@@ -79,130 +79,15 @@ static void log_sink(enum ot_log_level level, const char *msg, void *userdata)
 
 /* ---- what every command needs ----------------------------------------------------------------- */
 
-struct agent {
-    struct ag_config cfg;
-    struct ot_key identity;
-    struct ot_trust *trust;
-    struct ot_key *device_keys;
-    size_t ndevice_keys;
-    struct ag_boot *boot;
-    struct ot_wire_kv *ident;
-    size_t nident;
-};
-
-static void agent_release(struct agent *a)
-{
-    ag_boot_close(a->boot);
-    ot_key_wipe(&a->identity);
-    for (size_t i = 0; i < a->ndevice_keys; i++)
-        ot_key_wipe(&a->device_keys[i]);
-    free(a->device_keys);
-    free(a->trust);
-    for (size_t i = 0; i < a->nident; i++) {
-        free(a->ident[i].key);
-        free(a->ident[i].value);
-    }
-    free(a->ident);
-    ag_config_release(&a->cfg);
-}
-
-static enum ot_err load_identity(struct agent *a, struct ot_diag *d)
-{
-    char *path = a->cfg.identity_key;
-    char *made = NULL;
-    if (!path && asprintf(&made, "%s/identity.key", a->cfg.state_dir) < 0)
-        return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
-    if (!path)
-        path = made;
-    enum ot_err err = ot_key_load(path, &a->identity, d);
-    if (err == OT_ERR_NOENT || (err == OT_ERR_IO && access(path, F_OK) != 0)) {
-        ot_diag_clear(d);
-        err = ot_key_generate(OT_KEY_SIGN_SECRET, "device", &a->identity);
-        if (!err)
-            err = ot_key_save(path, &a->identity, false, false, d);
-        if (!err)
-            ot_log(OT_LOG_NOTICE, "created the device identity key %s (key id %s)", path,
-                   a->identity.id);
-    }
-    if (!err && (a->identity.type != OT_KEY_SIGN_SECRET))
-        err = ot_diag_set(d, OT_ERR_CONFIG, "%s: the identity key must be an Ed25519 secret key",
-                          path);
-    free(made);
-    return err;
-}
-
-static enum ot_err agent_load(struct agent *a, const char *config, bool need_server,
+static enum ot_err agent_load(struct ag_device *a, const char *config, bool need_server,
                               struct ot_diag *d)
 {
     enum ot_err err = ag_config_load(config, &a->cfg, d);
     if (!err)
         err = ag_config_check(&a->cfg, d);
-    if (!err && !a->cfg.device_type)
-        err = ot_diag_set(d, OT_ERR_CONFIG, "device_type is not set");
-    if (!err && need_server && a->cfg.servers.n == 0)
-        err = ot_diag_set(d, OT_ERR_CONFIG, "servers is not set");
-    if (err)
-        return err;
-    if (mkdir(a->cfg.state_dir, 0700) < 0 && errno != EEXIST)
-        return ot_diag_errno(d, OT_ERR_IO, errno, "cannot create %s", a->cfg.state_dir);
-    a->trust = calloc(1, sizeof(*a->trust));
-    if (!a->trust)
-        return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
-    err = ot_trust_load(a->cfg.trust, a->trust, d);
-    if (err)
-        return ot_diag_prefix(d, err, "trust file");
-    if (a->cfg.device_keys.n) {
-        a->device_keys = calloc(a->cfg.device_keys.n, sizeof(*a->device_keys));
-        if (!a->device_keys)
-            return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
-    }
-    for (size_t i = 0; i < a->cfg.device_keys.n; i++, a->ndevice_keys++)
-        if ((err = ot_key_load(a->cfg.device_keys.v[i], &a->device_keys[i], d)) != OT_OK)
-            return err;
-    if (strcmp(a->cfg.boot, "none") != 0) {
-        struct ag_boot_config bc = {.kind = a->cfg.boot,
-                                    .env_path = a->cfg.boot_env,
-                                    .max_tries = (unsigned)a->cfg.boot_tries};
-        if ((err = ag_boot_open(&bc, &a->boot, d)) != OT_OK)
-            return err;
-    }
-    return OT_OK;
-}
-
-static enum ot_err agent_identity(struct agent *a, struct ot_diag *d)
-{
-    enum ot_err err = load_identity(a, d);
-    if (err)
-        return err;
-    a->ident = calloc(a->cfg.identity.n + 1, sizeof(*a->ident));
-    if (!a->ident)
-        return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
-    for (size_t i = 0; i < a->cfg.identity.n; i++) {
-        const char *kv = a->cfg.identity.v[i];
-        const char *eq = strchr(kv, '=');
-        a->ident[i].key = strndup(kv, (size_t)(eq - kv));
-        a->ident[i].value = strdup(eq + 1);
-        a->nident++;
-        if (!a->ident[i].key || !a->ident[i].value)
-            return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
-    }
-    if (a->nident == 0) { /* the key id is the identity when nothing else is configured */
-        a->ident[0].key = strdup("key_id");
-        a->ident[0].value = strdup(a->identity.id);
-        a->nident = 1;
-    }
-    return OT_OK;
-}
-
-static struct ag_engine_env engine_env(struct agent *a, struct ag_loop *loop, struct ag_net *net)
-{
-    return (struct ag_engine_env){.cfg = &a->cfg,
-                                  .loop = loop,
-                                  .net = net,
-                                  .boot = a->boot,
-                                  .trust = a->trust,
-                                  .device_keys = a->device_keys,
-                                  .ndevice_keys = a->ndevice_keys};
+    if (!err)
+        err = ag_device_open(a, need_server, NULL, d);
+    return err;
 }
 
 /* ---- the daemon ------------------------------------------------------------------------------- */
@@ -279,32 +164,21 @@ static enum ot_err control_listen(const char *path, int *ret, struct ot_diag *d)
     return OT_OK;
 }
 
-static int run_daemon(struct agent *a)
+static int run_daemon(struct ag_device *a)
 {
     struct ot_diag d = {0};
     struct daemon dm = {.control_fd = -1};
     struct ag_net *net = NULL;
     int rc = 1;
-    enum ot_err err = agent_identity(a, &d);
+    enum ot_err err = ag_device_identity(a, &d);
     if (!err)
         err = ag_loop_new(&dm.loop, &d);
     if (!err) {
-        struct ag_net_config nc = {.servers = (const char *const *)a->cfg.servers.v,
-                                   .nservers = a->cfg.servers.n,
-                                   .ca_file = a->cfg.ca_file,
-                                   .pinned_key = a->cfg.pinned_key,
-                                   .client_cert = a->cfg.client_cert,
-                                   .client_key = a->cfg.client_key,
-                                   .allow_http = a->cfg.allow_http,
-                                   .identity_key = &a->identity,
-                                   .identity = a->ident,
-                                   .nidentity = a->nident,
-                                   .device_type = a->cfg.device_type,
-                                   .enrollment_token = a->cfg.enrollment_token};
+        struct ag_net_config nc = ag_device_net_config(a);
         err = ag_net_new(dm.loop, &nc, &net, &d);
     }
     if (!err) {
-        struct ag_engine_env env = engine_env(a, dm.loop, net);
+        struct ag_engine_env env = ag_device_engine_env(a, dm.loop, net);
         err = ag_engine_new(&env, &dm.engine, &d);
     }
     if (!err)
@@ -363,11 +237,11 @@ static int ask_daemon(const char *path, const char *cmd, bool quiet_fail)
     return 0;
 }
 
-static int standalone(struct agent *a, const char *cmd, const char *arg)
+static int standalone(struct ag_device *a, const char *cmd, const char *arg)
 {
     struct ot_diag d = {0};
     struct ag_engine *e = NULL;
-    struct ag_engine_env env = engine_env(a, NULL, NULL);
+    struct ag_engine_env env = ag_device_engine_env(a, NULL, NULL);
     enum ot_err err = ag_engine_new(&env, &e, &d);
     if (err)
         return fail(1, NULL, &d);
@@ -395,7 +269,7 @@ static int standalone(struct agent *a, const char *cmd, const char *arg)
     return rc;
 }
 
-static int status(struct agent *a)
+static int status(struct ag_device *a)
 {
     if (ask_daemon(a->cfg.control_socket, "status", true) == 0)
         return 0;
@@ -448,6 +322,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "otter-agent: unexpected argument '%s'\n", argv[optind]);
         return EXIT_USAGE;
     }
+    srandom((unsigned)(time(NULL) ^ getpid())); /* poll jitter */
     ot_log_set_sink(log_sink, NULL);
     ot_log_set_level(OT_LOG_INFO);
     if (strcmp(cmd, "sim-boot") == 0) {
@@ -476,7 +351,7 @@ int main(int argc, char **argv)
     }
     if (!config && access("/etc/otter/agent.conf", F_OK) == 0)
         config = "/etc/otter/agent.conf";
-    struct agent a = {0};
+    struct ag_device a = {0};
     struct ot_diag d = {0};
     bool daemon = strcmp(cmd, "daemon") == 0;
     enum ot_err err = agent_load(&a, config, daemon, &d);
@@ -492,6 +367,6 @@ int main(int argc, char **argv)
         rc = ask_daemon(a.cfg.control_socket, cmd, false) == 0 ? 0 : 1;
     else
         rc = standalone(&a, cmd, arg);
-    agent_release(&a);
+    ag_device_release(&a);
     return rc;
 }

@@ -111,6 +111,7 @@ struct ag_net {
     struct request *requests;
     int busy;                      /* callers' callbacks running */
     bool dead;                     /* ag_net_free ran inside one: the last to return frees n */
+    bool offline;                  /* simulated: every attempt fails (ag_net_set_offline) */
 };
 
 /* Data callbacks running on this thread. They run inside curl's write callback, where no
@@ -463,6 +464,7 @@ static enum ot_err setup_method(struct request *r, struct ot_diag *d)
 }
 
 static void on_transfer(void *userdata, CURL *easy, CURLcode rc, long status);
+static void next_server(struct request *r, enum ot_err err, const char *msg);
 
 /* One attempt on server r->server (or the absolute URL). */
 static void attempt(struct request *r)
@@ -470,6 +472,11 @@ static void attempt(struct request *r)
     struct ag_net *n = r->net;
     if (r->kind == REQ_DOWNLOAD && r->paused) {
         r->state = RS_IDLE; /* ag_net_download_pause(false) goes on from here */
+        return;
+    }
+    if (n->offline) {
+        r->tried = n->nservers; /* nowhere else to go either */
+        next_server(r, OT_ERR_IO, "network unreachable (simulated)");
         return;
     }
     struct ot_buf url;
@@ -819,6 +826,9 @@ static void on_transfer(void *userdata, CURL *easy, CURLcode rc, long status)
     }
     struct ag_net *n = r->net;
     r->state = RS_QUEUED; /* no transfer now; whatever comes next sets the state */
+    curl_off_t us = 0;
+    if (curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME_T, &us) == CURLE_OK && us > 0)
+        r->res.elapsed_us = (uint64_t)us;
     if (rc != CURLE_OK && r->failed) { /* our own: limit, bad range, the caller's data callback */
         r->res.http_status = status;
         complete(r);
@@ -1213,6 +1223,8 @@ enum ot_err ag_net_new(struct ag_loop *loop, const struct ag_net_config *cfg, st
     *ret = n;
     return OT_OK;
 }
+
+void ag_net_set_offline(struct ag_net *n, bool offline) { n->offline = offline; }
 
 void ag_net_free(struct ag_net *n)
 {

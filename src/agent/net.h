@@ -45,6 +45,7 @@ struct ag_net_result {
     struct ot_diag diag;           /* OT_ERR_PERM (pending/rejected), OT_ERR_NOENT (404), */
     long http_status;              /* OT_ERR_EXISTS (409 on a report), OT_ERR_FORMAT (bad reply) */
     uint32_t retry_after;          /* seconds, for a pending device */
+    uint64_t elapsed_us;           /* the last exchange's duration (libcurl's total time) */
 };
 
 typedef void (*ag_net_checkin_fn)(void *userdata, const struct ag_net_result *r,
@@ -67,6 +68,10 @@ void ag_net_report(struct ag_net *n, int64_t deployment_id, const struct ot_wire
                    ag_net_done_fn fn, void *userdata);
 void ag_net_inventory(struct ag_net *n, const struct ot_wire_inventory *inv, ag_net_done_fn fn,
                       void *userdata);
+
+/* Simulation (otter-sim): while offline, every attempt fails at once like an unreachable
+ * network (OT_ERR_IO). */
+void ag_net_set_offline(struct ag_net *n, bool offline);
 
 struct ag_download;
 /* GET url (relative to the server that answers, or absolute) from byte `offset` (a Range request
