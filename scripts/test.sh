@@ -76,7 +76,7 @@ run_build() { # name, dir, meson args...
   cp "$dir/meson-logs/testlog.json" "$results_dir/meson-$name.json" 2>/dev/null
   echo "=== $name integration tests"
   if ! OTTER_BUILD_DIR="$PWD/$dir" /usr/bin/python3 -m pytest -q -p no:cacheprovider \
-        --junitxml="$results_dir/pytest-$name.xml" tests/integration tests/server tests/agent; then
+        --junitxml="$results_dir/pytest-$name.xml" tests/integration tests/server tests/agent tests/e2e; then
     status=1
   fi
 }
