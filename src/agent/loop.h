@@ -39,11 +39,17 @@ void ag_loop_fd_remove(struct ag_loop *l, int fd);
 enum ot_err ag_loop_signal(struct ag_loop *l, int signo, ag_signal_fn fn, void *userdata,
                            struct ot_diag *d) OT_MUST_CHECK;
 /* Starts an easy handle on the loop's multi handle; fn runs once when it is done (then the
- * caller owns and cleans up the easy handle). */
+ * caller owns and cleans up the easy handle). The loop uses the handle's CURLOPT_PRIVATE. */
 enum ot_err ag_loop_transfer(struct ag_loop *l, CURL *easy, ag_transfer_fn fn, void *userdata,
                              struct ot_diag *d) OT_MUST_CHECK;
 /* Stops a transfer without calling its fn (the caller cleans up the easy handle). */
 void ag_loop_transfer_cancel(struct ag_loop *l, CURL *easy);
+/* Caps the transfers running at once (0: no cap, the default): more wait in the loop, in order,
+ * and start as others end (their libcurl timeouts start then too). libcurl's connection cache
+ * gets the same size. For otter-sim, where thousands of devices share one process: libcurl
+ * 7.88 spends time linear in the transfers it holds (and in its cached connections) on every
+ * transfer it removes. */
+void ag_loop_limit_transfers(struct ag_loop *l, size_t max);
 /* Pauses or resumes a transfer's receiving (curl_easy_pause), for download windows and pacing. */
 void ag_loop_transfer_pause(struct ag_loop *l, CURL *easy, bool paused);
 

@@ -61,6 +61,7 @@ struct options {
     uint64_t ndevices, first;
     uint64_t ramp_ms, boot_ms, duration_ms, progress_ms;
     uint64_t until_done;
+    uint64_t connections;          /* requests in flight at once, all devices together */
     uint64_t seed;
     bool json, json_devices, quiet;
     int log_level;
@@ -626,6 +627,8 @@ static void usage(FILE *f)
           "      --duration DURATION stop after this long [until Ctrl-C]\n"
           "      --until-done N      stop once every device has reported N final results\n"
           "      --set KEY=VALUE     an otter-agent configuration key for every device\n"
+          "      --connections N     requests (and connections) in flight at once, for all devices\n"
+          "                          together [64]\n"
           "      --progress DURATION live progress every so often on stderr [1s]\n"
           "  -q, --quiet             no live progress\n"
           "      --json              the final summary as JSON on stdout\n"
@@ -725,7 +728,7 @@ static bool parse_ms_opt(const char *v, uint64_t *ret)
 static int parse_args(int argc, char **argv, struct options *o)
 {
     enum { O_FIRST = 256, O_PREFIX, O_POLL, O_RAMP, O_BOOT, O_PROFILE, O_SEED, O_DURATION,
-           O_UNTIL, O_SET, O_PROGRESS, O_JSON, O_JSON_DEVICES };
+           O_UNTIL, O_SET, O_PROGRESS, O_JSON, O_JSON_DEVICES, O_CONNECTIONS };
     static const struct option longopts[] = {
         {"server", required_argument, NULL, 's'},
         {"trust", required_argument, NULL, 'T'},
@@ -743,6 +746,7 @@ static int parse_args(int argc, char **argv, struct options *o)
         {"duration", required_argument, NULL, O_DURATION},
         {"until-done", required_argument, NULL, O_UNTIL},
         {"set", required_argument, NULL, O_SET},
+        {"connections", required_argument, NULL, O_CONNECTIONS},
         {"progress", required_argument, NULL, O_PROGRESS},
         {"quiet", no_argument, NULL, 'q'},
         {"json", no_argument, NULL, O_JSON},
@@ -753,7 +757,7 @@ static int parse_args(int argc, char **argv, struct options *o)
         {NULL, 0, NULL, 0},
     };
     *o = (struct options){.dir = "./otter-sim", .device_type = "sim-device", .prefix = "sim",
-                          .ndevices = 100, .boot_ms = 1000, .progress_ms = 1000, .seed = 1,
+                          .ndevices = 100, .connections = 64, .boot_ms = 1000, .progress_ms = 1000, .seed = 1,
                           .log_level = OT_LOG_ERR};
     int c;
     opterr = 0;
@@ -778,6 +782,7 @@ static int parse_args(int argc, char **argv, struct options *o)
         case O_SEED: ok = parse_u64_opt(optarg, UINT64_MAX, &o->seed); break;
         case O_DURATION: ok = parse_ms_opt(optarg, &o->duration_ms); break;
         case O_UNTIL: ok = parse_u64_opt(optarg, 1000000, &o->until_done); break;
+        case O_CONNECTIONS: ok = parse_u64_opt(optarg, 100000, &o->connections) && o->connections; break;
         case O_SET:
             ok = o->nsets < SETS_MAX && strchr(optarg, '=') && optarg[0] != '=';
             if (ok)
@@ -892,6 +897,7 @@ static int setup(struct sim *s)
         fprintf(stderr, "otter-sim: %s\n", d.msg);
         return EXIT_USAGE;
     }
+    ag_loop_limit_transfers(s->loop, (size_t)s->o.connections);
     if (ag_loop_signal(s->loop, SIGINT, on_signal, s, &d) != OT_OK ||
         ag_loop_signal(s->loop, SIGTERM, on_signal, s, &d) != OT_OK) {
         fprintf(stderr, "otter-sim: %s\n", d.msg);
