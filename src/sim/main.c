@@ -62,6 +62,7 @@ struct options {
     uint64_t ramp_ms, boot_ms, duration_ms, progress_ms;
     uint64_t until_done;
     uint64_t connections;          /* requests in flight at once, all devices together */
+    uint64_t expect_ms;            /* a device silent this long at the end counts as stale */
     uint64_t seed;
     bool json, json_devices, quiet;
     int log_level;
@@ -99,6 +100,7 @@ struct dev {
     uint64_t cut_delay_ms, install_ms;
     bool install_held, cut_done, offline_done, health_done;
     uint32_t dl_attempts;
+    uint64_t last_ok_ms;           /* the last successful check-in (loop time) */
     char target_slot[2];
     struct result *results;
     uint32_t nresults;
@@ -347,6 +349,7 @@ static void hook_checked_in(void *userdata, const struct ag_net_result *r)
     }
     s->checkins_ok++;
     s->lat[lat_bucket(r->elapsed_us)]++;
+    v->last_ok_ms = ag_loop_now_ms();
 }
 
 static void hook_reported(void *userdata, int64_t deployment_id, const char *result)
@@ -529,6 +532,15 @@ static void on_progress(void *userdata)
     s->progress_timer = ag_loop_timer(s->loop, s->o.progress_ms, on_progress, s);
 }
 
+/* Devices without a successful check-in in the last expect_ms. */
+static uint64_t stale_devices(const struct sim *s)
+{
+    uint64_t now = ag_loop_now_ms(), n = 0;
+    for (uint64_t i = 0; s->o.expect_ms && i < s->o.ndevices; i++)
+        n += now - s->devs[i].last_ok_ms > s->o.expect_ms;
+    return n;
+}
+
 static json_t *device_json(const struct dev *v)
 {
     char name[64];
@@ -554,7 +566,7 @@ static int summary(struct sim *s)
                             json_integer((json_int_t)s->phase_count[p]));
     json_t *j = json_pack(
         "{s:I, s:f, s:I, s:I, s:o*, s:{s:I, s:I, s:f, s:f, s:f, s:f}, s:{s:I, s:I, s:I}, "
-        "s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:s}",
+        "s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s}",
         "devices", (json_int_t)s->o.ndevices, "elapsed_s", elapsed, "on", (json_int_t)s->on,
         "off", (json_int_t)s->off, "phases", phases, "checkins", "ok",
         (json_int_t)s->checkins_ok, "failed", (json_int_t)s->checkins_failed, "per_s",
@@ -567,7 +579,8 @@ static int summary(struct sim *s)
         (double)s->first_result_ms / 1000.0, "last_result_s", (double)s->last_result_ms / 1000.0,
         "reboots", (json_int_t)s->reboots, "power_cuts", (json_int_t)s->power_cuts,
         "offline_spells", (json_int_t)s->offline_spells, "boot_failures",
-        (json_int_t)s->boot_failures, "start_errors", (json_int_t)s->start_errors, "rss_kib",
+        (json_int_t)s->boot_failures, "start_errors", (json_int_t)s->start_errors,
+        "stale_devices", (json_int_t)stale_devices(s), "rss_kib",
         (json_int_t)rss_kib(), "last_error", s->last_error);
     if (j && s->o.json_devices) {
         json_t *list = json_array();
@@ -629,6 +642,8 @@ static void usage(FILE *f)
           "      --set KEY=VALUE     an otter-agent configuration key for every device\n"
           "      --connections N     requests (and connections) in flight at once, for all devices\n"
           "                          together [64]\n"
+          "      --expect-interval DURATION  the summary counts devices without a check-in\n"
+          "                          in this long before the end (stale_devices)\n"
           "      --progress DURATION live progress every so often on stderr [1s]\n"
           "  -q, --quiet             no live progress\n"
           "      --json              the final summary as JSON on stdout\n"
@@ -728,7 +743,7 @@ static bool parse_ms_opt(const char *v, uint64_t *ret)
 static int parse_args(int argc, char **argv, struct options *o)
 {
     enum { O_FIRST = 256, O_PREFIX, O_POLL, O_RAMP, O_BOOT, O_PROFILE, O_SEED, O_DURATION,
-           O_UNTIL, O_SET, O_PROGRESS, O_JSON, O_JSON_DEVICES, O_CONNECTIONS };
+           O_UNTIL, O_SET, O_PROGRESS, O_JSON, O_JSON_DEVICES, O_CONNECTIONS, O_EXPECT };
     static const struct option longopts[] = {
         {"server", required_argument, NULL, 's'},
         {"trust", required_argument, NULL, 'T'},
@@ -747,6 +762,7 @@ static int parse_args(int argc, char **argv, struct options *o)
         {"until-done", required_argument, NULL, O_UNTIL},
         {"set", required_argument, NULL, O_SET},
         {"connections", required_argument, NULL, O_CONNECTIONS},
+        {"expect-interval", required_argument, NULL, O_EXPECT},
         {"progress", required_argument, NULL, O_PROGRESS},
         {"quiet", no_argument, NULL, 'q'},
         {"json", no_argument, NULL, O_JSON},
@@ -783,6 +799,7 @@ static int parse_args(int argc, char **argv, struct options *o)
         case O_DURATION: ok = parse_ms_opt(optarg, &o->duration_ms); break;
         case O_UNTIL: ok = parse_u64_opt(optarg, 1000000, &o->until_done); break;
         case O_CONNECTIONS: ok = parse_u64_opt(optarg, 100000, &o->connections) && o->connections; break;
+        case O_EXPECT: ok = parse_ms_opt(optarg, &o->expect_ms); break;
         case O_SET:
             ok = o->nsets < SETS_MAX && strchr(optarg, '=') && optarg[0] != '=';
             if (ok)
