@@ -165,9 +165,10 @@ if [[ " $STEPS " == *" 3 "* ]]; then
     --expect-interval "$((BIG_POLL + BIG_POLL / 10 + 5))s" &
   SPID=$!
   sleep "$((ramp + BIG_POLL))"
-  c0=$(cpu_s "$SPID")
+  SIMPID=$(pgrep -P "$SPID" -x otter-sim || echo "$SPID")   # $! may be the subshell around it
+  c0=$(cpu_s "$SIMPID")
   sleep "$BIG_POLL"
-  c1=$(cpu_s "$SPID")
+  c1=$(cpu_s "$SIMPID")
   wait "$SPID"; SPID=""
   printf '  %s s run (ramp %s s): %s check-ins, %s failed, %s stale devices at the end (silent > %s s), p50 %s ms, p99 %s ms\n' \
     "$run" "$ramp" "$(json "$W/big.json" 'j["checkins"]["ok"]')" "$(json "$W/big.json" 'j["checkins"]["failed"]')" \

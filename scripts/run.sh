@@ -2,15 +2,18 @@
 # `make run`: the artifact tool chain demo, then otterd with embedded defaults (SQLite and the blob
 # store under build/demo-data), a demo fleet of simulated devices (real otter-agent processes with
 # file-backed A/B slots and the simulated bootloader), a signed release pushed with the CLI, and a
-# deployment to the fleet that you can watch update. Ctrl-C stops everything.
+# deployment to the fleet that you can watch update, and a hundred more devices in one otter-sim
+# process (some of which lose power mid-update or roll back). Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build}
 PORT=${OTTER_PORT:-8080}
 DEVICES=${OTTER_DEMO_DEVICES:-5}
+SIM_DEVICES=${OTTER_DEMO_SIM_DEVICES:-100}
 DATA=$PWD/$BUILD/demo-data
 OTTER=$PWD/$BUILD/src/tool/otter
 AGENT=$PWD/$BUILD/src/agent/otter-agent
+SIM=$PWD/$BUILD/src/sim/otter-sim
 URL=http://127.0.0.1:$PORT
 
 scripts/demo.sh "$BUILD"
@@ -97,9 +100,23 @@ EOC
   run_device "$name" &
   pids+=($!)
 done
-for _ in $(seq 50); do
-  n=$(api "$URL/api/v1/devices?status=accepted" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["devices"]))')
-  [ "$n" -ge "$DEVICES" ] && break; sleep 0.2
+echo
+echo "== and $SIM_DEVICES more in one otter-sim process (the agent's own engine per device; log in"
+echo "   $DATA/otter-sim.log): most install in 1-4 s, some lose power or downloads mid-update,"
+echo "   and a few fail their health check after the reboot, so they roll back"
+if [ "$SIM_DEVICES" -gt 0 ]; then
+  "$SIM" --server "$URL" --trust "$DATA/keys/trust.json" --enroll-token "$ENROLL" \
+    --devices "$SIM_DEVICES" --dir "$DATA/otter-sim" --prefix demo-sim --device-type demo-board \
+    --poll 3s --ramp 2s --progress 5s --boot-time 2s \
+    --profile ok:85:install_time=1s-4s \
+    --profile flaky:12:install_time=1s-4s,download_fail=0.3,power_cut=0.5 \
+    --profile sick:3:health_fail=1 2> "$DATA/otter-sim.log" > /dev/null &
+  pids+=($!)
+fi
+want=$((DEVICES + SIM_DEVICES))
+for _ in $(seq 100); do
+  n=$(api "$URL/api/v1/devices?status=accepted&limit=1000" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["devices"]))')
+  [ "$n" -ge "$want" ] && break; sleep 0.2
 done
 ids=$(api "$URL/api/v1/devices?status=accepted&limit=1000" | python3 -c 'import json,sys; print(" ".join(str(d["id"]) for d in json.load(sys.stdin)["devices"]))')
 for id in $ids; do "$OTTER" devices tag "$id" demo > /dev/null; done
