@@ -656,8 +656,10 @@ static void phase_install(struct ag_engine *e)
 {
     struct ot_diag d = {0};
     long hold = hook_before(e, AG_INSTALL, &d);
-    if (hold > 0)
+    if (hold > 0) { /* a simulated install that takes this long */
+        report_progress(e, OT_WIRE_INSTALLING, -1);
         return schedule(e, (uint64_t)hold);
+    }
     if (hold < 0)
         return finish(e, "failure", "installation failed: %s", d.msg);
     if (++e->st.attempts > MAX_ATTEMPTS)

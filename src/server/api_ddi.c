@@ -17,6 +17,7 @@
 #include "app.h"
 #include "blob.h"
 #include "fleet.h"
+#include "rollout.h"
 #include "otter/hash.h"
 #include "otter/json.h"
 #include "otter/log.h"
@@ -349,8 +350,11 @@ static enum ot_err open_action(struct srv_app *app, int64_t dev_id, const char *
             return err;
         int64_t dep = dd.deployment_id;
         enum srv_dd_status st = dd.status;
+        bool released = srv_rollouts_released(app->rollouts, dep, dd.seq);
         srv_dd_release(&dd);
         *ret = (struct action){0};
+        if (!released) /* a staged rollout has not come to this device yet */
+            return OT_OK;
         err = action_load(app, dep, ret, d);
         const char *why = NULL;
         if (err == OT_ERR_UNSUPPORTED)

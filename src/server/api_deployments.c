@@ -5,7 +5,11 @@
  * was not known yet). Creating or cancelling bumps the fleet generation: every device's cached
  * next action is recomputed on its next check-in. */
 #include "app.h"
+#include <sodium.h>
+
 #include "fleet.h"
+#include "otter/log.h"
+#include "rollout.h"
 #include "otter/json.h"
 #include "otter/wire.h"
 
@@ -48,9 +52,10 @@ static json_t *rollup_json(const uint64_t counts[SRV_DD__MAX])
 
 static json_t *dd_json(const struct srv_dd *dd)
 {
-    return json_pack("{s:I, s:s, s:i, s:s, s:I}", "device_id", (json_int_t)dd->device_id,
+    return json_pack("{s:I, s:s, s:i, s:s, s:I, s:o*}", "device_id", (json_int_t)dd->device_id,
                      "status", dd_name(dd->status), "progress", dd->progress, "message",
-                     dd->message ? dd->message : "", "updated_at", (json_int_t)dd->updated_at);
+                     dd->message ? dd->message : "", "updated_at", (json_int_t)dd->updated_at,
+                     "release_order", dd->seq > 0 ? json_integer((json_int_t)dd->seq) : NULL);
 }
 
 static int cmp_id(const void *a, const void *b)
@@ -129,13 +134,49 @@ static enum ot_err check_devices(struct srv_app *app, const struct srv_artifact 
     return err;
 }
 
+/* A policy's rollout row and release order (rollout.h). The seed, when the policy has none, is
+ * random: the normalized policy stored with the rollout keeps it. */
+static enum ot_err rollout_prepare(struct srv_app *app, const json_t *policy, const int64_t *ids,
+                                   size_t n, int64_t **ret_seqs, struct srv_rollout *ro,
+                                   struct ot_diag *d)
+{
+    struct srv_policy p;
+    enum ot_err err = srv_policy_parse(policy, randombytes_uniform(UINT32_MAX), &p, d);
+    if (err)
+        return ot_diag_prefix(d, OT_ERR_FORMAT, "deployment");
+    int64_t *seqs = calloc(n ? n : 1, sizeof(*seqs));
+    if (!seqs)
+        return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+    err = srv_policy_order(&p, app, ids, n, seqs, d);
+    json_t *norm = err ? NULL : srv_policy_json(&p);
+    ro->policy = norm ? json_dumps(norm, JSON_COMPACT) : NULL;
+    json_decref(norm);
+    if (!err && !ro->policy)
+        err = ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+    if (err) {
+        free(seqs);
+        return err;
+    }
+    ro->state = p.start_at && p.start_at > app->now() ? SRV_ROLLOUT_SCHEDULED
+                : p.phases[0].approvals               ? SRV_ROLLOUT_WAITING_APPROVAL
+                                                      : SRV_ROLLOUT_RUNNING;
+    ro->reason = strdup("created");
+    ro->updated_at = app->now();
+    if (!ro->reason) {
+        free(seqs);
+        return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+    }
+    *ret_seqs = seqs;
+    return OT_OK;
+}
+
 void srv_api_deployment_create(void *app_, struct srv_request *req)
 {
     struct srv_app *app = app_;
     json_t *body = srv_req_json(req);
     if (!body)
         return;
-    static const char *const keys[] = {"name", "artifact_id", "devices", "tag", NULL};
+    static const char *const keys[] = {"name", "artifact_id", "devices", "tag", "policy", NULL};
     const char *name = NULL;
     uint64_t artifact_id = 0;
     int64_t *ids = NULL;
@@ -166,19 +207,28 @@ void srv_api_deployment_create(void *app_, struct srv_request *req)
         err = ot_diag_set(&d, OT_ERR_NOMEM, "out of memory");
     if (!err)
         err = check_devices(app, &a, ids, n, skipped, &d);
+    struct srv_rollout ro = {0};
+    int64_t *seqs = NULL;
+    const json_t *policy = json_object_get(body, "policy");
+    if (!err && policy)
+        err = rollout_prepare(app, policy, ids, n, &seqs, &ro, &d);
     if (!err) {
         dep.name = (char *)name;
         dep.artifact_id = a.id;
         dep.target = target ? json_dumps(target, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
         dep.created_at = app->now();
         dep.created_by = (char *)srv_req_principal(req);
-        err = dep.target ? srv_store_deployment_create(app->store, &dep, ids, skipped, n,
-                                                       "the artifact is not for this device type",
-                                                       &d)
-                         : ot_diag_set(&d, OT_ERR_NOMEM, "out of memory");
+        const char *skip = "the artifact is not for this device type";
+        err = !dep.target ? ot_diag_set(&d, OT_ERR_NOMEM, "out of memory")
+              : policy    ? srv_store_deployment_create_rollout(app->store, &dep, ids, skipped,
+                                                                seqs, n, skip, &ro, &d)
+                          : srv_store_deployment_create(app->store, &dep, ids, skipped, n, skip,
+                                                        &d);
         dep.name = NULL;
         dep.created_by = NULL;
     }
+    srv_rollout_release(&ro);
+    free(seqs);
     free(ids);
     free(skipped);
     json_decref(target);
@@ -190,6 +240,8 @@ void srv_api_deployment_create(void *app_, struct srv_request *req)
     }
     srv_fleet_bump(app->fleet);
     int64_t id = dep.id;
+    if (policy)
+        srv_rollouts_kick(app->rollouts, id, 0);
     srv_deployment_release(&dep);
     err = srv_store_deployment_get(app->store, id, &dep, &d);
     if (err)
@@ -271,7 +323,14 @@ void srv_api_deployment_show(void *app_, struct srv_request *req)
     }
     json_t *out = deployment_json(&dep);
     json_object_set_new(out, "rollup", rollup_json(counts));
+    json_t *rollout = srv_rollout_report(app, dep.id, dep.ndevices, &d);
     srv_deployment_release(&dep);
+    if (!rollout && d.err) {
+        json_decref(out);
+        return srv_reply_error(req, d.err, "%s", d.msg);
+    }
+    if (rollout)
+        json_object_set_new(out, "rollout", rollout);
     srv_reply_json(req, 200, out);
 }
 
@@ -338,6 +397,192 @@ void srv_api_deployment_device(void *app_, struct srv_request *req)
     srv_reply_json(req, 200, out);
 }
 
+/* Moves a rollout to state (an operator's decision, recorded with its reason); OT_ERR_NOENT when
+ * the deployment has none. */
+static enum ot_err rollout_set(struct srv_app *app, int64_t id, enum srv_rollout_state state,
+                               const char *kind, const char *why)
+{
+    struct srv_rollout ro = {0};
+    struct ot_diag d = {0};
+    uint64_t c[SRV_DD__MAX] = {0};
+    enum ot_err err = srv_store_rollout_get(app->store, id, &ro, &d);
+    if (!err && state == SRV_ROLLOUT_RUNNING) /* a resume: count failures from now on */
+        err = srv_store_rollout_counts(app->store, id, 0, ro.released, c, &d);
+    if (!err && state == SRV_ROLLOUT_RUNNING) {
+        ro.base_failed = (int64_t)(c[SRV_DD_FAILURE] + c[SRV_DD_ROLLED_BACK]);
+        ro.base_finished = ro.base_failed + (int64_t)c[SRV_DD_SUCCESS];
+        /* held by a phase below the success threshold (rollout.c's reason): the operator
+         * accepts the phase as it is, and it goes on to the next one */
+        if (ro.reason && strstr(ro.reason, "below the threshold") && !ro.phase_ready_at)
+            ro.phase_ready_at = app->now();
+    }
+    if (!err && ro.state != SRV_ROLLOUT_ABORTED && ro.state != SRV_ROLLOUT_DONE) {
+        ro.state = state;
+        free(ro.reason);
+        ro.reason = strdup(why);
+        ro.updated_at = app->now();
+        err = ro.reason ? srv_store_rollout_update(app->store, &ro, kind, why, &d) : OT_ERR_NOMEM;
+    }
+    if (!err)
+        srv_rollouts_kick(app->rollouts, id, ro.released);
+    if (err && err != OT_ERR_NOENT)
+        ot_log(OT_LOG_ERR, "rollout of deployment %lld: %s", (long long)id, d.msg);
+    srv_rollout_release(&ro);
+    return err;
+}
+
+/* The active deployment's rollout for pause/resume/approve; replies and returns false if none. */
+static bool active_rollout(struct srv_app *app, struct srv_request *req, struct srv_rollout *ro)
+{
+    struct srv_deployment dep = {0};
+    if (!deployment_param(app, req, &dep))
+        return false;
+    struct ot_diag d = {0};
+    enum ot_err err = srv_store_rollout_get(app->store, dep.id, ro, &d);
+    if (err == OT_ERR_NOENT)
+        srv_reply_status(req, 409, "conflict", "deployment %lld has no rollout policy",
+                         (long long)dep.id);
+    else if (err)
+        srv_reply_error(req, err, "%s", d.msg);
+    else if (dep.status != SRV_DEPLOYMENT_ACTIVE)
+        srv_reply_status(req, 409, "conflict", "deployment %lld is not active", (long long)dep.id);
+    bool ok = !err && dep.status == SRV_DEPLOYMENT_ACTIVE;
+    srv_deployment_release(&dep);
+    if (!ok)
+        srv_rollout_release(ro);
+    return ok;
+}
+
+static void reply_rollout(struct srv_app *app, struct srv_request *req, int64_t id,
+                          const char *action)
+{
+    char object[32];
+    snprintf(object, sizeof(object), "deployment:%lld", (long long)id);
+    srv_audit(app, req, action, object, NULL);
+    struct srv_deployment dep = {0};
+    struct ot_diag d = {0};
+    enum ot_err err = srv_store_deployment_get(app->store, id, &dep, &d);
+    json_t *out = err ? NULL : srv_rollout_report(app, id, dep.ndevices, &d);
+    srv_deployment_release(&dep);
+    if (!out)
+        return srv_reply_error(req, d.err ? d.err : OT_ERR_INTERNAL, "%s", d.msg);
+    srv_reply_json(req, 200, out);
+}
+
+void srv_api_deployment_pause(void *app_, struct srv_request *req)
+{
+    struct srv_app *app = app_;
+    struct srv_rollout ro = {0};
+    if (!active_rollout(app, req, &ro))
+        return;
+    int64_t id = ro.deployment_id;
+    bool can = ro.state == SRV_ROLLOUT_RUNNING || ro.state == SRV_ROLLOUT_SCHEDULED ||
+               ro.state == SRV_ROLLOUT_WAITING_APPROVAL;
+    const char *state = srv_rollout_state_name(ro.state);
+    srv_rollout_release(&ro);
+    if (!can)
+        return srv_reply_status(req, 409, "conflict", "the rollout is %s", state);
+    char why[SRV_ROLLOUT_REASON_MAX];
+    snprintf(why, sizeof(why), "paused by %s", srv_req_principal(req));
+    rollout_set(app, id, SRV_ROLLOUT_PAUSED, "pause", why);
+    reply_rollout(app, req, id, "deployment.pause");
+}
+
+void srv_api_deployment_resume(void *app_, struct srv_request *req)
+{
+    struct srv_app *app = app_;
+    struct srv_rollout ro = {0};
+    if (!active_rollout(app, req, &ro))
+        return;
+    int64_t id = ro.deployment_id;
+    bool can = ro.state == SRV_ROLLOUT_PAUSED;
+    const char *state = srv_rollout_state_name(ro.state);
+    srv_rollout_release(&ro);
+    if (!can)
+        return srv_reply_status(req, 409, "conflict", "the rollout is %s, not paused", state);
+    char why[SRV_ROLLOUT_REASON_MAX];
+    snprintf(why, sizeof(why), "resumed by %s", srv_req_principal(req));
+    /* the engine re-checks the thresholds: failures seen so far no longer count */
+    rollout_set(app, id, SRV_ROLLOUT_RUNNING, "resume", why);
+    reply_rollout(app, req, id, "deployment.resume");
+}
+
+/* {"phase": N} (1-based; default: the current phase). */
+void srv_api_deployment_approve(void *app_, struct srv_request *req)
+{
+    struct srv_app *app = app_;
+    json_t *body = NULL;
+    uint64_t phase = 0;
+    struct ot_diag d = {0};
+    static const char *const keys[] = {"phase", NULL};
+    if (srv_req_body(req) && srv_req_body(req)->len > 0) {
+        if (!(body = srv_req_json(req)))
+            return;
+        enum ot_err err = ot_json_only_keys(body, keys, "approval", &d);
+        if (!err)
+            err = ot_json_get_u64(body, "phase", false, SRV_PHASES_MAX, "approval", &phase, &d);
+        json_decref(body);
+        if (err)
+            return srv_reply_error(req, err, "%s", d.msg);
+    }
+    struct srv_rollout ro = {0};
+    if (!active_rollout(app, req, &ro))
+        return;
+    int64_t id = ro.deployment_id;
+    int64_t k = phase ? (int64_t)phase - 1 : ro.phase;
+    bool past = k < ro.phase || (k == ro.phase && ro.phase_started_at);
+    srv_rollout_release(&ro);
+    if (past)
+        return srv_reply_status(req, 409, "conflict", "phase %lld has started already",
+                                (long long)k + 1);
+    size_t count = 0;
+    enum ot_err err = srv_store_rollout_approve(app->store, id, k, srv_req_principal(req),
+                                                app->now(), &count, &d);
+    if (err == OT_ERR_EXISTS)
+        return srv_reply_status(req, 409, "conflict", "%s approved phase %lld already",
+                                srv_req_principal(req), (long long)k + 1);
+    if (err)
+        return srv_reply_error(req, err, "%s", d.msg);
+    char msg[SRV_ROLLOUT_REASON_MAX];
+    snprintf(msg, sizeof(msg), "phase %lld approved by %s (%zu approval(s))", (long long)k + 1,
+             srv_req_principal(req), count);
+    if (srv_store_rollout_event_add(app->store, id, app->now(), "approve", msg, &d) != OT_OK)
+        ot_log(OT_LOG_ERR, "%s", d.msg);
+    srv_rollouts_kick(app->rollouts, 0, 0);
+    reply_rollout(app, req, id, "deployment.approve");
+}
+
+/* The engine's decisions, oldest first (?after=ID&limit=N). */
+void srv_api_deployment_decisions(void *app_, struct srv_request *req)
+{
+    struct srv_app *app = app_;
+    uint64_t after = 0, limit = 100;
+    struct ot_diag d = {0};
+    enum ot_err err = srv_query_u64(req, "after", 0, INT64_MAX, &after, &d);
+    if (!err)
+        err = srv_query_u64(req, "limit", 1, SRV_LIST_MAX, &limit, &d);
+    if (err)
+        return srv_reply_error(req, err, "%s", d.msg);
+    int64_t id = srv_param_id(req, "id");
+    if (!id)
+        return srv_reply_error(req, OT_ERR_FORMAT, "deployment id must be a positive number");
+    struct srv_rollout_event *ev = NULL;
+    size_t n = 0;
+    err = srv_store_rollout_events(app->store, id, (int64_t)after, (size_t)limit, &ev, &n, &d);
+    if (err == OT_ERR_NOENT)
+        return srv_reply_error(req, err, "deployment %lld has no rollout", (long long)id);
+    if (err)
+        return srv_reply_error(req, err, "%s", d.msg);
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, json_pack("{s:I, s:I, s:s, s:s}", "id", (json_int_t)ev[i].id,
+                                           "at", (json_int_t)ev[i].at, "kind", ev[i].kind,
+                                           "message", ev[i].message));
+    int64_t next = n ? ev[n - 1].id : (int64_t)after;
+    srv_rollout_event_list_free(ev, n);
+    srv_reply_json(req, 200, json_pack("{s:o, s:I}", "decisions", a, "next_after", (json_int_t)next));
+}
+
 void srv_api_deployment_cancel(void *app_, struct srv_request *req)
 {
     struct srv_app *app = app_;
@@ -353,6 +598,9 @@ void srv_api_deployment_cancel(void *app_, struct srv_request *req)
     if (err)
         return srv_reply_error(req, err, "%s", d.msg);
     srv_fleet_bump(app->fleet);
+    char why[SRV_ROLLOUT_REASON_MAX];
+    snprintf(why, sizeof(why), "cancelled by %s", srv_req_principal(req));
+    rollout_set(app, id, SRV_ROLLOUT_ABORTED, "cancel", why);
     char object[32];
     snprintf(object, sizeof(object), "deployment:%lld", (long long)id);
     srv_audit(app, req, "deployment.cancel", object, NULL);

@@ -16,6 +16,7 @@
 #include "app.h"
 #include "blob.h"
 #include "fleet.h"
+#include "rollout.h"
 #include "otter/encoding.h"
 #include "otter/json.h"
 #include "otter/log.h"
@@ -303,6 +304,7 @@ static enum ot_err next_action(struct srv_app *app, struct srv_fleet_dev *dev,
             if (err && err != OT_ERR_NOENT)
                 return err;
             dev->action_deployment = err ? 0 : dd.deployment_id;
+            dev->action_seq = err ? 0 : dd.seq;
             dev->action_gen = gen;
             srv_dd_release(&dd);
         }
@@ -368,7 +370,9 @@ void srv_dev_checkin(void *app_, struct srv_request *req)
                                      .poll_jitter = app->poll_jitter};
     char url[96];
     char *urls[1] = {url};
-    if (dev.action_deployment) {
+    /* a staged rollout that has not come to this device yet: nothing to do for now */
+    if (dev.action_deployment &&
+        srv_rollouts_released(app->rollouts, dev.action_deployment, dev.action_seq)) {
         snprintf(url, sizeof(url), "/api/device/v1/deployments/%lld/artifact",
                  (long long)info.id);
         r.action = OT_WIRE_ACTION_INSTALL;

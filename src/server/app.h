@@ -9,6 +9,7 @@
 #include "store.h"
 
 struct srv_fleet;
+struct srv_rollouts;
 
 struct srv_app {
     struct srv_store *store;
@@ -22,6 +23,7 @@ struct srv_app {
     uint64_t max_artifact_size;     /* bytes of one upload */
     uint8_t device_token_key[32];   /* HMAC key of device tokens (meta "device_token_key") */
     struct srv_fleet *fleet;        /* device cache and batched last-seen writes (fleet.c) */
+    struct srv_rollouts *rollouts;  /* staged rollouts: the engine and released counts */
     /* hawkBit DDI (api_ddi.c, docs/hawkbit.md; configuration keys of the same names) */
     const char *ddi_tenant;         /* the one tenant served; others get 404 */
     bool ddi_target_token;          /* "Authorization: TargetToken <per-device token>" */
@@ -59,6 +61,10 @@ void srv_api_deployment_show(void *app, struct srv_request *req);
 void srv_api_deployment_devices(void *app, struct srv_request *req);
 void srv_api_deployment_device(void *app, struct srv_request *req);
 void srv_api_deployment_cancel(void *app, struct srv_request *req);
+void srv_api_deployment_pause(void *app, struct srv_request *req);
+void srv_api_deployment_resume(void *app, struct srv_request *req);
+void srv_api_deployment_approve(void *app, struct srv_request *req);
+void srv_api_deployment_decisions(void *app, struct srv_request *req);
 /* the device API (api_device.c) */
 void srv_dev_auth(void *app, struct srv_request *req);
 void srv_dev_checkin(void *app, struct srv_request *req);

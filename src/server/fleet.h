@@ -24,6 +24,7 @@ struct srv_fleet_dev {
     uint64_t reported_hash;   /* of the device type and installed set last stored */
     int64_t action_gen;       /* generation the action below was computed at; -1: unknown */
     int64_t action_deployment; /* the device's next deployment, 0 for none */
+    int64_t action_seq;       /* its row's place in a staged rollout (0: none, rollout.h) */
 };
 
 /* Starts the flusher thread (last-seen batches every flush_ms, generation poll every second).

@@ -7,6 +7,7 @@
  * (syslog priorities, understood by journald). Exit status: 0 ok, 1 failure, 2 usage/config. */
 #include <getopt.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -18,6 +19,7 @@
 #include "otter/file.h"
 #include "otter/json.h"
 #include "otter/log.h"
+#include "rollout.h"
 
 #ifndef OTTER_VERSION
 #define OTTER_VERSION "unknown"
@@ -42,6 +44,8 @@ struct srv_config {
     char *log_level;
     uint64_t poll_interval_ms;
     uint64_t poll_jitter_ms;
+    uint64_t rollout_tick_ms;
+    bool rollout_engine;
     uint64_t device_token_ttl_ms;
     uint64_t max_artifact_size;
     uint64_t last_seen_flush_ms;
@@ -88,6 +92,11 @@ static const struct ot_cfg_key cfg_keys[] = {
     {NULL, "device_cache_ttl", OT_CFG_DURATION, CFG(device_cache_ttl_ms), 1000, 86400000, "10m",
      "PostgreSQL: how long a device's cached state may be used at most (changes made by other "
      "instances arrive within a second anyway; this is a safety net)"},
+    {NULL, "rollout_tick", OT_CFG_DURATION, CFG(rollout_tick_ms), 100, 600000, "1s",
+     "how often the rollout engine looks at each staged rollout"},
+    {NULL, "rollout_engine", OT_CFG_BOOL, CFG(rollout_engine), 0, 1, "true",
+     "this instance makes the rollout decisions (with several instances on one PostgreSQL "
+     "database, set it true on exactly one)"},
     {NULL, "ddi_tenant", OT_CFG_STRING, CFG(ddi_tenant), 1, 64, "DEFAULT",
      "hawkBit DDI: the tenant in /{tenant}/controller/v1/ (others: 404)"},
     {NULL, "ddi_target_token", OT_CFG_BOOL, CFG(ddi_target_token), 0, 1, "true",
@@ -296,7 +305,30 @@ static void log_sink(enum ot_log_level level, const char *msg, void *userdata)
         return; /* nowhere left to report it */
 }
 
-static int64_t now_unix(void) { return (int64_t)time(NULL); }
+/* The clock. For tests, OTTERD_TEST_CLOCK_FILE names a file holding seconds to add to the real
+ * time (read again at most every 50 ms), so that a test can let an hour pass at once. */
+static const char *test_clock_file;
+static _Atomic int64_t test_clock_offset, test_clock_read_ms;
+
+static int64_t now_unix(void)
+{
+    int64_t now = (int64_t)time(NULL);
+    if (!test_clock_file)
+        return now;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    if (ms - atomic_load(&test_clock_read_ms) >= 50) {
+        FILE *f = fopen(test_clock_file, "re");
+        long long off = 0;
+        if (f && fscanf(f, "%lld", &off) == 1)
+            atomic_store(&test_clock_offset, (int64_t)off);
+        if (f)
+            fclose(f);
+        atomic_store(&test_clock_read_ms, ms);
+    }
+    return now + atomic_load(&test_clock_offset);
+}
 
 static enum ot_err make_dir(const char *path, struct ot_diag *d)
 {
@@ -427,8 +459,12 @@ static int serve(const struct srv_config *cfg, struct srv_store *store, const si
                                 : 0, /* one process: every change goes through it */
                             &app.fleet, &d);
     if (!err)
+        err = srv_rollouts_start(&app, (unsigned)cfg->rollout_tick_ms, cfg->rollout_engine,
+                                 &app.rollouts, &d);
+    if (!err)
         err = srv_http_start(&hc, srv_routes, srv_nroutes, srv_auth_check, &app, &http, &d);
     if (err) {
+        srv_rollouts_stop(app.rollouts);
         srv_fleet_free(app.fleet);
         sodium_memzero(app.device_token_key, sizeof(app.device_token_key));
         return fail(SRV_EXIT_FAILURE, NULL, &d, err);
@@ -436,6 +472,7 @@ static int serve(const struct srv_config *cfg, struct srv_store *store, const si
     err = bootstrap(&app, &d);
     if (err) {
         srv_http_stop(http);
+        srv_rollouts_stop(app.rollouts);
         srv_fleet_free(app.fleet);
         sodium_memzero(app.device_token_key, sizeof(app.device_token_key));
         return fail(SRV_EXIT_FAILURE, NULL, &d, err);
@@ -443,6 +480,7 @@ static int serve(const struct srv_config *cfg, struct srv_store *store, const si
     print_listening(cfg, srv_http_port(http));
     wait_for_stop(signals);
     srv_http_stop(http);
+    srv_rollouts_stop(app.rollouts);
     srv_fleet_free(app.fleet); /* writes the last last-seen batch */
     sodium_memzero(app.device_token_key, sizeof(app.device_token_key));
     ot_log(OT_LOG_INFO, "stopped");
@@ -480,6 +518,7 @@ int main(int argc, char **argv)
     if (!rc) {
         ot_log_set_sink(log_sink, NULL);
         ot_log_set_level(level);
+        test_clock_file = getenv("OTTERD_TEST_CLOCK_FILE");
         rc = run(&cfg);
     }
     ot_cfg_release(cfg_keys, OT_ARRAY_SIZE(cfg_keys), &cfg);

@@ -636,10 +636,86 @@ static bool all_true(const bool *v, size_t n)
     return true;
 }
 
-enum ot_err srv_store_deployment_create(struct srv_store *s, struct srv_deployment *dep,
-                                        const int64_t *device_ids, const bool *skipped,
-                                        size_t ndevices, const char *skip_message,
-                                        struct ot_diag *d)
+/* What a rollout row may hold, for create (with_policy) and update. A NULL reason is "". */
+static enum ot_err check_rollout(const struct srv_rollout *r, bool with_policy, struct ot_diag *d)
+{
+    if (!r)
+        return ot_diag_set(d, OT_ERR_INVALID, "no rollout given");
+    enum ot_err err = OT_OK;
+    if (with_policy)
+        err = check_string("rollout policy", r->policy, 1, SRV_ROLLOUT_POLICY_MAX, d);
+    if (!err && r->reason)
+        err = check_string("rollout reason", r->reason, 0, SRV_ROLLOUT_REASON_MAX - 1, d);
+    if (!err && (r->state < SRV_ROLLOUT_WAITING_APPROVAL || r->state >= SRV_ROLLOUT__MAX))
+        err = ot_diag_set(d, OT_ERR_INVALID, "unknown rollout state %d", (int)r->state);
+    if (!err && (r->phase < 0 || r->released < 0))
+        err = ot_diag_set(d, OT_ERR_INVALID, "rollout phase %lld or released %lld is negative",
+                          (long long)r->phase, (long long)r->released);
+    if (!err)
+        err = check_time("rollout phase start", r->phase_started_at, d);
+    if (!err)
+        err = check_time("rollout phase ready time", r->phase_ready_at, d);
+    if (!err)
+        err = check_time("rollout update time", r->updated_at, d);
+    return err;
+}
+
+/* seqs[i] is device i's place in the release order: 1..n, each once. */
+static enum ot_err check_seqs(const int64_t *seqs, const int64_t *ids, size_t n,
+                              struct ot_diag *d)
+{
+    if (!seqs)
+        return ot_diag_set(d, OT_ERR_INVALID, "no rollout order (seqs) given");
+    _cleanup_free_ bool *seen = calloc(n + 1, sizeof(*seen));
+    if (!seen)
+        return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        if (seqs[i] < 1 || (uint64_t)seqs[i] > n)
+            return ot_diag_set(d, OT_ERR_INVALID,
+                               "seq %lld of device %lld is not between 1 and %zu",
+                               (long long)seqs[i], (long long)ids[i], n);
+        if (seen[seqs[i]])
+            return ot_diag_set(d, OT_ERR_INVALID, "seq %lld is given twice (device %lld)",
+                               (long long)seqs[i], (long long)ids[i]);
+        seen[seqs[i]] = true;
+    }
+    return OT_OK;
+}
+
+/* Both creates: without a rollout (seqs and rollout NULL) or with one (both given). */
+static enum ot_err create_deployment(struct srv_store *s, struct srv_deployment *dep,
+                                     const int64_t *device_ids, const bool *skipped,
+                                     const int64_t *seqs, size_t ndevices,
+                                     const char *skip_message, const struct srv_rollout *rollout,
+                                     struct ot_diag *d)
+{
+    _cleanup_free_ bool *none = skipped ? NULL : calloc(ndevices, sizeof(*none));
+    if (!skipped && !none)
+        return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+    struct srv_deployment row = *dep;
+    bool finished = all_true(skipped ? skipped : none, ndevices);
+    row.status = finished ? SRV_DEPLOYMENT_FINISHED : SRV_DEPLOYMENT_ACTIVE;
+    row.finished_at = finished ? dep->created_at : 0;
+    row.ndevices = ndevices;
+    struct srv_rollout r = rollout ? *rollout : (struct srv_rollout){0};
+    if (rollout && !r.reason)
+        r.reason = "";
+    int64_t id = 0;
+    enum ot_err err = s->ops->deployment_create(s, &row, device_ids, skipped ? skipped : none,
+                                                seqs, ndevices, skip_message ? skip_message : "",
+                                                rollout ? &r : NULL, &id, d);
+    if (err)
+        return err;
+    dep->id = id;
+    dep->status = row.status;
+    dep->finished_at = row.finished_at;
+    dep->ndevices = ndevices;
+    return OT_OK;
+}
+
+static enum ot_err check_deployment_create(const struct srv_deployment *dep,
+                                           const int64_t *device_ids, size_t ndevices,
+                                           const char *skip_message, struct ot_diag *d)
 {
     if (!dep)
         return ot_diag_set(d, OT_ERR_INVALID, "no deployment given");
@@ -650,26 +726,35 @@ enum ot_err srv_store_deployment_create(struct srv_store *s, struct srv_deployme
         err = check_message(skip_message, d);
     if (!err)
         err = check_unique_ids(device_ids, ndevices, d);
-    if (err)
-        return err;
-    _cleanup_free_ bool *none = skipped ? NULL : calloc(ndevices, sizeof(*none));
-    if (!skipped && !none)
-        return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
-    struct srv_deployment row = *dep;
-    bool finished = all_true(skipped ? skipped : none, ndevices);
-    row.status = finished ? SRV_DEPLOYMENT_FINISHED : SRV_DEPLOYMENT_ACTIVE;
-    row.finished_at = finished ? dep->created_at : 0;
-    row.ndevices = ndevices;
-    int64_t id = 0;
-    err = s->ops->deployment_create(s, &row, device_ids, skipped ? skipped : none, ndevices,
-                                    skip_message ? skip_message : "", &id, d);
-    if (err)
-        return err;
-    dep->id = id;
-    dep->status = row.status;
-    dep->finished_at = row.finished_at;
-    dep->ndevices = ndevices;
-    return OT_OK;
+    return err;
+}
+
+enum ot_err srv_store_deployment_create(struct srv_store *s, struct srv_deployment *dep,
+                                        const int64_t *device_ids, const bool *skipped,
+                                        size_t ndevices, const char *skip_message,
+                                        struct ot_diag *d)
+{
+    enum ot_err err = check_deployment_create(dep, device_ids, ndevices, skip_message, d);
+    return err ? err
+               : create_deployment(s, dep, device_ids, skipped, NULL, ndevices, skip_message,
+                                   NULL, d);
+}
+
+enum ot_err srv_store_deployment_create_rollout(struct srv_store *s, struct srv_deployment *dep,
+                                                const int64_t *device_ids, const bool *skipped,
+                                                const int64_t *seqs, size_t ndevices,
+                                                const char *skip_message,
+                                                const struct srv_rollout *rollout,
+                                                struct ot_diag *d)
+{
+    enum ot_err err = check_deployment_create(dep, device_ids, ndevices, skip_message, d);
+    if (!err)
+        err = check_seqs(seqs, device_ids, ndevices, d);
+    if (!err)
+        err = check_rollout(rollout, true, d);
+    return err ? err
+               : create_deployment(s, dep, device_ids, skipped, seqs, ndevices, skip_message,
+                                   rollout, d);
 }
 
 enum ot_err srv_store_deployment_get(struct srv_store *s, int64_t id, struct srv_deployment *ret,
@@ -788,6 +873,126 @@ enum ot_err srv_store_deployments_generation(struct srv_store *s, int64_t *ret, 
     return s->ops->deployments_generation(s, ret, d);
 }
 
+/* ---- rollouts -------------------------------------------------------------------------------- */
+
+/* A decision's kind (1..SRV_ROLLOUT_KIND_MAX-1 bytes) and message (NULL is ""). */
+static enum ot_err check_decision(const char *kind, const char *message, struct ot_diag *d)
+{
+    enum ot_err err = check_string("rollout event kind", kind, 1, SRV_ROLLOUT_KIND_MAX - 1, d);
+    if (!err && message)
+        err = check_string("rollout event message", message, 0, SRV_ROLLOUT_REASON_MAX - 1, d);
+    return err;
+}
+
+static enum ot_err check_phase(int64_t phase, struct ot_diag *d)
+{
+    return phase >= 0 ? OT_OK
+                      : ot_diag_set(d, OT_ERR_INVALID, "rollout phase %lld is negative",
+                                    (long long)phase);
+}
+
+enum ot_err srv_store_rollout_get(struct srv_store *s, int64_t deployment_id,
+                                  struct srv_rollout *ret, struct ot_diag *d)
+{
+    if (!ret)
+        return ot_diag_set(d, OT_ERR_INVALID, "nowhere to put the rollout");
+    return s->ops->rollout_get(s, deployment_id, ret, d);
+}
+
+enum ot_err srv_store_rollout_list_active(struct srv_store *s, struct srv_rollout **ret,
+                                          size_t *ret_n, struct ot_diag *d)
+{
+    if (!ret || !ret_n)
+        return ot_diag_set(d, OT_ERR_INVALID, "nowhere to put the rollouts");
+    return s->ops->rollout_list_active(s, ret, ret_n, d);
+}
+
+enum ot_err srv_store_rollout_update(struct srv_store *s, const struct srv_rollout *r,
+                                     const char *kind, const char *message, struct ot_diag *d)
+{
+    enum ot_err err = check_rollout(r, false, d);
+    if (!err && kind)
+        err = check_decision(kind, message, d);
+    if (err)
+        return err;
+    struct srv_rollout row = *r;
+    if (!row.reason)
+        row.reason = "";
+    return s->ops->rollout_update(s, &row, kind, message ? message : "", d);
+}
+
+enum ot_err srv_store_rollout_event_add(struct srv_store *s, int64_t deployment_id, int64_t at,
+                                        const char *kind, const char *message, struct ot_diag *d)
+{
+    enum ot_err err = check_decision(kind, message, d);
+    if (!err)
+        err = check_time("rollout event time", at, d);
+    return err ? err
+               : s->ops->rollout_event_add(s, deployment_id, at, kind, message ? message : "", d);
+}
+
+enum ot_err srv_store_rollout_events(struct srv_store *s, int64_t deployment_id, int64_t after_id,
+                                     size_t limit, struct srv_rollout_event **ret, size_t *ret_n,
+                                     struct ot_diag *d)
+{
+    if (!ret || !ret_n)
+        return ot_diag_set(d, OT_ERR_INVALID, "nowhere to put the events");
+    enum ot_err err = check_limit(limit, SRV_LIST_MAX, d);
+    return err ? err : s->ops->rollout_events(s, deployment_id, after_id, limit, ret, ret_n, d);
+}
+
+enum ot_err srv_store_rollout_approve(struct srv_store *s, int64_t deployment_id, int64_t phase,
+                                      const char *approver, int64_t at, size_t *ret_count,
+                                      struct ot_diag *d)
+{
+    if (!ret_count)
+        return ot_diag_set(d, OT_ERR_INVALID, "nowhere to put the count");
+    enum ot_err err = check_phase(phase, d);
+    if (!err)
+        err = check_string("approver", approver, 1, SRV_AUDIT_FIELD_MAX, d);
+    if (!err)
+        err = check_time("approval time", at, d);
+    if (err)
+        return err;
+    size_t count = 0;
+    err = s->ops->rollout_approve(s, deployment_id, phase, approver, at, &count, d);
+    if (!err || err == OT_ERR_EXISTS)
+        *ret_count = count;
+    return err;
+}
+
+enum ot_err srv_store_rollout_approvals(struct srv_store *s, int64_t deployment_id, int64_t phase,
+                                        size_t *ret_count, struct ot_diag *d)
+{
+    if (!ret_count)
+        return ot_diag_set(d, OT_ERR_INVALID, "nowhere to put the count");
+    enum ot_err err = check_phase(phase, d);
+    return err ? err : s->ops->rollout_approvals(s, deployment_id, phase, ret_count, d);
+}
+
+enum ot_err srv_store_rollout_counts(struct srv_store *s, int64_t deployment_id, int64_t seq_from,
+                                     int64_t seq_to, uint64_t counts[SRV_DD__MAX],
+                                     struct ot_diag *d)
+{
+    if (!counts)
+        return ot_diag_set(d, OT_ERR_INVALID, "nowhere to put the counts");
+    return s->ops->rollout_counts(s, deployment_id, seq_from, seq_to, counts, d);
+}
+
+enum ot_err srv_store_rollout_timeout(struct srv_store *s, int64_t deployment_id, int64_t released,
+                                      int64_t before, int64_t now, const char *message,
+                                      size_t *ret_n, struct ot_diag *d)
+{
+    if (!ret_n)
+        return ot_diag_set(d, OT_ERR_INVALID, "nowhere to put the count");
+    enum ot_err err = check_message(message, d);
+    if (!err)
+        err = check_time("time", now, d);
+    return err ? err
+               : s->ops->rollout_timeout(s, deployment_id, released, before, now,
+                                         message ? message : "", ret_n, d);
+}
+
 void srv_deployment_release(struct srv_deployment *dep)
 {
     if (!dep)
@@ -827,6 +1032,31 @@ void srv_dd_event_list_free(struct srv_dd_event *list, size_t n)
     for (size_t i = 0; list && i < n; i++) {
         free(list[i].message);
         free(list[i].log);
+    }
+    free(list);
+}
+
+void srv_rollout_release(struct srv_rollout *r)
+{
+    if (!r)
+        return;
+    free(r->policy);
+    free(r->reason);
+    memset(r, 0, sizeof(*r));
+}
+
+void srv_rollout_list_free(struct srv_rollout *list, size_t n)
+{
+    for (size_t i = 0; list && i < n; i++)
+        srv_rollout_release(&list[i]);
+    free(list);
+}
+
+void srv_rollout_event_list_free(struct srv_rollout_event *list, size_t n)
+{
+    for (size_t i = 0; list && i < n; i++) {
+        free(list[i].kind);
+        free(list[i].message);
     }
     free(list);
 }

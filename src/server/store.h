@@ -239,6 +239,46 @@ enum ot_err srv_store_artifact_delete(struct srv_store *s, int64_t id, struct ot
 
 /* ---- deployments ----------------------------------------------------------------------------- */
 
+/* A staged rollout (otterd's rollout.c runs it): a deployment created with a policy. Its rows get
+ * a position seq (1..n) in the order the policy releases devices; a device may start only once
+ * seq <= released. Deployments without a rollout have seq 0 everywhere (all released). */
+enum srv_rollout_state {
+    SRV_ROLLOUT_WAITING_APPROVAL = 1, /* the current phase waits for approvals */
+    SRV_ROLLOUT_SCHEDULED,            /* before the policy's start time */
+    SRV_ROLLOUT_RUNNING,
+    SRV_ROLLOUT_PAUSED,               /* by an operator, or by a failure threshold */
+    SRV_ROLLOUT_DONE,                 /* every device released, or the end time passed */
+    SRV_ROLLOUT_ABORTED,              /* a failure threshold (or the end time) cancelled the rest */
+    SRV_ROLLOUT__MAX
+};
+#define SRV_ROLLOUT_POLICY_MAX (64 * 1024) /* bytes of the policy JSON */
+#define SRV_ROLLOUT_REASON_MAX 512          /* bytes of a reason or decision message, with NUL */
+#define SRV_ROLLOUT_KIND_MAX 32             /* bytes of a decision's kind, with NUL */
+
+struct srv_rollout {
+    int64_t deployment_id;
+    char *policy;                     /* owned: the policy as JSON text (rollout.c's format) */
+    enum srv_rollout_state state;
+    int64_t phase;                    /* 0-based index of the current phase */
+    int64_t released;                 /* rows with 1 <= seq <= released may start */
+    int64_t phase_started_at;         /* Unix seconds: the current phase began (0: not yet) */
+    int64_t phase_ready_at;           /* the phase met its success criteria, soak runs (0: no) */
+    char *reason;                     /* owned: why it is in this state ("" none) */
+    int64_t updated_at;
+    int64_t base_failed, base_finished; /* at the last resume: the failure rate counts after */
+};
+void srv_rollout_release(struct srv_rollout *r);
+void srv_rollout_list_free(struct srv_rollout *list, size_t n);
+
+/* One decision of the rollout engine, with its reason. */
+struct srv_rollout_event {
+    int64_t id;
+    int64_t at;
+    char *kind;                       /* owned: "release", "advance", "pause", "abort", ... */
+    char *message;                    /* owned */
+};
+void srv_rollout_event_list_free(struct srv_rollout_event *list, size_t n);
+
 enum srv_deployment_status {
     SRV_DEPLOYMENT_ACTIVE = 1,
     SRV_DEPLOYMENT_FINISHED,     /* every device reached a final state */
@@ -282,6 +322,7 @@ void srv_deployment_list_free(struct srv_deployment *list, size_t n);
 
 struct srv_dd {
     int64_t deployment_id, device_id;
+    int64_t seq;                      /* rollout position (1..n), 0 without a rollout */
     enum srv_dd_status status;
     int progress;                     /* 0..100, -1 when unknown */
     char *message;                    /* owned; "" when none */
@@ -314,6 +355,17 @@ enum ot_err srv_store_deployment_create(struct srv_store *s, struct srv_deployme
                                         const int64_t *device_ids, const bool *skipped,
                                         size_t ndevices, const char *skip_message,
                                         struct ot_diag *d) OT_MUST_CHECK;
+/* The same, for a staged rollout: seqs[i] (1..ndevices, each once; OT_ERR_INVALID otherwise) is
+ * device i's position in the order the rollout releases devices, and the rollout row (its
+ * deployment_id is set by the store; state, phase, released, times and reason as given; policy
+ * 1..SRV_ROLLOUT_POLICY_MAX bytes, reason < SRV_ROLLOUT_REASON_MAX) is created in the same
+ * transaction. A skipped device keeps its seq. */
+enum ot_err srv_store_deployment_create_rollout(struct srv_store *s, struct srv_deployment *dep,
+                                                const int64_t *device_ids, const bool *skipped,
+                                                const int64_t *seqs, size_t ndevices,
+                                                const char *skip_message,
+                                                const struct srv_rollout *rollout,
+                                                struct ot_diag *d) OT_MUST_CHECK;
 /* OT_ERR_NOENT when absent; the caller releases *ret. */
 enum ot_err srv_store_deployment_get(struct srv_store *s, int64_t id, struct srv_deployment *ret,
                                      struct ot_diag *d) OT_MUST_CHECK;
@@ -364,6 +416,52 @@ enum ot_err srv_store_dd_skip(struct srv_store *s, int64_t deployment_id, int64_
 enum ot_err srv_store_dd_events(struct srv_store *s, int64_t deployment_id, int64_t device_id,
                                 int64_t after_id, size_t limit, struct srv_dd_event **ret,
                                 size_t *ret_n, struct ot_diag *d) OT_MUST_CHECK;
+/* ---- rollouts (see struct srv_rollout) ---- */
+
+/* OT_ERR_NOENT when the deployment has no rollout. */
+enum ot_err srv_store_rollout_get(struct srv_store *s, int64_t deployment_id,
+                                  struct srv_rollout *ret, struct ot_diag *d) OT_MUST_CHECK;
+/* The rollouts of every ACTIVE deployment (any rollout state), by deployment id. */
+enum ot_err srv_store_rollout_list_active(struct srv_store *s, struct srv_rollout **ret,
+                                          size_t *ret_n, struct ot_diag *d) OT_MUST_CHECK;
+/* Writes r's state, phase, released, phase_started_at, phase_ready_at, reason, updated_at and the
+ * base counts (not the policy) and, when kind is not NULL, appends the decision (kind 1..SRV_ROLLOUT_KIND_MAX-1
+ * bytes, message < SRV_ROLLOUT_REASON_MAX bytes, at = r->updated_at), in one transaction.
+ * OT_ERR_NOENT when there is no such rollout. */
+enum ot_err srv_store_rollout_update(struct srv_store *s, const struct srv_rollout *r,
+                                     const char *kind, const char *message, struct ot_diag *d)
+    OT_MUST_CHECK;
+/* Appends a decision without changing the rollout. OT_ERR_NOENT when there is no rollout. */
+enum ot_err srv_store_rollout_event_add(struct srv_store *s, int64_t deployment_id, int64_t at,
+                                        const char *kind, const char *message, struct ot_diag *d)
+    OT_MUST_CHECK;
+/* Decisions with id > after_id, oldest first, at most limit (1..SRV_LIST_MAX). OT_ERR_NOENT when
+ * there is no rollout. */
+enum ot_err srv_store_rollout_events(struct srv_store *s, int64_t deployment_id, int64_t after_id,
+                                     size_t limit, struct srv_rollout_event **ret, size_t *ret_n,
+                                     struct ot_diag *d) OT_MUST_CHECK;
+/* Records approver's approval of phase (approver 1..SRV_AUDIT_FIELD_MAX bytes, phase >= 0) and
+ * returns how many distinct approvers that phase has now. OT_ERR_EXISTS (count still returned)
+ * when this approver had approved that phase already; OT_ERR_NOENT when there is no rollout. */
+enum ot_err srv_store_rollout_approve(struct srv_store *s, int64_t deployment_id, int64_t phase,
+                                      const char *approver, int64_t at, size_t *ret_count,
+                                      struct ot_diag *d) OT_MUST_CHECK;
+/* How many distinct approvers a phase has (0 when none or no rollout). */
+enum ot_err srv_store_rollout_approvals(struct srv_store *s, int64_t deployment_id, int64_t phase,
+                                        size_t *ret_count, struct ot_diag *d) OT_MUST_CHECK;
+/* Counts per enum srv_dd_status of the rows with seq_from < seq <= seq_to (counts[0] unused),
+ * through an index on (deployment_id, seq): no scan of other rows. */
+enum ot_err srv_store_rollout_counts(struct srv_store *s, int64_t deployment_id, int64_t seq_from,
+                                     int64_t seq_to, uint64_t counts[SRV_DD__MAX],
+                                     struct ot_diag *d) OT_MUST_CHECK;
+/* Rows with 1 <= seq <= released that the device started (DOWNLOADING..VERIFYING: a device that
+ * never picked the update up does not time out) and last reported before `before` become
+ * FAILURE with message (an event appended, updated_at = now), finishing the deployment like a
+ * report does and changing the deployments generation when any row changed. *ret_n: how many. */
+enum ot_err srv_store_rollout_timeout(struct srv_store *s, int64_t deployment_id, int64_t released,
+                                      int64_t before, int64_t now, const char *message,
+                                      size_t *ret_n, struct ot_diag *d) OT_MUST_CHECK;
+
 /* A cheap number that changes whenever any deployment is created, cancelled or finished, or any row
  * leaves PENDING for a server-side reason (skip), in the same transaction as the change: otterd's
  * check-in cache compares it instead of asking the database per request. With PostgreSQL it is

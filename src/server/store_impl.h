@@ -67,11 +67,14 @@ struct srv_store_ops {
     enum ot_err (*artifact_delete)(struct srv_store *s, int64_t id, struct ot_diag *d);
 
     /* Deployments. create: dep->status, finished_at and ndevices are already what the row gets;
-     * skipped is never NULL, skip_message never NULL, the ids are unique. */
+     * skipped is never NULL, skip_message never NULL, the ids are unique. seqs NULL: every row
+     * gets seq 0; otherwise a permutation of 1..ndevices. rollout NULL: no rollout row; otherwise
+     * its policy and reason are set and checked, and its deployment_id is ignored (the new id). */
     enum ot_err (*deployment_create)(struct srv_store *s, const struct srv_deployment *dep,
                                      const int64_t *device_ids, const bool *skipped,
-                                     size_t ndevices, const char *skip_message, int64_t *ret_id,
-                                     struct ot_diag *d);
+                                     const int64_t *seqs, size_t ndevices,
+                                     const char *skip_message, const struct srv_rollout *rollout,
+                                     int64_t *ret_id, struct ot_diag *d);
     enum ot_err (*deployment_get)(struct srv_store *s, int64_t id, struct srv_deployment *ret,
                                   struct ot_diag *d);
     enum ot_err (*deployment_list)(struct srv_store *s, enum srv_deployment_status status,
@@ -99,6 +102,31 @@ struct srv_store_ops {
                              int64_t after_id, size_t limit, struct srv_dd_event **ret,
                              size_t *ret_n, struct ot_diag *d);
     enum ot_err (*deployments_generation)(struct srv_store *s, int64_t *ret, struct ot_diag *d);
+
+    /* Rollouts. r->reason, kind and message are never NULL where the store.h call takes them
+     * (kind NULL in rollout_update: no event). approve writes *ret_count on OT_OK and on
+     * OT_ERR_EXISTS. */
+    enum ot_err (*rollout_get)(struct srv_store *s, int64_t deployment_id, struct srv_rollout *ret,
+                               struct ot_diag *d);
+    enum ot_err (*rollout_list_active)(struct srv_store *s, struct srv_rollout **ret,
+                                       size_t *ret_n, struct ot_diag *d);
+    enum ot_err (*rollout_update)(struct srv_store *s, const struct srv_rollout *r,
+                                  const char *kind, const char *message, struct ot_diag *d);
+    enum ot_err (*rollout_event_add)(struct srv_store *s, int64_t deployment_id, int64_t at,
+                                     const char *kind, const char *message, struct ot_diag *d);
+    enum ot_err (*rollout_events)(struct srv_store *s, int64_t deployment_id, int64_t after_id,
+                                  size_t limit, struct srv_rollout_event **ret, size_t *ret_n,
+                                  struct ot_diag *d);
+    enum ot_err (*rollout_approve)(struct srv_store *s, int64_t deployment_id, int64_t phase,
+                                   const char *approver, int64_t at, size_t *ret_count,
+                                   struct ot_diag *d);
+    enum ot_err (*rollout_approvals)(struct srv_store *s, int64_t deployment_id, int64_t phase,
+                                     size_t *ret_count, struct ot_diag *d);
+    enum ot_err (*rollout_counts)(struct srv_store *s, int64_t deployment_id, int64_t seq_from,
+                                  int64_t seq_to, uint64_t counts[SRV_DD__MAX], struct ot_diag *d);
+    enum ot_err (*rollout_timeout)(struct srv_store *s, int64_t deployment_id, int64_t released,
+                                   int64_t before, int64_t now, const char *message,
+                                   size_t *ret_n, struct ot_diag *d);
 };
 
 struct srv_store {
@@ -116,6 +144,9 @@ _Static_assert(SRV_DD_PENDING == 1 && SRV_DD_DOWNLOADING == 2 && SRV_DD_SUCCESS 
                    SRV_DD_ROLLED_BACK == 8 && SRV_DD_CANCELLED == 9 && SRV_DD_SKIPPED == 10 &&
                    SRV_DD__MAX == 11,
                "device-deployment status numbers are in the schema");
+_Static_assert(SRV_ROLLOUT_WAITING_APPROVAL == 1 && SRV_ROLLOUT_ABORTED == 6 &&
+                   SRV_ROLLOUT__MAX == 7,
+               "rollout state numbers are in the schema");
 
 /* Tags travel between the database and the back ends as one text, separated by single spaces
  * (the tag rule has no blanks): this splits one into a sorted array of copies. NULL or "" is no

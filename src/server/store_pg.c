@@ -47,7 +47,7 @@
 #define STR_(x) #x
 #define STR(x) STR_(x)
 #define CONNECT_TIMEOUT_S "10"
-#define MAX_PARAMS 10
+#define MAX_PARAMS 12
 
 /* ---- schema ---------------------------------------------------------------------------------- */
 
@@ -105,6 +105,22 @@ static const char *const migrations[] = {
     "CREATE TABLE deployments_generation(id INTEGER PRIMARY KEY CHECK (id = 1),"
     " value BIGINT NOT NULL);"
     "INSERT INTO deployments_generation(id, value) VALUES(1, 0);",
+    /* 3: staged rollouts; the same tables as the SQLite back end's migration 3 (see there). Adding
+     * a column with a constant default rewrites no rows (PostgreSQL 11 and later). */
+    "ALTER TABLE deployment_devices ADD COLUMN seq BIGINT NOT NULL DEFAULT 0;"
+    "CREATE INDEX deployment_devices_seq ON deployment_devices(deployment_id, seq);"
+    "CREATE TABLE rollouts(deployment_id BIGINT PRIMARY KEY REFERENCES deployments(id),"
+    " policy TEXT NOT NULL, state INTEGER NOT NULL CHECK (state BETWEEN 1 AND 6),"
+    " phase BIGINT NOT NULL, released BIGINT NOT NULL, phase_started_at BIGINT NOT NULL,"
+    " phase_ready_at BIGINT NOT NULL, reason TEXT NOT NULL, updated_at BIGINT NOT NULL,"
+    " base_failed BIGINT NOT NULL, base_finished BIGINT NOT NULL);"
+    "CREATE TABLE rollout_events(id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+    " deployment_id BIGINT NOT NULL REFERENCES deployments(id), at BIGINT NOT NULL,"
+    " kind TEXT NOT NULL, message TEXT NOT NULL);"
+    "CREATE INDEX rollout_events_deployment ON rollout_events(deployment_id, id);"
+    "CREATE TABLE rollout_approvals(deployment_id BIGINT NOT NULL"
+    " REFERENCES rollouts(deployment_id), phase BIGINT NOT NULL, approver TEXT NOT NULL,"
+    " at BIGINT NOT NULL, PRIMARY KEY(deployment_id, phase, approver));",
 };
 #define SCHEMA_VERSION ((int)OT_ARRAY_SIZE(migrations))
 
@@ -155,7 +171,10 @@ static const char sql_audit_list[] = "SELECT id, at, actor, action, object, deta
     "id, name, coalesce(artifact_id, 0), artifact_name, artifact_version, target, status,"         \
     " created_at, finished_at, created_by, ndevices"
 #define DD_COLUMNS                                                                                 \
-    "dd.deployment_id, dd.device_id, dd.status, dd.progress, dd.message, dd.updated_at"
+    "dd.deployment_id, dd.device_id, dd.status, dd.progress, dd.message, dd.updated_at, dd.seq"
+#define ROLLOUT_COLUMNS                                                                            \
+    "r.deployment_id, r.policy, r.state, r.phase, r.released, r.phase_started_at,"                 \
+    " r.phase_ready_at, r.reason, r.updated_at, r.base_failed, r.base_finished"
 
 static const char sql_device_insert[] =
     "INSERT INTO devices(pubkey, identity, status, device_type, created_at, updated_at,"
@@ -221,11 +240,12 @@ static const char sql_deployment_insert[] =
 static const char sql_dd_unknown_device[] =
     "SELECT x.id FROM unnest($1::bigint[]) AS x(id)"
     " WHERE NOT EXISTS (SELECT 1 FROM devices v WHERE v.id = x.id) LIMIT 1";
+/* $6 (the seqs) NULL: unnest pads the missing column with NULLs, which become seq 0. */
 static const char sql_dd_insert[] =
     "INSERT INTO deployment_devices(deployment_id, device_id, status, progress, message,"
-    " updated_at) SELECT $1::bigint, x.id, CASE WHEN x.skip THEN 10 ELSE 1 END, -1,"
-    " CASE WHEN x.skip THEN $4::text ELSE '' END, $5::bigint"
-    " FROM unnest($2::bigint[], $3::boolean[]) AS x(id, skip)";
+    " updated_at, seq) SELECT $1::bigint, x.id, CASE WHEN x.skip THEN 10 ELSE 1 END, -1,"
+    " CASE WHEN x.skip THEN $4::text ELSE '' END, $5::bigint, coalesce(x.seq, 0)"
+    " FROM unnest($2::bigint[], $3::boolean[], $6::bigint[]) AS x(id, skip, seq)";
 static const char sql_deployment_get[] =
     "SELECT " DEPLOYMENT_COLUMNS " FROM deployments WHERE id = $1";
 static const char sql_deployment_status[] = "SELECT status FROM deployments WHERE id = $1";
@@ -275,6 +295,55 @@ static const char sql_events[] =
     " AND device_id = $2 AND id > $3 ORDER BY id LIMIT $4";
 static const char sql_generation_bump[] = "UPDATE deployments_generation SET value = value + 1";
 static const char sql_generation_get[] = "SELECT value FROM deployments_generation";
+
+static const char sql_rollout_insert[] =
+    "INSERT INTO rollouts(deployment_id, policy, state, phase, released, phase_started_at,"
+    " phase_ready_at, reason, updated_at, base_failed, base_finished)"
+    " VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+static const char sql_rollout_get[] =
+    "SELECT " ROLLOUT_COLUMNS " FROM rollouts r WHERE r.deployment_id = $1";
+static const char sql_rollout_list_active[] =
+    "SELECT " ROLLOUT_COLUMNS " FROM rollouts r JOIN deployments d ON d.id = r.deployment_id"
+    " WHERE d.status = 1 ORDER BY r.deployment_id";
+static const char sql_rollout_update[] =
+    "UPDATE rollouts SET state = $2, phase = $3, released = $4, phase_started_at = $5,"
+    " phase_ready_at = $6, reason = $7, updated_at = $8, base_failed = $9, base_finished = $10"
+    " WHERE deployment_id = $1"
+    " RETURNING deployment_id";
+/* Readers page a rollout's decisions by id, so its ids must become visible in increasing order
+ * (see sql_audit_insert): the rollout row, locked before the id is drawn and to the end of the
+ * transaction, makes that one step per rollout. An update holds the same lock already. */
+static const char sql_rollout_event_insert[] =
+    "WITH r AS (SELECT deployment_id FROM rollouts WHERE deployment_id = $1 FOR NO KEY UPDATE)"
+    " INSERT INTO rollout_events(deployment_id, at, kind, message)"
+    " SELECT r.deployment_id, $2::bigint, $3::text, $4::text FROM r RETURNING id";
+static const char sql_rollout_events[] =
+    "SELECT id, at, kind, message FROM rollout_events WHERE deployment_id = $1 AND id > $2"
+    " ORDER BY id LIMIT $3";
+static const char sql_rollout_exists[] = "SELECT 1 FROM rollouts WHERE deployment_id = $1";
+/* Approvals of one rollout one at a time, so that of two approvers at once the second counts
+ * the first's approval too. */
+static const char sql_rollout_lock[] =
+    "SELECT 1 FROM rollouts WHERE deployment_id = $1 FOR NO KEY UPDATE";
+static const char sql_approval_insert[] =
+    "INSERT INTO rollout_approvals(deployment_id, phase, approver, at) VALUES($1, $2, $3, $4)"
+    " ON CONFLICT DO NOTHING RETURNING 1";
+static const char sql_approval_count[] =
+    "SELECT count(*) FROM rollout_approvals WHERE deployment_id = $1 AND phase = $2";
+static const char sql_rollout_counts[] =
+    "SELECT status, count(*) FROM deployment_devices WHERE deployment_id = $1 AND seq > $2"
+    " AND seq <= $3 GROUP BY status";
+/* The released rows ($2) that are not final and silent since $3 fail, each with an event, in
+ * one statement; it answers how many. A report holding one of the rows is waited for, and the
+ * row is then judged again as that report left it. */
+static const char sql_rollout_timeout[] =
+    "WITH t AS (UPDATE deployment_devices SET status = 7, message = $5::text,"
+    " updated_at = $4::bigint WHERE deployment_id = $1::bigint AND seq BETWEEN 1 AND $2::bigint"
+    " AND status BETWEEN 2 AND 5 AND updated_at < $3::bigint RETURNING device_id, progress),"
+    " e AS (INSERT INTO dd_events(deployment_id, device_id, at, status, progress, message)"
+    " SELECT $1::bigint, t.device_id, $4::bigint, 7, t.progress, $5::text FROM t"
+    " ORDER BY t.device_id)"
+    " SELECT count(*) FROM t";
 
 struct pg_store {
     struct srv_store base; /* first: store.c sees only this */
@@ -1587,7 +1656,7 @@ static enum ot_err read_dd(const PGresult *res, int row, void *elem, struct ot_d
     int64_t status = 0, progress = 0;
     if (!get_ints(res, row, 0, (int64_t *const[]){&dd->deployment_id, &dd->device_id, &status,
                                                   &progress}, 4) ||
-        !get_int(res, row, 5, &dd->updated_at))
+        !get_int(res, row, 5, &dd->updated_at) || !get_int(res, row, 6, &dd->seq))
         return ot_diag_set(d, OT_ERR_FORMAT, "database is damaged: deployment_devices");
     dd->status = (enum srv_dd_status)status;
     dd->progress = (int)progress;
@@ -1639,13 +1708,20 @@ static enum ot_err insert_deployment(struct pg_store *s, const struct srv_deploy
 
 /* Up to BATCH_MAX rows of a new deployment. Devices are never deleted, so one that exists now
  * still does at the commit; the foreign key stays the last word all the same. */
-static enum ot_err insert_dds(struct pg_store *s, int64_t deployment_id, const int64_t *ids,
-                              const bool *skipped, size_t n, const char *skip_message, int64_t at,
-                              struct ot_diag *d)
+struct dd_batch {
+    const int64_t *ids;
+    const bool *skipped;
+    const int64_t *seqs; /* NULL: every seq 0 */
+    size_t n;
+};
+
+static enum ot_err insert_dds(struct pg_store *s, int64_t deployment_id, const struct dd_batch *b,
+                              const char *skip_message, int64_t at, struct ot_diag *d)
 {
-    _cleanup_free_ char *id_text = i64_array(ids, n);
-    _cleanup_free_ char *skip_text = bool_array(skipped, n);
-    if (!id_text || !skip_text)
+    _cleanup_free_ char *id_text = i64_array(b->ids, b->n);
+    _cleanup_free_ char *skip_text = bool_array(b->skipped, b->n);
+    _cleanup_free_ char *seq_text = b->seqs ? i64_array(b->seqs, b->n) : NULL;
+    if (!id_text || !skip_text || (b->seqs && !seq_text))
         return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
     struct params p = {0};
     param_text(&p, id_text);
@@ -1660,24 +1736,50 @@ static enum ot_err insert_dds(struct pg_store *s, int64_t deployment_id, const i
     param_text(&p, skip_text);
     param_text(&p, skip_message);
     param_i64(&p, at);
+    param_text(&p, seq_text); /* NULL sends NULL */
     if (!err)
         err = step(s, sql_dd_insert, &p, NULL, NULL, d, "add the devices to the deployment");
     return err;
 }
 
+static enum ot_err insert_rollout(struct pg_store *s, int64_t deployment_id,
+                                  const struct srv_rollout *r, struct ot_diag *d)
+{
+    struct params p = {0};
+    param_i64(&p, deployment_id);
+    param_text(&p, r->policy);
+    param_i64(&p, r->state);
+    param_i64(&p, r->phase);
+    param_i64(&p, r->released);
+    param_i64(&p, r->phase_started_at);
+    param_i64(&p, r->phase_ready_at);
+    param_text(&p, r->reason);
+    param_i64(&p, r->updated_at);
+    param_i64(&p, r->base_failed);
+    param_i64(&p, r->base_finished);
+    return step(s, sql_rollout_insert, &p, NULL, NULL, d, "create the rollout of deployment %lld",
+                (long long)deployment_id);
+}
+
 static enum ot_err pg_deployment_create(struct srv_store *base, const struct srv_deployment *dep,
                                         const int64_t *device_ids, const bool *skipped,
-                                        size_t ndevices, const char *skip_message,
-                                        int64_t *ret_id, struct ot_diag *d)
+                                        const int64_t *seqs, size_t ndevices,
+                                        const char *skip_message,
+                                        const struct srv_rollout *rollout, int64_t *ret_id,
+                                        struct ot_diag *d)
 {
     LOCKED(s, base);
     int64_t id = 0;
     enum ot_err err = begin(s, d);
     if (!err)
         err = insert_deployment(s, dep, &id, d);
-    for (size_t i = 0; !err && i < ndevices; i += BATCH_MAX)
-        err = insert_dds(s, id, device_ids + i, skipped + i,
-                         OT_MIN(ndevices - i, (size_t)BATCH_MAX), skip_message, dep->created_at, d);
+    for (size_t i = 0; !err && i < ndevices; i += BATCH_MAX) {
+        const struct dd_batch b = {device_ids + i, skipped + i, seqs ? seqs + i : NULL,
+                                   OT_MIN(ndevices - i, (size_t)BATCH_MAX)};
+        err = insert_dds(s, id, &b, skip_message, dep->created_at, d);
+    }
+    if (!err && rollout)
+        err = insert_rollout(s, id, rollout, d);
     if (!err)
         err = bump_generation(s, d);
     err = end(s, err, d);
@@ -2002,6 +2104,310 @@ static enum ot_err pg_deployments_generation(struct srv_store *base, int64_t *re
     return query_int(s, sql_generation_get, NULL, ret, d);
 }
 
+/* ---- rollouts -------------------------------------------------------------------------------- */
+
+/* A row of ROLLOUT_COLUMNS. */
+static enum ot_err read_rollout(const PGresult *res, int row, void *elem, struct ot_diag *d)
+{
+    struct srv_rollout *r = elem;
+    int64_t state = 0;
+    bool ok = get_int(res, row, 0, &r->deployment_id) &&
+              get_ints(res, row, 2, (int64_t *const[]){&state, &r->phase, &r->released,
+                                                       &r->phase_started_at, &r->phase_ready_at},
+                       5) &&
+              get_int(res, row, 8, &r->updated_at) && get_int(res, row, 9, &r->base_failed) &&
+              get_int(res, row, 10, &r->base_finished);
+    if (!ok)
+        return ot_diag_set(d, OT_ERR_FORMAT, "database is damaged: rollout %lld",
+                           (long long)r->deployment_id);
+    r->state = (enum srv_rollout_state)state;
+    enum ot_err err = column_dup(res, row, 1, false, &r->policy, d);
+    if (!err)
+        err = column_dup(res, row, 7, false, &r->reason, d);
+    return err;
+}
+
+static void free_rollouts(void *list, size_t n) { srv_rollout_list_free(list, n); }
+
+static const struct row_kind rollout_rows = {sizeof(struct srv_rollout), read_rollout,
+                                             free_rollouts};
+
+static enum ot_err read_rollout_event(const PGresult *res, int row, void *elem,
+                                      struct ot_diag *d)
+{
+    struct srv_rollout_event *e = elem;
+    if (!get_int(res, row, 0, &e->id) || !get_int(res, row, 1, &e->at))
+        return ot_diag_set(d, OT_ERR_FORMAT, "database is damaged: rollout_events");
+    enum ot_err err = column_dup(res, row, 2, false, &e->kind, d);
+    if (!err)
+        err = column_dup(res, row, 3, false, &e->message, d);
+    return err;
+}
+
+static void free_rollout_events(void *list, size_t n) { srv_rollout_event_list_free(list, n); }
+
+static const struct row_kind rollout_event_rows = {sizeof(struct srv_rollout_event),
+                                                   read_rollout_event, free_rollout_events};
+
+static enum ot_err no_rollout(int64_t deployment_id, struct ot_diag *d)
+{
+    return ot_diag_set(d, OT_ERR_NOENT, "deployment %lld has no rollout",
+                       (long long)deployment_id);
+}
+
+static enum ot_err pg_rollout_get(struct srv_store *base, int64_t deployment_id,
+                                  struct srv_rollout *ret, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    struct params p = {0};
+    param_i64(&p, deployment_id);
+    enum ot_err err = query_one(s, sql_rollout_get, &p, &rollout_rows, ret, d);
+    return err == OT_ERR_NOENT ? no_rollout(deployment_id, d) : err;
+}
+
+static enum ot_err pg_rollout_list_active(struct srv_store *base, struct srv_rollout **ret,
+                                          size_t *ret_n, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    _cleanup_result_ PGresult *res = NULL;
+    enum ot_err err = read_rows(s, sql_rollout_list_active, NULL, &res, d);
+    if (err)
+        return err;
+    size_t n = (size_t)PQntuples(res);
+    struct srv_rollout *list = calloc(n ? n : 1, sizeof(*list));
+    if (!list)
+        return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; !err && i < n; i++)
+        err = read_rollout(res, (int)i, &list[i], d); /* a half-read row is freed below */
+    if (err) {
+        srv_rollout_list_free(list, n);
+        return err;
+    }
+    *ret = list;
+    *ret_n = n;
+    return OT_OK;
+}
+
+/* A decision (in a transaction or on its own); OT_ERR_NOENT when there is no rollout. */
+static enum ot_err add_decision(struct pg_store *s, int64_t deployment_id, int64_t at,
+                                const char *kind, const char *message, struct ot_diag *d)
+{
+    struct params p = {0};
+    param_i64(&p, deployment_id);
+    param_i64(&p, at);
+    param_text(&p, kind);
+    param_text(&p, message);
+    bool found = false;
+    enum ot_err err = step(s, sql_rollout_event_insert, &p, &found, NULL, d,
+                           "record a decision of rollout %lld", (long long)deployment_id);
+    return !err && !found ? no_rollout(deployment_id, d) : err;
+}
+
+static enum ot_err update_rollout(struct pg_store *s, const struct srv_rollout *r,
+                                  const char *kind, const char *message, struct ot_diag *d)
+{
+    struct params p = {0};
+    param_i64(&p, r->deployment_id);
+    param_i64(&p, r->state);
+    param_i64(&p, r->phase);
+    param_i64(&p, r->released);
+    param_i64(&p, r->phase_started_at);
+    param_i64(&p, r->phase_ready_at);
+    param_text(&p, r->reason);
+    param_i64(&p, r->updated_at);
+    param_i64(&p, r->base_failed);
+    param_i64(&p, r->base_finished);
+    bool found = false;
+    enum ot_err err = step(s, sql_rollout_update, &p, &found, NULL, d,
+                           "update the rollout of deployment %lld", (long long)r->deployment_id);
+    if (!err && !found)
+        return no_rollout(r->deployment_id, d);
+    if (!err && kind)
+        err = add_decision(s, r->deployment_id, r->updated_at, kind, message, d);
+    return err;
+}
+
+static enum ot_err pg_rollout_update(struct srv_store *base, const struct srv_rollout *r,
+                                     const char *kind, const char *message, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    enum ot_err err = begin(s, d);
+    if (!err)
+        err = update_rollout(s, r, kind, message, d);
+    return end(s, err, d);
+}
+
+/* One statement, not retried: it may have committed before a lost answer (like the audit log). */
+static enum ot_err pg_rollout_event_add(struct srv_store *base, int64_t deployment_id, int64_t at,
+                                        const char *kind, const char *message, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    enum ot_err err = ensure_connected(s, d);
+    return err ? err : add_decision(s, deployment_id, at, kind, message, d);
+}
+
+static enum ot_err pg_rollout_events(struct srv_store *base, int64_t deployment_id,
+                                     int64_t after_id, size_t limit,
+                                     struct srv_rollout_event **ret, size_t *ret_n,
+                                     struct ot_diag *d)
+{
+    LOCKED(s, base);
+    struct params p = {0};
+    param_i64(&p, deployment_id);
+    _cleanup_result_ PGresult *res = NULL;
+    enum ot_err err = read_rows(s, sql_rollout_exists, &p, &res, d);
+    if (err)
+        return err;
+    if (PQntuples(res) == 0)
+        return no_rollout(deployment_id, d);
+    param_i64(&p, after_id);
+    param_i64(&p, (int64_t)limit);
+    return query_list(s, sql_rollout_events, &p, &rollout_event_rows, limit, (void **)ret, ret_n,
+                      d);
+}
+
+static enum ot_err count_approvals(struct pg_store *s, int64_t deployment_id, int64_t phase,
+                                   size_t *ret_count, struct ot_diag *d)
+{
+    struct params p = {0};
+    param_i64(&p, deployment_id);
+    param_i64(&p, phase);
+    int64_t n = 0;
+    enum ot_err err = step(s, sql_approval_count, &p, NULL, &n, d,
+                           "count the approvals of rollout %lld", (long long)deployment_id);
+    if (!err)
+        *ret_count = (size_t)n;
+    return err;
+}
+
+static enum ot_err approve(struct pg_store *s, int64_t deployment_id, int64_t phase,
+                           const char *approver, int64_t at, bool *ret_added, size_t *ret_count,
+                           struct ot_diag *d)
+{
+    struct params p = {0};
+    param_i64(&p, deployment_id);
+    bool found = false;
+    enum ot_err err = step(s, sql_rollout_lock, &p, &found, NULL, d,
+                           "read the rollout of deployment %lld", (long long)deployment_id);
+    if (!err && !found)
+        return no_rollout(deployment_id, d);
+    param_i64(&p, phase);
+    param_text(&p, approver);
+    param_i64(&p, at);
+    if (!err)
+        err = step(s, sql_approval_insert, &p, ret_added, NULL, d,
+                   "record an approval of rollout %lld", (long long)deployment_id);
+    if (!err)
+        err = count_approvals(s, deployment_id, phase, ret_count, d);
+    return err;
+}
+
+static enum ot_err pg_rollout_approve(struct srv_store *base, int64_t deployment_id,
+                                      int64_t phase, const char *approver, int64_t at,
+                                      size_t *ret_count, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    bool added = false;
+    size_t count = 0;
+    enum ot_err err = begin(s, d);
+    if (!err)
+        err = approve(s, deployment_id, phase, approver, at, &added, &count, d);
+    err = end(s, err, d);
+    if (err)
+        return err;
+    *ret_count = count;
+    if (!added)
+        return ot_diag_set(d, OT_ERR_EXISTS, "'%s' approved phase %lld of rollout %lld already",
+                           approver, (long long)phase, (long long)deployment_id);
+    return OT_OK;
+}
+
+static enum ot_err pg_rollout_approvals(struct srv_store *base, int64_t deployment_id,
+                                        int64_t phase, size_t *ret_count, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    struct params p = {0};
+    param_i64(&p, deployment_id);
+    param_i64(&p, phase);
+    int64_t n = 0;
+    enum ot_err err = query_int(s, sql_approval_count, &p, &n, d);
+    if (!err)
+        *ret_count = (size_t)n;
+    return err;
+}
+
+static enum ot_err pg_rollout_counts(struct srv_store *base, int64_t deployment_id,
+                                     int64_t seq_from, int64_t seq_to,
+                                     uint64_t counts[SRV_DD__MAX], struct ot_diag *d)
+{
+    LOCKED(s, base);
+    struct params p = {0};
+    param_i64(&p, deployment_id);
+    param_i64(&p, seq_from);
+    param_i64(&p, seq_to);
+    _cleanup_result_ PGresult *res = NULL;
+    enum ot_err err = read_rows(s, sql_rollout_counts, &p, &res, d);
+    if (err)
+        return err;
+    uint64_t got[SRV_DD__MAX] = {0};
+    for (int i = 0; i < PQntuples(res); i++) {
+        int64_t status = 0, n = 0;
+        if (!get_int(res, i, 0, &status) || !get_int(res, i, 1, &n))
+            return ot_diag_set(d, OT_ERR_FORMAT, "database is damaged: deployment_devices");
+        if (status >= SRV_DD_PENDING && status < SRV_DD__MAX)
+            got[status] = (uint64_t)n;
+    }
+    memcpy(counts, got, sizeof(got));
+    return OT_OK;
+}
+
+struct timeout {
+    int64_t deployment_id, released, before, now;
+    const char *message;
+};
+
+/* Lock order as for a report that may finish the deployment: the deployment, then its rows. */
+static enum ot_err time_out(struct pg_store *s, const struct timeout *t, size_t *ret_n,
+                            struct ot_diag *d)
+{
+    enum ot_err err = lock_deployment(s, t->deployment_id, d);
+    struct params p = {0};
+    param_i64(&p, t->deployment_id);
+    param_i64(&p, t->released);
+    param_i64(&p, t->before);
+    param_i64(&p, t->now);
+    param_text(&p, t->message);
+    int64_t n = 0;
+    if (!err)
+        err = step(s, sql_rollout_timeout, &p, NULL, &n, d,
+                   "time out the devices of deployment %lld", (long long)t->deployment_id);
+    if (err)
+        return err;
+    *ret_n = (size_t)n;
+    if (n == 0)
+        return OT_OK;
+    err = finish_if_done(s, t->deployment_id, t->now, d);
+    if (!err)
+        err = bump_generation(s, d);
+    return err;
+}
+
+static enum ot_err pg_rollout_timeout(struct srv_store *base, int64_t deployment_id,
+                                      int64_t released, int64_t before, int64_t now,
+                                      const char *message, size_t *ret_n, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    const struct timeout t = {deployment_id, released, before, now, message};
+    size_t n = 0;
+    enum ot_err err = begin(s, d);
+    if (!err)
+        err = time_out(s, &t, &n, d);
+    err = end(s, err, d);
+    if (!err)
+        *ret_n = n;
+    return err;
+}
+
 const struct srv_store_ops srv__store_pg_ops = {
     .name = "postgresql",
     .open = pg_open,
@@ -2042,4 +2448,13 @@ const struct srv_store_ops srv__store_pg_ops = {
     .dd_skip = pg_dd_skip,
     .dd_events = pg_dd_events,
     .deployments_generation = pg_deployments_generation,
+    .rollout_get = pg_rollout_get,
+    .rollout_list_active = pg_rollout_list_active,
+    .rollout_update = pg_rollout_update,
+    .rollout_event_add = pg_rollout_event_add,
+    .rollout_events = pg_rollout_events,
+    .rollout_approve = pg_rollout_approve,
+    .rollout_approvals = pg_rollout_approvals,
+    .rollout_counts = pg_rollout_counts,
+    .rollout_timeout = pg_rollout_timeout,
 };

@@ -93,6 +93,25 @@ static const char *const migrations[] = {
     "CREATE TABLE deployments_generation(id INTEGER PRIMARY KEY CHECK (id = 1),"
     " value INTEGER NOT NULL);"
     "INSERT INTO deployments_generation(id, value) VALUES(1, 0);",
+    /* 3: staged rollouts. A row's seq is its place in the rollout's release order (0 without a
+     * rollout: existing rows keep 0); (deployment_id, seq) counts a phase's rows and finds the
+     * released ones without touching the rest. One rollouts row per deployment that has one; its
+     * decisions (rollout_events) are paged by id per deployment; rollout_approvals holds one row
+     * per distinct approver of a phase, so counting them is counting rows. */
+    "ALTER TABLE deployment_devices ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;"
+    "CREATE INDEX deployment_devices_seq ON deployment_devices(deployment_id, seq);"
+    "CREATE TABLE rollouts(deployment_id INTEGER PRIMARY KEY REFERENCES deployments(id),"
+    " policy TEXT NOT NULL, state INTEGER NOT NULL CHECK (state BETWEEN 1 AND 6),"
+    " phase INTEGER NOT NULL, released INTEGER NOT NULL, phase_started_at INTEGER NOT NULL,"
+    " phase_ready_at INTEGER NOT NULL, reason TEXT NOT NULL, updated_at INTEGER NOT NULL,"
+    " base_failed INTEGER NOT NULL, base_finished INTEGER NOT NULL);"
+    "CREATE TABLE rollout_events(id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " deployment_id INTEGER NOT NULL REFERENCES deployments(id), at INTEGER NOT NULL,"
+    " kind TEXT NOT NULL, message TEXT NOT NULL);"
+    "CREATE INDEX rollout_events_deployment ON rollout_events(deployment_id, id);"
+    "CREATE TABLE rollout_approvals(deployment_id INTEGER NOT NULL"
+    " REFERENCES rollouts(deployment_id), phase INTEGER NOT NULL, approver TEXT NOT NULL,"
+    " at INTEGER NOT NULL, PRIMARY KEY(deployment_id, phase, approver)) WITHOUT ROWID;",
 };
 #define SCHEMA_VERSION ((int)OT_ARRAY_SIZE(migrations))
 
@@ -110,7 +129,15 @@ static const char *const migrations[] = {
     "id, name, coalesce(artifact_id, 0), artifact_name, artifact_version, target, status,"         \
     " created_at, finished_at, created_by, ndevices"
 #define DD_COLUMNS                                                                                 \
-    "dd.deployment_id, dd.device_id, dd.status, dd.progress, dd.message, dd.updated_at"
+    "dd.deployment_id, dd.device_id, dd.status, dd.progress, dd.message, dd.updated_at, dd.seq"
+#define ROLLOUT_COLUMNS                                                                            \
+    "r.deployment_id, r.policy, r.state, r.phase, r.released, r.phase_started_at,"                 \
+    " r.phase_ready_at, r.reason, r.updated_at, r.base_failed, r.base_finished"
+/* The rows rollout_timeout fails: released, started (not pending), not final, silent since
+ * before (?3). */
+#define TIMED_OUT                                                                                  \
+    " WHERE deployment_id = ?1 AND seq BETWEEN 1 AND ?2 AND status BETWEEN 2 AND 5"                \
+    " AND updated_at < ?3"
 
 enum stmt_id {
     ST_MIGRATION_DONE,
@@ -160,6 +187,18 @@ enum stmt_id {
     ST_EVENTS,
     ST_GENERATION_BUMP,
     ST_GENERATION_GET,
+    ST_ROLLOUT_INSERT,
+    ST_ROLLOUT_GET,
+    ST_ROLLOUT_LIST_ACTIVE,
+    ST_ROLLOUT_UPDATE,
+    ST_ROLLOUT_EVENT_INSERT,
+    ST_ROLLOUT_EVENTS,
+    ST_ROLLOUT_EXISTS,
+    ST_APPROVAL_INSERT,
+    ST_APPROVAL_COUNT,
+    ST_ROLLOUT_COUNTS,
+    ST_TIMEOUT_EVENTS,
+    ST_TIMEOUT_ROWS,
     ST__MAX
 };
 
@@ -219,7 +258,7 @@ static const char *const stmt_sql[ST__MAX] = {
                              " created_by, ndevices) SELECT ?1, a.id, a.name, a.version, ?3, ?4,"
                              " ?5, ?6, ?7, ?8 FROM artifacts a WHERE a.id = ?2 RETURNING id",
     [ST_DD_INSERT] = "INSERT INTO deployment_devices(deployment_id, device_id, status, progress,"
-                     " message, updated_at) VALUES(?1, ?2, ?3, -1, ?4, ?5)",
+                     " message, updated_at, seq) VALUES(?1, ?2, ?3, -1, ?4, ?5, ?6)",
     [ST_DEPLOYMENT_GET] = "SELECT " DEPLOYMENT_COLUMNS " FROM deployments WHERE id = ?1",
     [ST_DEPLOYMENT_STATUS] = "SELECT status FROM deployments WHERE id = ?1",
     [ST_DEPLOYMENT_LIST] = "SELECT " DEPLOYMENT_COLUMNS " FROM deployments"
@@ -256,6 +295,38 @@ static const char *const stmt_sql[ST__MAX] = {
                   " WHERE deployment_id = ?1 AND device_id = ?2 AND id > ?3 ORDER BY id LIMIT ?4",
     [ST_GENERATION_BUMP] = "UPDATE deployments_generation SET value = value + 1",
     [ST_GENERATION_GET] = "SELECT value FROM deployments_generation",
+    [ST_ROLLOUT_INSERT] = "INSERT INTO rollouts(deployment_id, policy, state, phase, released,"
+                          " phase_started_at, phase_ready_at, reason, updated_at, base_failed,"
+                          " base_finished) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    [ST_ROLLOUT_GET] = "SELECT " ROLLOUT_COLUMNS " FROM rollouts r WHERE r.deployment_id = ?1",
+    [ST_ROLLOUT_LIST_ACTIVE] = "SELECT " ROLLOUT_COLUMNS " FROM rollouts r JOIN deployments d"
+                               " ON d.id = r.deployment_id WHERE d.status = 1"
+                               " ORDER BY r.deployment_id",
+    [ST_ROLLOUT_UPDATE] = "UPDATE rollouts SET state = ?2, phase = ?3, released = ?4,"
+                          " phase_started_at = ?5, phase_ready_at = ?6, reason = ?7,"
+                          " updated_at = ?8, base_failed = ?9, base_finished = ?10"
+                          " WHERE deployment_id = ?1 RETURNING deployment_id",
+    [ST_ROLLOUT_EVENT_INSERT] = "INSERT INTO rollout_events(deployment_id, at, kind, message)"
+                                " SELECT deployment_id, ?2, ?3, ?4 FROM rollouts"
+                                " WHERE deployment_id = ?1 RETURNING id",
+    [ST_ROLLOUT_EVENTS] = "SELECT id, at, kind, message FROM rollout_events"
+                          " WHERE deployment_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+    [ST_ROLLOUT_EXISTS] = "SELECT 1 FROM rollouts WHERE deployment_id = ?1",
+    [ST_APPROVAL_INSERT] = "INSERT INTO rollout_approvals(deployment_id, phase, approver, at)"
+                           " VALUES(?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING RETURNING 1",
+    [ST_APPROVAL_COUNT] = "SELECT count(*) FROM rollout_approvals"
+                          " WHERE deployment_id = ?1 AND phase = ?2",
+    /* INDEXED BY: the promise of store.h (no scan of the deployment's other rows) as an error at
+     * prepare time should the index ever go, rather than a quiet change of plan. */
+    [ST_ROLLOUT_COUNTS] = "SELECT status, count(*) FROM deployment_devices"
+                          " INDEXED BY deployment_devices_seq"
+                          " WHERE deployment_id = ?1 AND seq > ?2 AND seq <= ?3 GROUP BY status",
+    /* The events first (they read the rows as they were), then the rows, in one transaction. */
+    [ST_TIMEOUT_EVENTS] = "INSERT INTO dd_events(deployment_id, device_id, at, status, progress,"
+                          " message, log) SELECT deployment_id, device_id, ?4, 7, progress, ?5,"
+                          " NULL FROM deployment_devices" TIMED_OUT " ORDER BY device_id",
+    [ST_TIMEOUT_ROWS] = "UPDATE deployment_devices SET status = 7, message = ?5, updated_at = ?4"
+                        TIMED_OUT,
 };
 
 struct sqlite_store {
@@ -1378,6 +1449,7 @@ static enum ot_err read_dd(sqlite3_stmt *st, void *elem, struct ot_diag *d)
     dd->status = (enum srv_dd_status)sqlite3_column_int(st, 2);
     dd->progress = sqlite3_column_int(st, 3);
     dd->updated_at = sqlite3_column_int64(st, 5);
+    dd->seq = sqlite3_column_int64(st, 6);
     return column_dup(st, 4, false, &dd->message, d);
 }
 
@@ -1420,13 +1492,13 @@ static enum ot_err insert_deployment(struct sqlite_store *s, const struct srv_de
 
 /* A device that does not exist fails the foreign key, which SQLite checks at each statement. */
 static enum ot_err insert_dd(struct sqlite_store *s, int64_t deployment_id, int64_t device_id,
-                             bool skipped, const char *skip_message, int64_t at,
+                             bool skipped, int64_t seq, const char *skip_message, int64_t at,
                              struct ot_diag *d)
 {
     sqlite3_stmt *st = s->stmt[ST_DD_INSERT];
     int rc = bind_args(st, ARGS(ARG_I(deployment_id), ARG_I(device_id),
                                 ARG_I(skipped ? SRV_DD_SKIPPED : SRV_DD_PENDING),
-                                ARG_T(skipped ? skip_message : ""), ARG_I(at)));
+                                ARG_T(skipped ? skip_message : ""), ARG_I(at), ARG_I(seq)));
     if (rc == SQLITE_OK)
         rc = sqlite3_step(st);
     enum ot_err err = OT_OK;
@@ -1438,10 +1510,24 @@ static enum ot_err insert_dd(struct sqlite_store *s, int64_t deployment_id, int6
     return err;
 }
 
+static enum ot_err insert_rollout(struct sqlite_store *s, int64_t deployment_id,
+                                  const struct srv_rollout *r, struct ot_diag *d)
+{
+    return run_stmt(s, ST_ROLLOUT_INSERT,
+                    ARGS(ARG_I(deployment_id), ARG_T(r->policy), ARG_I(r->state), ARG_I(r->phase),
+                         ARG_I(r->released), ARG_I(r->phase_started_at),
+                         ARG_I(r->phase_ready_at), ARG_T(r->reason), ARG_I(r->updated_at),
+                         ARG_I(r->base_failed), ARG_I(r->base_finished)),
+                    NULL, NULL, d, "create the rollout of deployment %lld",
+                    (long long)deployment_id);
+}
+
 static enum ot_err sl_deployment_create(struct srv_store *base, const struct srv_deployment *dep,
                                         const int64_t *device_ids, const bool *skipped,
-                                        size_t ndevices, const char *skip_message,
-                                        int64_t *ret_id, struct ot_diag *d)
+                                        const int64_t *seqs, size_t ndevices,
+                                        const char *skip_message,
+                                        const struct srv_rollout *rollout, int64_t *ret_id,
+                                        struct ot_diag *d)
 {
     LOCKED(s, base);
     int64_t id = 0;
@@ -1449,7 +1535,10 @@ static enum ot_err sl_deployment_create(struct srv_store *base, const struct srv
     if (!err)
         err = insert_deployment(s, dep, &id, d);
     for (size_t i = 0; !err && i < ndevices; i++)
-        err = insert_dd(s, id, device_ids[i], skipped[i], skip_message, dep->created_at, d);
+        err = insert_dd(s, id, device_ids[i], skipped[i], seqs ? seqs[i] : 0, skip_message,
+                        dep->created_at, d);
+    if (!err && rollout)
+        err = insert_rollout(s, id, rollout, d);
     if (!err)
         err = bump_generation(s, d);
     err = end(s, err, d);
@@ -1716,6 +1805,298 @@ static enum ot_err sl_deployments_generation(struct srv_store *base, int64_t *re
     return err;
 }
 
+/* ---- rollouts -------------------------------------------------------------------------------- */
+
+/* A row of ROLLOUT_COLUMNS. */
+static enum ot_err read_rollout(sqlite3_stmt *st, void *elem, struct ot_diag *d)
+{
+    struct srv_rollout *r = elem;
+    r->deployment_id = sqlite3_column_int64(st, 0);
+    r->state = (enum srv_rollout_state)sqlite3_column_int(st, 2);
+    r->phase = sqlite3_column_int64(st, 3);
+    r->released = sqlite3_column_int64(st, 4);
+    r->phase_started_at = sqlite3_column_int64(st, 5);
+    r->phase_ready_at = sqlite3_column_int64(st, 6);
+    r->updated_at = sqlite3_column_int64(st, 8);
+    r->base_failed = sqlite3_column_int64(st, 9);
+    r->base_finished = sqlite3_column_int64(st, 10);
+    enum ot_err err = column_dup(st, 1, false, &r->policy, d);
+    if (!err)
+        err = column_dup(st, 7, false, &r->reason, d);
+    return err;
+}
+
+static void free_rollouts(void *list, size_t n) { srv_rollout_list_free(list, n); }
+
+static const struct row_kind rollout_rows = {sizeof(struct srv_rollout), read_rollout,
+                                             free_rollouts};
+
+static enum ot_err read_rollout_event(sqlite3_stmt *st, void *elem, struct ot_diag *d)
+{
+    struct srv_rollout_event *e = elem;
+    e->id = sqlite3_column_int64(st, 0);
+    e->at = sqlite3_column_int64(st, 1);
+    enum ot_err err = column_dup(st, 2, false, &e->kind, d);
+    if (!err)
+        err = column_dup(st, 3, false, &e->message, d);
+    return err;
+}
+
+static void free_rollout_events(void *list, size_t n) { srv_rollout_event_list_free(list, n); }
+
+static const struct row_kind rollout_event_rows = {sizeof(struct srv_rollout_event),
+                                                   read_rollout_event, free_rollout_events};
+
+/* Every row of statement id into a new array of kind k, grown as needed (for lists whose size
+ * the caller does not bound: the rollouts of the active deployments). */
+static enum ot_err query_all(struct sqlite_store *s, enum stmt_id id, const struct row_kind *k,
+                             void **ret, size_t *ret_n, struct ot_diag *d)
+{
+    sqlite3_stmt *st = s->stmt[id];
+    char *list = NULL;
+    size_t n = 0, cap = 0;
+    enum ot_err err = OT_OK;
+    int rc = SQLITE_OK;
+    while (!err && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (n == cap) {
+            size_t grow = cap ? cap * 2 : 16;
+            char *bigger = realloc(list, grow * k->size);
+            if (!bigger) {
+                err = ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+                break;
+            }
+            memset(bigger + cap * k->size, 0, (grow - cap) * k->size);
+            list = bigger;
+            cap = grow;
+        }
+        err = k->read(st, list + n++ * k->size, d); /* a half-read row is freed below */
+    }
+    if (!err && rc != SQLITE_DONE)
+        err = db_error(s, rc, d, "read the database");
+    reset(st);
+    if (err) {
+        k->free_list(list, n);
+        return err;
+    }
+    *ret = list;
+    *ret_n = n;
+    return OT_OK;
+}
+
+static enum ot_err no_rollout(int64_t deployment_id, struct ot_diag *d)
+{
+    return ot_diag_set(d, OT_ERR_NOENT, "deployment %lld has no rollout",
+                       (long long)deployment_id);
+}
+
+/* OT_ERR_NOENT when the deployment has no rollout. */
+static enum ot_err rollout_exists(struct sqlite_store *s, int64_t deployment_id,
+                                  struct ot_diag *d)
+{
+    bool found = false;
+    enum ot_err err = run_stmt(s, ST_ROLLOUT_EXISTS, ARGS(ARG_I(deployment_id)), &found, NULL, d,
+                               "read the rollout of deployment %lld", (long long)deployment_id);
+    return !err && !found ? no_rollout(deployment_id, d) : err;
+}
+
+static enum ot_err sl_rollout_get(struct srv_store *base, int64_t deployment_id,
+                                  struct srv_rollout *ret, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    enum ot_err err = query_one(s, ST_ROLLOUT_GET, ARGS(ARG_I(deployment_id)), &rollout_rows,
+                                ret, d);
+    return err == OT_ERR_NOENT ? no_rollout(deployment_id, d) : err;
+}
+
+static enum ot_err sl_rollout_list_active(struct srv_store *base, struct srv_rollout **ret,
+                                          size_t *ret_n, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    return query_all(s, ST_ROLLOUT_LIST_ACTIVE, &rollout_rows, (void **)ret, ret_n, d);
+}
+
+/* A decision; OT_ERR_NOENT when the deployment has no rollout. */
+static enum ot_err add_decision(struct sqlite_store *s, int64_t deployment_id, int64_t at,
+                                const char *kind, const char *message, struct ot_diag *d)
+{
+    bool found = false;
+    enum ot_err err = run_stmt(s, ST_ROLLOUT_EVENT_INSERT,
+                               ARGS(ARG_I(deployment_id), ARG_I(at), ARG_T(kind),
+                                    ARG_T(message)),
+                               &found, NULL, d, "record a decision of rollout %lld",
+                               (long long)deployment_id);
+    return !err && !found ? no_rollout(deployment_id, d) : err;
+}
+
+static enum ot_err update_rollout(struct sqlite_store *s, const struct srv_rollout *r,
+                                  const char *kind, const char *message, struct ot_diag *d)
+{
+    bool found = false;
+    enum ot_err err = run_stmt(s, ST_ROLLOUT_UPDATE,
+                               ARGS(ARG_I(r->deployment_id), ARG_I(r->state), ARG_I(r->phase),
+                                    ARG_I(r->released), ARG_I(r->phase_started_at),
+                                    ARG_I(r->phase_ready_at), ARG_T(r->reason),
+                                    ARG_I(r->updated_at), ARG_I(r->base_failed),
+                                    ARG_I(r->base_finished)),
+                               &found, NULL, d, "update the rollout of deployment %lld",
+                               (long long)r->deployment_id);
+    if (!err && !found)
+        return no_rollout(r->deployment_id, d);
+    if (!err && kind)
+        err = add_decision(s, r->deployment_id, r->updated_at, kind, message, d);
+    return err;
+}
+
+static enum ot_err sl_rollout_update(struct srv_store *base, const struct srv_rollout *r,
+                                     const char *kind, const char *message, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    enum ot_err err = begin(s, d);
+    if (!err)
+        err = update_rollout(s, r, kind, message, d);
+    return end(s, err, d);
+}
+
+static enum ot_err sl_rollout_event_add(struct srv_store *base, int64_t deployment_id, int64_t at,
+                                        const char *kind, const char *message, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    return add_decision(s, deployment_id, at, kind, message, d);
+}
+
+static enum ot_err sl_rollout_events(struct srv_store *base, int64_t deployment_id,
+                                     int64_t after_id, size_t limit,
+                                     struct srv_rollout_event **ret, size_t *ret_n,
+                                     struct ot_diag *d)
+{
+    LOCKED(s, base);
+    enum ot_err err = rollout_exists(s, deployment_id, d);
+    if (err)
+        return err;
+    return query_list(s, ST_ROLLOUT_EVENTS,
+                      ARGS(ARG_I(deployment_id), ARG_I(after_id), ARG_I(limit)),
+                      &rollout_event_rows, limit, (void **)ret, ret_n, d);
+}
+
+static enum ot_err count_approvals(struct sqlite_store *s, int64_t deployment_id, int64_t phase,
+                                   size_t *ret_count, struct ot_diag *d)
+{
+    int64_t n = 0;
+    enum ot_err err = run_stmt(s, ST_APPROVAL_COUNT, ARGS(ARG_I(deployment_id), ARG_I(phase)),
+                               NULL, &n, d, "count the approvals of rollout %lld",
+                               (long long)deployment_id);
+    if (!err)
+        *ret_count = (size_t)n;
+    return err;
+}
+
+static enum ot_err approve(struct sqlite_store *s, int64_t deployment_id, int64_t phase,
+                           const char *approver, int64_t at, bool *ret_added, size_t *ret_count,
+                           struct ot_diag *d)
+{
+    enum ot_err err = rollout_exists(s, deployment_id, d);
+    if (!err)
+        err = run_stmt(s, ST_APPROVAL_INSERT,
+                       ARGS(ARG_I(deployment_id), ARG_I(phase), ARG_T(approver), ARG_I(at)),
+                       ret_added, NULL, d, "record an approval of rollout %lld",
+                       (long long)deployment_id);
+    if (!err)
+        err = count_approvals(s, deployment_id, phase, ret_count, d);
+    return err;
+}
+
+static enum ot_err sl_rollout_approve(struct srv_store *base, int64_t deployment_id,
+                                      int64_t phase, const char *approver, int64_t at,
+                                      size_t *ret_count, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    bool added = false;
+    size_t count = 0;
+    enum ot_err err = begin(s, d);
+    if (!err)
+        err = approve(s, deployment_id, phase, approver, at, &added, &count, d);
+    err = end(s, err, d);
+    if (err)
+        return err;
+    *ret_count = count;
+    if (!added)
+        return ot_diag_set(d, OT_ERR_EXISTS, "'%s' approved phase %lld of rollout %lld already",
+                           approver, (long long)phase, (long long)deployment_id);
+    return OT_OK;
+}
+
+static enum ot_err sl_rollout_approvals(struct srv_store *base, int64_t deployment_id,
+                                        int64_t phase, size_t *ret_count, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    return count_approvals(s, deployment_id, phase, ret_count, d);
+}
+
+static enum ot_err sl_rollout_counts(struct srv_store *base, int64_t deployment_id,
+                                     int64_t seq_from, int64_t seq_to,
+                                     uint64_t counts[SRV_DD__MAX], struct ot_diag *d)
+{
+    LOCKED_STMT(s, st, base, ST_ROLLOUT_COUNTS);
+    uint64_t got[SRV_DD__MAX] = {0};
+    int rc = bind_args(st, ARGS(ARG_I(deployment_id), ARG_I(seq_from), ARG_I(seq_to)));
+    while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int status = sqlite3_column_int(st, 0);
+        if (status >= SRV_DD_PENDING && status < SRV_DD__MAX)
+            got[status] = (uint64_t)sqlite3_column_int64(st, 1);
+        rc = SQLITE_OK;
+    }
+    if (rc != SQLITE_DONE)
+        return db_error(s, rc, d, "count the rows of rollout %lld", (long long)deployment_id);
+    memcpy(counts, got, sizeof(got));
+    return OT_OK;
+}
+
+struct timeout {
+    int64_t deployment_id, released, before, now;
+    const char *message;
+};
+
+static enum ot_err time_out(struct sqlite_store *s, const struct timeout *t, size_t *ret_n,
+                            struct ot_diag *d)
+{
+    enum ot_err err = run_stmt(s, ST_TIMEOUT_EVENTS,
+                               ARGS(ARG_I(t->deployment_id), ARG_I(t->released),
+                                    ARG_I(t->before), ARG_I(t->now), ARG_T(t->message)),
+                               NULL, NULL, d, "record the timeouts of deployment %lld",
+                               (long long)t->deployment_id);
+    if (!err)
+        err = run_stmt(s, ST_TIMEOUT_ROWS,
+                       ARGS(ARG_I(t->deployment_id), ARG_I(t->released), ARG_I(t->before),
+                            ARG_I(t->now), ARG_T(t->message)),
+                       NULL, NULL, d, "time out the devices of deployment %lld",
+                       (long long)t->deployment_id);
+    if (err)
+        return err;
+    *ret_n = (size_t)sqlite3_changes64(s->db); /* of the UPDATE, which ran to its end above */
+    if (*ret_n == 0)
+        return OT_OK;
+    err = finish_if_done(s, t->deployment_id, t->now, d);
+    if (!err)
+        err = bump_generation(s, d);
+    return err;
+}
+
+static enum ot_err sl_rollout_timeout(struct srv_store *base, int64_t deployment_id,
+                                      int64_t released, int64_t before, int64_t now,
+                                      const char *message, size_t *ret_n, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    const struct timeout t = {deployment_id, released, before, now, message};
+    size_t n = 0;
+    enum ot_err err = begin(s, d);
+    if (!err)
+        err = time_out(s, &t, &n, d);
+    err = end(s, err, d);
+    if (!err)
+        *ret_n = n;
+    return err;
+}
+
 const struct srv_store_ops srv__store_sqlite_ops = {
     .name = "sqlite",
     .open = sl_open,
@@ -1756,4 +2137,13 @@ const struct srv_store_ops srv__store_sqlite_ops = {
     .dd_skip = sl_dd_skip,
     .dd_events = sl_dd_events,
     .deployments_generation = sl_deployments_generation,
+    .rollout_get = sl_rollout_get,
+    .rollout_list_active = sl_rollout_list_active,
+    .rollout_update = sl_rollout_update,
+    .rollout_event_add = sl_rollout_event_add,
+    .rollout_events = sl_rollout_events,
+    .rollout_approve = sl_rollout_approve,
+    .rollout_approvals = sl_rollout_approvals,
+    .rollout_counts = sl_rollout_counts,
+    .rollout_timeout = sl_rollout_timeout,
 };

@@ -2,6 +2,8 @@
  * device with a tag. The artifact is named by id or as NAME@VERSION (looked up in the server's
  * artifact list). */
 #include "otter/client.h"
+#include "otter/file.h"
+#include "otter/json.h"
 #include "otter/parse.h"
 #include "tool.h"
 
@@ -9,7 +11,8 @@
 
 const char tool_usage_deploy[] =
     "Usage: otter deploy --artifact ID|NAME@VERSION (--device ID... | --devices ID,ID,... |\n"
-    "                    --tag TAG) [--name NAME] [--json] [-q] [CONNECTION OPTIONS]\n"
+    "                    --tag TAG) [--name NAME] [--policy FILE|JSON] [--json] [-q]\n"
+    "                    [CONNECTION OPTIONS]\n"
     "\n"
     "Creates a deployment: the devices install the artifact when they next check in.\n"
     "\n"
@@ -18,6 +21,9 @@ const char tool_usage_deploy[] =
     "      --devices ID,ID,...       target devices, comma-separated (adds to --device)\n"
     "  -t, --tag TAG                 target every accepted device with this tag (instead)\n"
     "  -n, --name NAME               the deployment's name (default: \"NAME VERSION\")\n"
+    "  -p, --policy FILE|JSON        a staged rollout: phases, thresholds, pace, schedule,\n"
+    "                                approvals (a JSON file, or the JSON itself; see\n"
+    "                                docs/rollouts.md)\n"
     "  -j, --json                    print the server's deployment object\n"
     "  -q, --quiet                   print nothing\n"
     "  -h, --help                    show this help\n"
@@ -31,8 +37,27 @@ struct deploy_opts {
     json_t *devices; /* array of ids */
     const char *tag;
     const char *name;
+    json_t *policy;
     bool json;
 };
+
+#define POLICY_FILE_MAX (64 * 1024)
+
+static int load_policy(struct tool_ctx *ctx, struct deploy_opts *o, const char *arg)
+{
+    _cleanup_(ot_buf_release) struct ot_buf buf;
+    ot_buf_init(&buf, POLICY_FILE_MAX);
+    struct ot_diag d = {0};
+    enum ot_err err = arg[0] == '{' ? ot_buf_append_str(&buf, arg) : ot_file_read(arg, &buf, &d);
+    if (err)
+        return tool_usage_error(ctx, "--policy: %s", d.msg[0] ? d.msg : ot_strerror(err));
+    json_decref(o->policy);
+    o->policy = NULL;
+    if (ot_json_parse(buf.data, buf.len, &o->policy, &d) != OT_OK || !json_is_object(o->policy))
+        return tool_usage_error(ctx, "--policy: not a JSON object%s%s", d.msg[0] ? ": " : "",
+                                d.msg);
+    return TOOL_EXIT_OK;
+}
 
 static int add_device(struct tool_ctx *ctx, struct deploy_opts *o, const char *arg)
 {
@@ -81,6 +106,8 @@ static int parse_opt(struct tool_ctx *ctx, int c, char **argv, struct deploy_opt
     case 'n':
         o->name = optarg;
         return TOOL_EXIT_OK;
+    case 'p':
+        return load_policy(ctx, o, optarg);
     case 'j':
         o->json = true;
         return TOOL_EXIT_OK;
@@ -102,6 +129,7 @@ static int parse_args(struct tool_ctx *ctx, int argc, char **argv, struct deploy
         {"devices", required_argument, NULL, OPT_DEVICES},
         {"tag", required_argument, NULL, 't'},
         {"name", required_argument, NULL, 'n'},
+        {"policy", required_argument, NULL, 'p'},
         {"json", no_argument, NULL, 'j'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
@@ -109,7 +137,7 @@ static int parse_args(struct tool_ctx *ctx, int argc, char **argv, struct deploy
         {0},
     };
     int c, rc;
-    while ((c = getopt_long(argc, argv, ":a:d:t:n:jqh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":a:d:t:n:p:jqh", longopts, NULL)) != -1) {
         if (tool_remote_opt(&o->remote, c))
             continue;
         if ((rc = parse_opt(ctx, c, argv, o)) != 0)
@@ -187,11 +215,16 @@ static json_t *request_body(const struct deploy_opts *o, const json_t *artifact)
     else
         snprintf(name, sizeof(name), "%s %s", tool_jstr(artifact, "name"),
                  tool_jstr(artifact, "version"));
-    if (o->tag)
-        return json_pack("{s:s, s:I, s:s}", "name", name, "artifact_id",
-                         (json_int_t)tool_jint(artifact, "id"), "tag", o->tag);
-    return json_pack("{s:s, s:I, s:O}", "name", name, "artifact_id",
-                     (json_int_t)tool_jint(artifact, "id"), "devices", o->devices);
+    json_t *body = o->tag ? json_pack("{s:s, s:I, s:s}", "name", name, "artifact_id",
+                                      (json_int_t)tool_jint(artifact, "id"), "tag", o->tag)
+                          : json_pack("{s:s, s:I, s:O}", "name", name, "artifact_id",
+                                      (json_int_t)tool_jint(artifact, "id"), "devices",
+                                      o->devices);
+    if (body && o->policy && json_object_set(body, "policy", o->policy) != 0) {
+        json_decref(body);
+        return NULL;
+    }
+    return body;
 }
 
 static int report(const struct tool_ctx *ctx, const struct deploy_opts *o, const json_t *dep)
@@ -234,6 +267,7 @@ int tool_cmd_deploy(struct tool_ctx *ctx, int argc, char **argv)
     int rc = parse_args(ctx, argc, argv, &o);
     if (rc) {
         json_decref(o.devices);
+        json_decref(o.policy);
         return rc < 0 ? tool_help(ctx) : rc;
     }
     _cleanup_(ot_client_freep) struct ot_client *c = NULL;
@@ -241,5 +275,6 @@ int tool_cmd_deploy(struct tool_ctx *ctx, int argc, char **argv)
     if (!rc)
         rc = deploy(ctx, &o, c);
     json_decref(o.devices);
+    json_decref(o.policy);
     return rc;
 }

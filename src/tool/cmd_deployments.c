@@ -1,22 +1,36 @@
-/* otter deployments: list, inspect and cancel deployments (/api/v1/deployments). */
+/* otter deployments: list, inspect, cancel deployments and steer staged rollouts
+ * (/api/v1/deployments). */
+#include <time.h>
+
 #include "otter/client.h"
 #include "otter/parse.h"
 #include "tool.h"
 
 const char tool_usage_deployments[] =
     "Usage: otter deployments list [--status active|finished|cancelled] [--limit N] [--json]\n"
-    "       otter deployments show ID [--device DEVICE_ID] [--json]\n"
+    "       otter deployments show ID [--device DEVICE_ID] [--watch[=SECONDS]] [--json]\n"
     "       otter deployments cancel ID [--json]\n"
+    "       otter deployments pause|resume ID [--json]\n"
+    "       otter deployments approve ID [--phase N] [--json]\n"
+    "       otter deployments decisions ID [--json]\n"
     "\n"
     "list     deployments, newest first\n"
     "show     a deployment: its artifact, target, the devices per state, and every device's\n"
     "         state, progress and last message; with --device, one device's timeline\n"
+    "         and, for a staged rollout, its phases\n"
     "cancel   stop an active deployment: devices that have not started will not; devices\n"
     "         already under way finish and report\n"
+    "pause    a staged rollout releases no more devices (those under way go on)\n"
+    "resume   a paused rollout goes on (failures seen before no longer count)\n"
+    "approve  your approval of a rollout phase (each operator's token counts once)\n"
+    "decisions  the rollout engine's decisions, with their reasons\n"
     "\n"
     "  -s, --status S                list: active, finished or cancelled\n"
     "  -n, --limit N                 list: at most N deployments\n"
     "  -d, --device DEVICE_ID        show: this device's reports in the deployment, with logs\n"
+    "  -w, --watch[=SECONDS]         show: print the progress again every SECONDS (2) until\n"
+    "                                the deployment ends\n"
+    "  -p, --phase N                 approve: the phase (default: the current one)\n"
     "  -j, --json                    print the server's JSON (list: an array; show: the\n"
     "                                deployment with its \"devices\" rows)\n"
     "  -q, --quiet                   print nothing\n"
@@ -31,6 +45,8 @@ struct deployments_opts {
     int64_t device;
     bool json;
     int64_t id;
+    uint64_t watch;    /* seconds, 0: no */
+    uint64_t phase;
 };
 
 static int print_json_or_fail(const struct tool_ctx *ctx, const json_t *v)
@@ -144,6 +160,38 @@ static void print_deployment(const struct tool_ctx *ctx, const json_t *dep)
     tool_out_field(ctx, "states", rollup_text(json_object_get(dep, "rollup"), buf, sizeof(buf)));
 }
 
+/* A staged rollout: its state and each phase's counts. */
+static void print_rollout(const struct tool_ctx *ctx, const json_t *ro)
+{
+    if (!ro)
+        return;
+    char buf[1024];
+    snprintf(buf, sizeof(buf), "%s, phase %lld of %zu (%s), %lld of %lld devices released",
+             tool_jstr(ro, "state"), (long long)tool_jint(ro, "phase"),
+             json_array_size(json_object_get(ro, "phases")), tool_jstr(ro, "phase_name"),
+             (long long)tool_jint(ro, "released"), (long long)tool_jint(ro, "devices"));
+    tool_out_field(ctx, "rollout", buf);
+    if (tool_jstr(ro, "reason")[0])
+        tool_out_field(ctx, "reason", tool_jstr(ro, "reason"));
+    size_t i;
+    json_t *ph;
+    json_array_foreach(json_object_get(ro, "phases"), i, ph) {
+        char states[512], rate[16] = "-", field[96];
+        const json_t *sr = json_object_get(ph, "success_rate");
+        if (json_is_integer(sr))
+            snprintf(rate, sizeof(rate), "%lld%%", (long long)json_integer_value(sr));
+        const json_t *counts = json_object_get(ph, "counts");
+        rollup_text(counts, states, sizeof(states));
+        long long waiting = (long long)tool_jint(counts, "waiting");
+        snprintf(field, sizeof(field), "  %zu %s", i + 1, tool_jstr(ph, "name"));
+        snprintf(buf, sizeof(buf), "%s: devices %lld..%lld, success %s; %s%s%lld waiting%s",
+                 tool_jstr(ph, "state"), (long long)tool_jint(ph, "first"),
+                 (long long)tool_jint(ph, "last"), rate, states, states[0] ? ", " : "", waiting,
+                 tool_jint(ph, "approvals_needed") ? " (approvals needed)" : "");
+        tool_out_field(ctx, field, buf);
+    }
+}
+
 static const char *progress_text(const json_t *row, char *buf, size_t len)
 {
     const json_t *p = json_object_get(row, "progress");
@@ -197,11 +245,48 @@ static int show_deployment(struct tool_ctx *ctx, const struct deployments_opts *
                                                    : print_json_or_fail(ctx, dep);
     } else if (!rc) {
         print_deployment(ctx, dep);
+        print_rollout(ctx, json_object_get(dep, "rollout"));
         rc = print_rows(ctx, rows);
     }
     json_decref(dep);
     json_decref(rows);
     return rc;
+}
+
+/* --watch: one progress line per round (bounded: a day at most) until the deployment ends. */
+static int watch_deployment(struct tool_ctx *ctx, const struct deployments_opts *o,
+                            struct ot_client *c)
+{
+    char path[96], buf[512];
+    uint64_t rounds = 86400 / o->watch + 1;
+    for (uint64_t r = 0; r < rounds; r++) {
+        json_t *dep = NULL;
+        int rc = tool_api_object(ctx, c, "GET",
+                                 tool_api_path(path, sizeof(path), "deployments", o->id, NULL),
+                                 NULL, &dep);
+        if (rc)
+            return rc;
+        const json_t *ro = json_object_get(dep, "rollout");
+        char when[16];
+        time_t now = time(NULL);
+        strftime(when, sizeof(when), "%H:%M:%S", localtime(&now));
+        rollup_text(json_object_get(dep, "rollup"), buf, sizeof(buf));
+        if (ro)
+            tool_out_line(ctx, "%s %s | rollout %s, phase %lld (%s), released %lld/%lld | %s",
+                          when, tool_jstr(dep, "status"), tool_jstr(ro, "state"),
+                          (long long)tool_jint(ro, "phase"), tool_jstr(ro, "phase_name"),
+                          (long long)tool_jint(ro, "released"),
+                          (long long)tool_jint(ro, "devices"), buf);
+        else
+            tool_out_line(ctx, "%s %s | %s", when, tool_jstr(dep, "status"), buf);
+        bool active = strcmp(tool_jstr(dep, "status"), "active") == 0;
+        json_decref(dep);
+        if (!active)
+            return TOOL_EXIT_OK;
+        struct timespec ts = {(time_t)o->watch, 0};
+        nanosleep(&ts, NULL);
+    }
+    return TOOL_EXIT_OK;
 }
 
 static void print_events(const struct tool_ctx *ctx, const json_t *events)
@@ -254,7 +339,69 @@ static int show_device(struct tool_ctx *ctx, const struct deployments_opts *o,
 
 static int run_show(struct tool_ctx *ctx, const struct deployments_opts *o, struct ot_client *c)
 {
+    if (o->watch)
+        return watch_deployment(ctx, o, c);
     return o->device ? show_device(ctx, o, c) : show_deployment(ctx, o, c);
+}
+
+/* ---- staged rollouts --------------------------------------------------------------------------- */
+
+static int rollout_action(struct tool_ctx *ctx, const struct deployments_opts *o,
+                          struct ot_client *c, const char *action, json_t *body)
+{
+    char path[96];
+    json_t *ro = NULL;
+    int rc = tool_api_object(ctx, c, "POST",
+                             tool_api_path(path, sizeof(path), "deployments", o->id, action), body,
+                             &ro);
+    if (!rc && o->json)
+        rc = print_json_or_fail(ctx, ro);
+    else if (!rc)
+        print_rollout(ctx, ro);
+    json_decref(ro);
+    return rc;
+}
+
+static int run_pause(struct tool_ctx *ctx, const struct deployments_opts *o, struct ot_client *c)
+{
+    return rollout_action(ctx, o, c, "pause", NULL);
+}
+
+static int run_resume(struct tool_ctx *ctx, const struct deployments_opts *o, struct ot_client *c)
+{
+    return rollout_action(ctx, o, c, "resume", NULL);
+}
+
+static int run_approve(struct tool_ctx *ctx, const struct deployments_opts *o, struct ot_client *c)
+{
+    json_t *body = o->phase ? json_pack("{s:I}", "phase", (json_int_t)o->phase) : NULL;
+    int rc = rollout_action(ctx, o, c, "approve", body);
+    json_decref(body);
+    return rc;
+}
+
+static int run_decisions(struct tool_ctx *ctx, const struct deployments_opts *o,
+                         struct ot_client *c)
+{
+    static const struct tool_paging pg = {"decisions", "after", "next_after", false};
+    char path[96];
+    json_t *list = NULL;
+    int rc = tool_api_list(ctx, c,
+                           tool_api_path(path, sizeof(path), "deployments", o->id, "decisions"),
+                           &pg, 0, &list);
+    if (!rc && o->json) {
+        rc = print_json_or_fail(ctx, list);
+    } else if (!rc) {
+        size_t i;
+        json_t *e;
+        json_array_foreach(list, i, e) {
+            char when[32];
+            tool_out_line(ctx, "%s  %-9s %s", tool_jtime(e, "at", "-", when, sizeof(when)),
+                          tool_jstr(e, "kind"), tool_jstr(e, "message"));
+        }
+    }
+    json_decref(list);
+    return rc;
 }
 
 /* ---- cancel ---------------------------------------------------------------------------------- */
@@ -292,6 +439,15 @@ static int parse_opt(struct tool_ctx *ctx, int c, char **argv, struct deployment
         return TOOL_EXIT_OK;
     case 'd':
         return tool_parse_id(ctx, "--device", optarg, &o->device);
+    case 'w':
+        o->watch = 2;
+        if (optarg && ot_parse_u64(optarg, 1, 3600, &o->watch) != OT_OK)
+            return tool_usage_error(ctx, "--watch wants seconds (1..3600), not '%s'", optarg);
+        return TOOL_EXIT_OK;
+    case 'p':
+        if (ot_parse_u64(optarg, 1, 32, &o->phase) != OT_OK)
+            return tool_usage_error(ctx, "--phase wants a phase number (1..32), not '%s'", optarg);
+        return TOOL_EXIT_OK;
     case 'j':
         o->json = true;
         return TOOL_EXIT_OK;
@@ -311,8 +467,10 @@ static int check_args(struct tool_ctx *ctx, struct deployments_opts *o, int narg
     bool list = strcmp(o->sub, "list") == 0;
     if (!list && (o->status || o->limit))
         return tool_usage_error(ctx, "--status and --limit are for 'deployments list'");
-    if (o->device && strcmp(o->sub, "show") != 0)
-        return tool_usage_error(ctx, "--device is for 'deployments show'");
+    if ((o->device || o->watch) && strcmp(o->sub, "show") != 0)
+        return tool_usage_error(ctx, "--device and --watch are for 'deployments show'");
+    if (o->phase && strcmp(o->sub, "approve") != 0)
+        return tool_usage_error(ctx, "--phase is for 'deployments approve'");
     if (list)
         return nargs ? tool_usage_error(ctx, "too many arguments for 'deployments list'")
                      : TOOL_EXIT_OK;
@@ -328,6 +486,8 @@ static int parse_args(struct tool_ctx *ctx, int argc, char **argv, struct deploy
         {"status", required_argument, NULL, 's'},
         {"limit", required_argument, NULL, 'n'},
         {"device", required_argument, NULL, 'd'},
+        {"watch", optional_argument, NULL, 'w'},
+        {"phase", required_argument, NULL, 'p'},
         {"json", no_argument, NULL, 'j'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
@@ -335,7 +495,7 @@ static int parse_args(struct tool_ctx *ctx, int argc, char **argv, struct deploy
         {0},
     };
     int c, rc;
-    while ((c = getopt_long(argc, argv, ":s:n:d:jqh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":s:n:d:w::p:jqh", longopts, NULL)) != -1) {
         if (tool_remote_opt(&o->remote, c))
             continue;
         if ((rc = parse_opt(ctx, c, argv, o)) != 0)
@@ -351,12 +511,17 @@ static const struct {
     {"list", run_list},
     {"show", run_show},
     {"cancel", run_cancel},
+    {"pause", run_pause},
+    {"resume", run_resume},
+    {"approve", run_approve},
+    {"decisions", run_decisions},
 };
 
 int tool_cmd_deployments(struct tool_ctx *ctx, int argc, char **argv)
 {
     if (argc < 2)
-        return tool_usage_error(ctx, "missing a subcommand: list, show or cancel");
+        return tool_usage_error(ctx, "missing a subcommand: list, show, cancel, pause, resume, "
+                                     "approve or decisions");
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)
         return tool_help(ctx);
     size_t i = 0;

@@ -672,4 +672,4 @@ def test_deployments_usage(cli):
     error_line(cli.run("deployments", "list", "--status", "done"), EXIT_USAGE, r"--status must be")
     error_line(cli.run("deployments", "cancel", "1", "--status", "active"), EXIT_USAGE,
                r"--status and --limit are for 'deployments list'")
-    error_line(cli.run("deployments", "list", "--device", "1"), EXIT_USAGE, r"--device is for")
+    error_line(cli.run("deployments", "list", "--device", "1"), EXIT_USAGE, r"--device and --watch are for")

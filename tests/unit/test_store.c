@@ -39,6 +39,8 @@ struct backend {
     void (*cleanup)(struct fixture *f);
     /* Adds n accepted devices straight into the database (ids consecutive, created_at 1). */
     void (*seed_devices)(const struct fixture *f, int n);
+    /* Runs SQL statements (no parameters) on the store's database, beside the store. */
+    void (*exec)(const struct fixture *f, const char *sql);
 };
 
 struct fixture {
@@ -309,9 +311,28 @@ static void pg_seed_devices(const struct fixture *f, int n)
     PQfinish(c);
 }
 
+static void sqlite_exec(const struct fixture *f, const char *sql)
+{
+    sqlite3 *db = raw_open(f->path);
+    raw_exec(db, sql);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
+static void pg_exec(const struct fixture *f, const char *sql)
+{
+    PGconn *c = pg_connect(f->url);
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
+        fail_msg("%s: %s", sql, PQresultErrorMessage(r));
+    PQclear(r);
+    PQfinish(c);
+}
+
 static const struct backend backends[] = {
-    {"sqlite", always, sqlite_fresh_url, sqlite_force_version, NULL, sqlite_seed_devices},
-    {"postgresql", pg_available, pg_fresh_url, pg_force_version, pg_cleanup, pg_seed_devices},
+    {"sqlite", always, sqlite_fresh_url, sqlite_force_version, NULL, sqlite_seed_devices,
+     sqlite_exec},
+    {"postgresql", pg_available, pg_fresh_url, pg_force_version, pg_cleanup, pg_seed_devices,
+     pg_exec},
 };
 #define SQLITE (&backends[0])
 #define PG (&backends[1])
@@ -2296,6 +2317,887 @@ static void test_dd_report_concurrent(void **state)
     srv_store_close(s[1]);
 }
 
+/* ---- contract: rollouts ---------------------------------------------------------------------- */
+
+static struct srv_rollout rollout_in(void)
+{
+    struct srv_rollout r;
+    memset(&r, 0, sizeof(r));
+    r.deployment_id = 424242; /* ignored: the store sets it */
+    r.policy = "{\"phases\":[{\"size\":1},{\"size\":100,\"percent\":true}]}";
+    r.state = SRV_ROLLOUT_RUNNING;
+    r.phase = 0;
+    r.released = 1;
+    r.phase_started_at = T0 + 1000;
+    r.reason = "started";
+    r.updated_at = T0 + 1000;
+    return r;
+}
+
+/* A rollout deployment of ids[i] at seqs[i]; the rollout as rollout_in() gives it. */
+static int64_t add_rollout(struct srv_store *s, int64_t artifact_id, const int64_t *ids,
+                           const int64_t *seqs, size_t n, const bool *skipped)
+{
+    struct srv_deployment dep = deployment_in("staged", artifact_id);
+    struct srv_rollout r = rollout_in();
+    struct ot_diag d = {0};
+    enum ot_err err = srv_store_deployment_create_rollout(s, &dep, ids, skipped, seqs, n,
+                                                          "wrong type", &r, &d);
+    if (err)
+        print_error("add rollout: %s\n", d.msg);
+    assert_int_equal(err, OT_OK);
+    return dep.id;
+}
+
+static struct srv_rollout rollout_of(struct srv_store *s, int64_t dep)
+{
+    struct srv_rollout r;
+    struct ot_diag d = {0};
+    enum ot_err err = srv_store_rollout_get(s, dep, &r, &d);
+    if (err)
+        print_error("rollout %lld: %s\n", (long long)dep, d.msg);
+    assert_int_equal(err, OT_OK);
+    return r;
+}
+
+static size_t deployment_count(struct srv_store *s)
+{
+    struct srv_deployment *list = NULL;
+    size_t n = 0;
+    assert_int_equal(srv_store_deployment_list(s, 0, 0, SRV_LIST_MAX, &list, &n, NULL), OT_OK);
+    srv_deployment_list_free(list, n);
+    return n;
+}
+
+static void test_rollout_create(void **state)
+{
+    struct fixture *f = *state;
+    struct srv_store *s = open_ok(f);
+    struct ot_diag d = {0};
+    int64_t art = add_artifact(s, "rootfs", "2.0", 1);
+    int64_t dev[4];
+    for (int i = 0; i < 4; i++)
+        dev[i] = add_device(s, i + 1, SRV_DEVICE_ACCEPTED, "gw-2", NULL, 0);
+    int64_t g = generation(s);
+
+    struct srv_deployment dep = deployment_in("staged", art);
+    struct srv_rollout in = rollout_in();
+    in.state = SRV_ROLLOUT_WAITING_APPROVAL;
+    in.phase = 2;
+    in.released = 3;
+    in.phase_ready_at = T0 + 1500;
+    in.base_failed = 3;
+    in.base_finished = 8;
+    in.updated_at = T0 + 1600;
+    const int64_t seqs[] = {3, 1, 4, 2};
+    const bool skipped[] = {false, false, true, false};
+    assert_int_equal(srv_store_deployment_create_rollout(s, &dep, dev, skipped, seqs, 4, "gw-3",
+                                                         &in, &d),
+                     OT_OK);
+    assert_true(dep.id > 0);
+    assert_int_equal(dep.status, SRV_DEPLOYMENT_ACTIVE);
+    assert_int_equal(dep.ndevices, 4);
+    assert_int_equal(in.deployment_id, 424242); /* the caller's struct is not touched */
+    assert_true(generation(s) != g);
+
+    for (int i = 0; i < 4; i++) {
+        struct srv_dd row = dd_of(s, dep.id, dev[i]);
+        assert_int_equal(row.seq, seqs[i]);
+        assert_int_equal(row.status, skipped[i] ? SRV_DD_SKIPPED : SRV_DD_PENDING);
+        srv_dd_release(&row);
+    }
+    struct srv_dd *rows = NULL;
+    size_t n = 0;
+    assert_int_equal(srv_store_deployment_devices(s, dep.id, 0, 10, &rows, &n, &d), OT_OK);
+    assert_int_equal(n, 4);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(rows[i].device_id, dev[i]);
+        assert_int_equal(rows[i].seq, seqs[i]);
+    }
+    srv_dd_list_free(rows, n);
+    struct srv_dd next;
+    assert_int_equal(srv_store_device_next(s, dev[1], &next, &d), OT_OK);
+    assert_int_equal(next.deployment_id, dep.id);
+    assert_int_equal(next.seq, 1);
+    srv_dd_release(&next);
+
+    struct srv_rollout got = rollout_of(s, dep.id);
+    assert_int_equal(got.deployment_id, dep.id);
+    assert_string_equal(got.policy, in.policy);
+    assert_int_equal(got.state, SRV_ROLLOUT_WAITING_APPROVAL);
+    assert_int_equal(got.phase, 2);
+    assert_int_equal(got.released, 3);
+    assert_int_equal(got.phase_started_at, T0 + 1000);
+    assert_int_equal(got.phase_ready_at, T0 + 1500);
+    assert_int_equal(got.base_failed, 3);
+    assert_int_equal(got.base_finished, 8);
+    assert_string_equal(got.reason, "started");
+    assert_int_equal(got.updated_at, T0 + 1600);
+    srv_rollout_release(&got);
+    srv_rollout_release(&got);
+    srv_rollout_release(NULL);
+
+    /* A NULL reason is stored as "". */
+    in.reason = NULL;
+    struct srv_deployment dep2 = deployment_in("no reason", art);
+    assert_int_equal(srv_store_deployment_create_rollout(s, &dep2, dev, NULL, seqs, 4, NULL, &in,
+                                                         &d),
+                     OT_OK);
+    got = rollout_of(s, dep2.id);
+    assert_string_equal(got.reason, "");
+    srv_rollout_release(&got);
+
+    /* Every device skipped: finished at once, with its rollout row all the same. */
+    const bool all[] = {true, true};
+    const int64_t two[] = {2, 1};
+    struct srv_deployment done = deployment_in("nothing to do", art);
+    in = rollout_in();
+    assert_int_equal(srv_store_deployment_create_rollout(s, &done, dev, all, two, 2, "no", &in,
+                                                         &d),
+                     OT_OK);
+    assert_int_equal(done.status, SRV_DEPLOYMENT_FINISHED);
+    assert_int_equal(dep_status(s, done.id), SRV_DEPLOYMENT_FINISHED);
+    got = rollout_of(s, done.id);
+    assert_int_equal(got.deployment_id, done.id);
+    srv_rollout_release(&got);
+    struct srv_dd row = dd_of(s, done.id, dev[0]);
+    assert_int_equal(row.seq, 2); /* a skipped device keeps its seq */
+    srv_dd_release(&row);
+
+    /* Without a rollout: seq 0 everywhere, and no rollout to find. */
+    int64_t plain = add_deployment(s, art, dev, 4, NULL);
+    assert_int_equal(srv_store_deployment_devices(s, plain, 0, 10, &rows, &n, &d), OT_OK);
+    assert_int_equal(n, 4);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(rows[i].seq, 0);
+    srv_dd_list_free(rows, n);
+    row = dd_of(s, plain, dev[3]);
+    assert_int_equal(row.seq, 0);
+    srv_dd_release(&row);
+    assert_int_equal(srv_store_rollout_get(s, plain, &got, &d), OT_ERR_NOENT);
+    assert_int_equal(srv_store_rollout_get(s, 999999, &got, &d), OT_ERR_NOENT);
+    assert_int_equal(srv_store_rollout_get(s, plain, NULL, &d), OT_ERR_INVALID);
+    srv_store_close(s);
+}
+
+/* Bad orders and rollouts are refused before anything is written. */
+static void test_rollout_create_validation(void **state)
+{
+    struct fixture *f = *state;
+    struct srv_store *s = open_ok(f);
+    struct ot_diag d = {0};
+    int64_t art = add_artifact(s, "rootfs", "2.0", 1);
+    int64_t dev[3];
+    for (int i = 0; i < 3; i++)
+        dev[i] = add_device(s, i + 1, SRV_DEVICE_ACCEPTED, "gw-2", NULL, 0);
+    int64_t g = generation(s);
+    struct srv_deployment dep = deployment_in("staged", art);
+    struct srv_rollout r = rollout_in();
+
+    static const int64_t bad_seqs[][3] = {
+        {1, 1, 2}, /* twice */
+        {0, 1, 2}, /* 0 is "no rollout" */
+        {1, 2, 4}, /* past n */
+        {-1, 1, 2},
+        {3, 3, 3},
+    };
+    for (size_t i = 0; i < OT_ARRAY_SIZE(bad_seqs); i++) {
+        d.msg[0] = '\0';
+        assert_int_equal(srv_store_deployment_create_rollout(s, &dep, dev, NULL, bad_seqs[i], 3,
+                                                             NULL, &r, &d),
+                         OT_ERR_INVALID);
+        assert_non_null(strstr(d.msg, "seq"));
+    }
+    assert_int_equal(srv_store_deployment_create_rollout(s, &dep, dev, NULL, NULL, 3, NULL, &r,
+                                                         &d),
+                     OT_ERR_INVALID);
+    const int64_t seqs[] = {2, 3, 1};
+    assert_int_equal(srv_store_deployment_create_rollout(s, &dep, dev, NULL, seqs, 3, NULL, NULL,
+                                                         &d),
+                     OT_ERR_INVALID);
+
+    _cleanup_free_ char *policy_max = repeat('p', SRV_ROLLOUT_POLICY_MAX);
+    _cleanup_free_ char *policy_long = repeat('p', SRV_ROLLOUT_POLICY_MAX + 1);
+    _cleanup_free_ char *reason_max = repeat('r', SRV_ROLLOUT_REASON_MAX - 1);
+    _cleanup_free_ char *reason_long = repeat('r', SRV_ROLLOUT_REASON_MAX);
+    struct {
+        struct srv_rollout r;
+        enum ot_err want;
+    } bad[16];
+    size_t n = 0;
+    for (size_t i = 0; i < OT_ARRAY_SIZE(bad); i++)
+        bad[i].r = rollout_in();
+    bad[n].r.policy = "";
+    bad[n++].want = OT_ERR_INVALID;
+    bad[n].r.policy = NULL;
+    bad[n++].want = OT_ERR_INVALID;
+    bad[n].r.policy = policy_long;
+    bad[n++].want = OT_ERR_LIMIT;
+    bad[n].r.reason = reason_long;
+    bad[n++].want = OT_ERR_LIMIT;
+    bad[n].r.state = 0;
+    bad[n++].want = OT_ERR_INVALID;
+    bad[n].r.state = SRV_ROLLOUT__MAX;
+    bad[n++].want = OT_ERR_INVALID;
+    bad[n].r.phase = -1;
+    bad[n++].want = OT_ERR_INVALID;
+    bad[n].r.released = -1;
+    bad[n++].want = OT_ERR_INVALID;
+    bad[n].r.updated_at = -1;
+    bad[n++].want = OT_ERR_INVALID;
+    bad[n].r.phase_started_at = -1;
+    bad[n++].want = OT_ERR_INVALID;
+    for (size_t i = 0; i < n; i++) {
+        d.msg[0] = '\0';
+        assert_int_equal(srv_store_deployment_create_rollout(s, &dep, dev, NULL, seqs, 3, NULL,
+                                                             &bad[i].r, &d),
+                         bad[i].want);
+        assert_true(d.msg[0] != '\0');
+    }
+    /* The checks of a plain create apply too. */
+    int64_t unknown[] = {dev[0], 999999, dev[2]};
+    assert_int_equal(srv_store_deployment_create_rollout(s, &dep, unknown, NULL, seqs, 3, NULL,
+                                                         &r, &d),
+                     OT_ERR_INVALID);
+    int64_t twice[] = {dev[0], dev[1], dev[0]};
+    assert_int_equal(srv_store_deployment_create_rollout(s, &dep, twice, NULL, seqs, 3, NULL, &r,
+                                                         &d),
+                     OT_ERR_INVALID);
+    assert_int_equal(srv_store_deployment_create_rollout(s, &dep, dev, NULL, seqs, 0, NULL, &r,
+                                                         &d),
+                     OT_ERR_INVALID);
+    assert_int_equal(srv_store_deployment_create_rollout(s, NULL, dev, NULL, seqs, 3, NULL, &r,
+                                                         &d),
+                     OT_ERR_INVALID);
+    dep.artifact_id = 999999;
+    assert_int_equal(srv_store_deployment_create_rollout(s, &dep, dev, NULL, seqs, 3, NULL, &r,
+                                                         &d),
+                     OT_ERR_NOENT);
+    assert_int_equal(dep.id, 0);
+    assert_int_equal(deployment_count(s), 0);
+    assert_int_equal(generation(s), g);
+
+    /* The limits themselves are fine. */
+    dep.artifact_id = art;
+    r.policy = policy_max;
+    r.reason = reason_max;
+    assert_int_equal(srv_store_deployment_create_rollout(s, &dep, dev, NULL, seqs, 3, NULL, &r,
+                                                         &d),
+                     OT_OK);
+    struct srv_rollout got = rollout_of(s, dep.id);
+    assert_string_equal(got.policy, policy_max);
+    assert_string_equal(got.reason, reason_max);
+    srv_rollout_release(&got);
+    assert_int_equal(deployment_count(s), 1);
+    srv_store_close(s);
+}
+
+static void test_rollout_update_and_events(void **state)
+{
+    struct fixture *f = *state;
+    struct srv_store *s = open_ok(f);
+    struct ot_diag d = {0};
+    int64_t art = add_artifact(s, "rootfs", "2.0", 1);
+    int64_t dev[3];
+    for (int i = 0; i < 3; i++)
+        dev[i] = add_device(s, i + 1, SRV_DEVICE_ACCEPTED, "gw-2", NULL, 0);
+    const int64_t seqs[] = {1, 2, 3};
+    int64_t dep = add_rollout(s, art, dev, seqs, 3, NULL);
+    int64_t other = add_rollout(s, art, dev, seqs, 2, NULL);
+    struct srv_rollout_event *ev = NULL;
+    size_t n = 9;
+    assert_int_equal(srv_store_rollout_events(s, dep, 0, 10, &ev, &n, &d), OT_OK);
+    assert_int_equal(n, 0);
+    srv_rollout_event_list_free(ev, n);
+
+    int64_t g = generation(s);
+    struct srv_rollout r = rollout_of(s, dep);
+    struct srv_rollout w = r;
+    w.policy = "{\"changed\":true}"; /* not written by an update */
+    w.state = SRV_ROLLOUT_PAUSED;
+    w.phase = 1;
+    w.released = 3;
+    w.phase_started_at = T0 + 1900;
+    w.phase_ready_at = T0 + 1950;
+    w.base_failed = 11;
+    w.base_finished = 40;
+    w.reason = "paused by token:1 (admin)";
+    w.updated_at = T0 + 2000;
+    assert_int_equal(srv_store_rollout_update(s, &w, "pause", "by an operator", &d), OT_OK);
+    srv_rollout_release(&r);
+    r = rollout_of(s, dep);
+    assert_string_equal(r.policy, "{\"phases\":[{\"size\":1},{\"size\":100,\"percent\":true}]}");
+    assert_int_equal(r.state, SRV_ROLLOUT_PAUSED);
+    assert_int_equal(r.phase, 1);
+    assert_int_equal(r.released, 3);
+    assert_int_equal(r.phase_started_at, T0 + 1900);
+    assert_int_equal(r.phase_ready_at, T0 + 1950);
+    assert_int_equal(r.base_failed, 11);
+    assert_int_equal(r.base_finished, 40);
+    assert_string_equal(r.reason, "paused by token:1 (admin)");
+    assert_int_equal(r.updated_at, T0 + 2000);
+    srv_rollout_release(&r);
+    assert_int_equal(generation(s), g); /* a rollout's own state is not a generation change */
+
+    /* Without a kind: no event; a NULL reason and message are "". */
+    w.state = SRV_ROLLOUT_RUNNING;
+    w.reason = NULL;
+    w.updated_at = T0 + 2100;
+    assert_int_equal(srv_store_rollout_update(s, &w, NULL, "ignored", &d), OT_OK);
+    r = rollout_of(s, dep);
+    assert_int_equal(r.state, SRV_ROLLOUT_RUNNING);
+    assert_string_equal(r.reason, "");
+    srv_rollout_release(&r);
+    assert_int_equal(srv_store_rollout_event_add(s, dep, T0 + 3000, "advance", "phase 2", &d),
+                     OT_OK);
+    assert_int_equal(srv_store_rollout_event_add(s, other, T0 + 3001, "release", "elsewhere", &d),
+                     OT_OK);
+    w.updated_at = T0 + 3100;
+    assert_int_equal(srv_store_rollout_update(s, &w, "resume", NULL, &d), OT_OK);
+    assert_int_equal(srv_store_rollout_event_add(s, dep, T0 + 3200, "release", NULL, &d), OT_OK);
+
+    assert_int_equal(srv_store_rollout_events(s, dep, 0, SRV_LIST_MAX, &ev, &n, &d), OT_OK);
+    assert_int_equal(n, 4); /* oldest first, the other rollout's not among them */
+    static const char *const kinds[] = {"pause", "advance", "resume", "release"};
+    static const char *const messages[] = {"by an operator", "phase 2", "", ""};
+    static const int64_t ats[] = {T0 + 2000, T0 + 3000, T0 + 3100, T0 + 3200};
+    int64_t ids[4];
+    for (size_t i = 0; i < n; i++) {
+        assert_string_equal(ev[i].kind, kinds[i]);
+        assert_string_equal(ev[i].message, messages[i]);
+        assert_int_equal(ev[i].at, ats[i]);
+        assert_true(i == 0 || ev[i].id > ev[i - 1].id);
+        ids[i] = ev[i].id;
+    }
+    srv_rollout_event_list_free(ev, n);
+    assert_int_equal(srv_store_rollout_events(s, dep, 0, 2, &ev, &n, &d), OT_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(ev[1].id, ids[1]);
+    srv_rollout_event_list_free(ev, n);
+    assert_int_equal(srv_store_rollout_events(s, dep, ids[1], 2, &ev, &n, &d), OT_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(ev[0].id, ids[2]);
+    assert_int_equal(ev[1].id, ids[3]);
+    srv_rollout_event_list_free(ev, n);
+    assert_int_equal(srv_store_rollout_events(s, dep, ids[3], 2, &ev, &n, &d), OT_OK);
+    assert_int_equal(n, 0);
+    srv_rollout_event_list_free(ev, n);
+    srv_rollout_event_list_free(NULL, 0);
+    assert_int_equal(srv_store_rollout_events(s, other, 0, 10, &ev, &n, &d), OT_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(ev[0].message, "elsewhere");
+    srv_rollout_event_list_free(ev, n);
+
+    /* Limits and arguments. */
+    assert_int_equal(srv_store_rollout_events(s, dep, 0, 0, &ev, &n, &d), OT_ERR_RANGE);
+    assert_int_equal(srv_store_rollout_events(s, dep, 0, SRV_LIST_MAX + 1, &ev, &n, &d),
+                     OT_ERR_RANGE);
+    assert_int_equal(srv_store_rollout_events(s, dep, 0, 10, NULL, &n, &d), OT_ERR_INVALID);
+    _cleanup_free_ char *kind_max = repeat('k', SRV_ROLLOUT_KIND_MAX - 1);
+    _cleanup_free_ char *kind_long = repeat('k', SRV_ROLLOUT_KIND_MAX);
+    _cleanup_free_ char *msg_max = repeat('m', SRV_ROLLOUT_REASON_MAX - 1);
+    _cleanup_free_ char *msg_long = repeat('m', SRV_ROLLOUT_REASON_MAX);
+    assert_int_equal(srv_store_rollout_event_add(s, dep, T0, "", "x", &d), OT_ERR_INVALID);
+    assert_int_equal(srv_store_rollout_event_add(s, dep, T0, NULL, "x", &d), OT_ERR_INVALID);
+    assert_int_equal(srv_store_rollout_event_add(s, dep, T0, kind_long, "x", &d), OT_ERR_LIMIT);
+    assert_int_equal(srv_store_rollout_event_add(s, dep, T0, "x", msg_long, &d), OT_ERR_LIMIT);
+    assert_int_equal(srv_store_rollout_event_add(s, dep, -1, "x", "x", &d), OT_ERR_INVALID);
+    assert_int_equal(srv_store_rollout_update(s, &w, kind_long, "x", &d), OT_ERR_LIMIT);
+    assert_int_equal(srv_store_rollout_update(s, &w, "x", msg_long, &d), OT_ERR_LIMIT);
+    assert_int_equal(srv_store_rollout_update(s, NULL, "x", "x", &d), OT_ERR_INVALID);
+    struct srv_rollout bad = w;
+    bad.state = SRV_ROLLOUT__MAX;
+    assert_int_equal(srv_store_rollout_update(s, &bad, NULL, NULL, &d), OT_ERR_INVALID);
+    bad = w;
+    bad.reason = msg_long;
+    assert_int_equal(srv_store_rollout_update(s, &bad, NULL, NULL, &d), OT_ERR_LIMIT);
+    bad = w;
+    bad.phase = -1;
+    assert_int_equal(srv_store_rollout_update(s, &bad, NULL, NULL, &d), OT_ERR_INVALID);
+    r = rollout_of(s, dep); /* none of them wrote anything */
+    assert_int_equal(r.updated_at, T0 + 3100);
+    srv_rollout_release(&r);
+    assert_int_equal(srv_store_rollout_event_add(s, dep, T0 + 4000, kind_max, msg_max, &d), OT_OK);
+    assert_int_equal(srv_store_rollout_events(s, dep, ids[3], 10, &ev, &n, &d), OT_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(ev[0].kind, kind_max);
+    assert_string_equal(ev[0].message, msg_max);
+    srv_rollout_event_list_free(ev, n);
+
+    /* No rollout: a deployment without one, or none at all. */
+    int64_t plain = add_deployment(s, art, dev, 1, NULL);
+    w.deployment_id = plain;
+    assert_int_equal(srv_store_rollout_update(s, &w, "pause", "x", &d), OT_ERR_NOENT);
+    w.deployment_id = 999999;
+    assert_int_equal(srv_store_rollout_update(s, &w, NULL, NULL, &d), OT_ERR_NOENT);
+    assert_int_equal(srv_store_rollout_event_add(s, plain, T0, "x", "x", &d), OT_ERR_NOENT);
+    assert_int_equal(srv_store_rollout_event_add(s, 999999, T0, "x", "x", &d), OT_ERR_NOENT);
+    assert_int_equal(srv_store_rollout_events(s, plain, 0, 10, &ev, &n, &d), OT_ERR_NOENT);
+    assert_int_equal(srv_store_rollout_events(s, 999999, 0, 10, &ev, &n, &d), OT_ERR_NOENT);
+    srv_store_close(s);
+
+    s = open_ok(f); /* kept */
+    assert_int_equal(srv_store_rollout_events(s, dep, 0, SRV_LIST_MAX, &ev, &n, &d), OT_OK);
+    assert_int_equal(n, 5);
+    srv_rollout_event_list_free(ev, n);
+    srv_store_close(s);
+}
+
+static size_t approve(struct srv_store *s, int64_t dep, int64_t phase, const char *who,
+                      enum ot_err want)
+{
+    size_t count = 99;
+    struct ot_diag d = {0};
+    enum ot_err err = srv_store_rollout_approve(s, dep, phase, who, T0 + 10, &count, &d);
+    if (err != want)
+        print_error("approve: %s\n", d.msg);
+    assert_int_equal(err, want);
+    return count;
+}
+
+static size_t approvals(struct srv_store *s, int64_t dep, int64_t phase)
+{
+    size_t count = 99;
+    assert_int_equal(srv_store_rollout_approvals(s, dep, phase, &count, NULL), OT_OK);
+    return count;
+}
+
+static void test_rollout_approvals(void **state)
+{
+    struct fixture *f = *state;
+    struct srv_store *s = open_ok(f);
+    struct ot_diag d = {0};
+    int64_t art = add_artifact(s, "rootfs", "2.0", 1);
+    int64_t dev[2];
+    for (int i = 0; i < 2; i++)
+        dev[i] = add_device(s, i + 1, SRV_DEVICE_ACCEPTED, "gw-2", NULL, 0);
+    const int64_t seqs[] = {2, 1};
+    int64_t dep = add_rollout(s, art, dev, seqs, 2, NULL);
+    int64_t other = add_rollout(s, art, dev, seqs, 2, NULL);
+    assert_int_equal(approvals(s, dep, 0), 0);
+
+    assert_int_equal(approve(s, dep, 0, "token:1 (alice)", OT_OK), 1);
+    assert_int_equal(approve(s, dep, 0, "token:2 (bob)", OT_OK), 2);
+    /* The same approver again: refused, and the count still comes back. */
+    assert_int_equal(approve(s, dep, 0, "token:1 (alice)", OT_ERR_EXISTS), 2);
+    /* Another phase, another rollout: counted apart. */
+    assert_int_equal(approve(s, dep, 1, "token:1 (alice)", OT_OK), 1);
+    assert_int_equal(approve(s, other, 0, "token:1 (alice)", OT_OK), 1);
+    assert_int_equal(approvals(s, dep, 0), 2);
+    assert_int_equal(approvals(s, dep, 1), 1);
+    assert_int_equal(approvals(s, dep, 2), 0);
+    assert_int_equal(approvals(s, other, 0), 1);
+
+    /* No rollout. */
+    int64_t plain = add_deployment(s, art, dev, 1, NULL);
+    assert_int_equal(approvals(s, plain, 0), 0);
+    assert_int_equal(approvals(s, 999999, 0), 0);
+    assert_int_equal(approve(s, plain, 0, "token:1 (alice)", OT_ERR_NOENT), 99);
+    assert_int_equal(approve(s, 999999, 0, "token:1 (alice)", OT_ERR_NOENT), 99);
+
+    /* Arguments. */
+    _cleanup_free_ char *who_max = repeat('w', SRV_AUDIT_FIELD_MAX);
+    _cleanup_free_ char *who_long = repeat('w', SRV_AUDIT_FIELD_MAX + 1);
+    size_t count = 0;
+    assert_int_equal(srv_store_rollout_approve(s, dep, 0, "", T0, &count, &d), OT_ERR_INVALID);
+    assert_int_equal(srv_store_rollout_approve(s, dep, 0, NULL, T0, &count, &d), OT_ERR_INVALID);
+    assert_int_equal(srv_store_rollout_approve(s, dep, 0, who_long, T0, &count, &d),
+                     OT_ERR_LIMIT);
+    assert_int_equal(srv_store_rollout_approve(s, dep, -1, "x", T0, &count, &d), OT_ERR_INVALID);
+    assert_int_equal(srv_store_rollout_approve(s, dep, 0, "x", -1, &count, &d), OT_ERR_INVALID);
+    assert_int_equal(srv_store_rollout_approve(s, dep, 0, "x", T0, NULL, &d), OT_ERR_INVALID);
+    assert_int_equal(srv_store_rollout_approvals(s, dep, 0, NULL, &d), OT_ERR_INVALID);
+    assert_int_equal(srv_store_rollout_approvals(s, dep, -1, &count, &d), OT_ERR_INVALID);
+    assert_int_equal(approvals(s, dep, 0), 2);
+    assert_int_equal(approve(s, dep, 0, who_max, OT_OK), 3);
+    srv_store_close(s);
+
+    s = open_ok(f); /* kept */
+    assert_int_equal(approvals(s, dep, 0), 3);
+    assert_int_equal(approve(s, dep, 0, "token:2 (bob)", OT_ERR_EXISTS), 3);
+    srv_store_close(s);
+}
+
+/* Two connections (two otterd instances) approve one phase at the same moment: the second to
+ * commit counts the first's approval; the same approver twice is recorded once. */
+struct approver {
+    pthread_t thread;
+    struct srv_store *s;
+    pthread_barrier_t *go;
+    int64_t dep, phase;
+    const char *who;
+    size_t count;
+    enum ot_err err;
+    char msg[OT_DIAG_MSG_MAX];
+};
+
+static void *race_approve(void *arg)
+{
+    struct approver *a = arg;
+    struct ot_diag d = {0};
+    pthread_barrier_wait(a->go);
+    a->err = srv_store_rollout_approve(a->s, a->dep, a->phase, a->who, T0, &a->count, &d);
+    memcpy(a->msg, d.msg, sizeof(a->msg));
+    return NULL;
+}
+
+static void race_approvers(struct approver a[2])
+{
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&a[i].thread, NULL, race_approve, &a[i]), 0);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(pthread_join(a[i].thread, NULL), 0);
+        if (a[i].err && a[i].err != OT_ERR_EXISTS)
+            print_error("approver %d: %s\n", i, a[i].msg);
+    }
+}
+
+static void test_rollout_approve_concurrent(void **state)
+{
+    struct fixture *f = *state;
+    enum { ROUNDS = 20 };
+    struct srv_store *s[2] = {open_ok(f), open_ok(f)};
+    int64_t art = add_artifact(s[0], "rootfs", "2.0", 1);
+    int64_t dev = add_device(s[0], 1, SRV_DEVICE_ACCEPTED, "gw-2", NULL, 0);
+    const int64_t seq = 1;
+    int64_t dep = add_rollout(s[0], art, &dev, &seq, 1, NULL);
+    pthread_barrier_t go;
+    assert_int_equal(pthread_barrier_init(&go, NULL, 2), 0);
+    for (int round = 0; round < ROUNDS; round++) {
+        struct approver a[2] = {
+            {.s = s[0], .go = &go, .dep = dep, .phase = round, .who = "token:1 (alice)"},
+            {.s = s[1], .go = &go, .dep = dep, .phase = round, .who = "token:2 (bob)"},
+        };
+        race_approvers(a);
+        assert_int_equal(a[0].err, OT_OK);
+        assert_int_equal(a[1].err, OT_OK);
+        assert_int_equal(OT_MAX(a[0].count, a[1].count), 2);
+        assert_int_equal(OT_MIN(a[0].count, a[1].count), 1);
+
+        a[0].phase = a[1].phase = round + ROUNDS; /* the same approver from both */
+        a[1].who = a[0].who;
+        race_approvers(a);
+        assert_true((a[0].err == OT_OK) != (a[1].err == OT_OK));
+        assert_int_equal(a[0].err == OT_OK ? a[1].err : a[0].err, OT_ERR_EXISTS);
+        assert_int_equal(a[0].count, 1);
+        assert_int_equal(a[1].count, 1);
+    }
+    pthread_barrier_destroy(&go);
+    srv_store_close(s[0]);
+    srv_store_close(s[1]);
+}
+
+static void assert_counts(struct srv_store *s, int64_t dep, int64_t from, int64_t to,
+                          const uint64_t want[SRV_DD__MAX])
+{
+    uint64_t counts[SRV_DD__MAX];
+    memset(counts, 0xff, sizeof(counts));
+    struct ot_diag d = {0};
+    assert_int_equal(srv_store_rollout_counts(s, dep, from, to, counts, &d), OT_OK);
+    for (int i = 0; i < SRV_DD__MAX; i++)
+        if (counts[i] != want[i])
+            fail_msg("counts(%lld, %lld)[%d] = %llu, want %llu", (long long)from, (long long)to,
+                     i, (unsigned long long)counts[i], (unsigned long long)want[i]);
+}
+
+static void test_rollout_counts(void **state)
+{
+    struct fixture *f = *state;
+    struct srv_store *s = open_ok(f);
+    struct ot_diag d = {0};
+    int64_t art = add_artifact(s, "rootfs", "2.0", 1);
+    int64_t dev[6];
+    for (int i = 0; i < 6; i++)
+        dev[i] = add_device(s, i + 1, SRV_DEVICE_ACCEPTED, "gw-2", NULL, 0);
+    /* by seq: 1 dev[4], 2 dev[0], 3 dev[5], 4 dev[2], 5 dev[1], 6 dev[3] (skipped) */
+    const int64_t seqs[] = {2, 5, 4, 6, 1, 3};
+    const bool skipped[6] = {[3] = true};
+    int64_t dep = add_rollout(s, art, dev, seqs, 6, skipped);
+    int64_t other = add_rollout(s, art, dev, seqs, 6, NULL); /* the same devices elsewhere */
+    report(s, dep, dev[4], SRV_DD_SUCCESS, T0 + 1);     /* seq 1 */
+    report(s, dep, dev[0], SRV_DD_FAILURE, T0 + 2);     /* seq 2 */
+    report(s, dep, dev[5], SRV_DD_DOWNLOADING, T0 + 3); /* seq 3 */
+    report(s, dep, dev[1], SRV_DD_SUCCESS, T0 + 4);     /* seq 5 */
+    report(s, other, dev[2], SRV_DD_ROLLED_BACK, T0 + 5);
+
+    assert_counts(s, dep, 0, 2,
+                  (const uint64_t[SRV_DD__MAX]){[SRV_DD_SUCCESS] = 1, [SRV_DD_FAILURE] = 1});
+    assert_counts(s, dep, 2, 4,
+                  (const uint64_t[SRV_DD__MAX]){[SRV_DD_DOWNLOADING] = 1, [SRV_DD_PENDING] = 1});
+    assert_counts(s, dep, 4, 6,
+                  (const uint64_t[SRV_DD__MAX]){[SRV_DD_SUCCESS] = 1, [SRV_DD_SKIPPED] = 1});
+    assert_counts(s, dep, 0, 6,
+                  (const uint64_t[SRV_DD__MAX]){[SRV_DD_PENDING] = 1, [SRV_DD_DOWNLOADING] = 1,
+                                                [SRV_DD_SUCCESS] = 2, [SRV_DD_FAILURE] = 1,
+                                                [SRV_DD_SKIPPED] = 1});
+    assert_counts(s, dep, -5, 1000,
+                  (const uint64_t[SRV_DD__MAX]){[SRV_DD_PENDING] = 1, [SRV_DD_DOWNLOADING] = 1,
+                                                [SRV_DD_SUCCESS] = 2, [SRV_DD_FAILURE] = 1,
+                                                [SRV_DD_SKIPPED] = 1});
+    static const uint64_t none[SRV_DD__MAX] = {0};
+    assert_counts(s, dep, 3, 3, none);
+    assert_counts(s, dep, 4, 2, none);
+    assert_counts(s, dep, 6, 100, none);
+    assert_counts(s, other, 3, 4,
+                  (const uint64_t[SRV_DD__MAX]){[SRV_DD_ROLLED_BACK] = 1});
+    assert_counts(s, 999999, 0, 100, none);
+    /* Rows without a rollout are seq 0: outside every range that starts at 0. */
+    int64_t plain = add_deployment(s, art, dev, 6, NULL);
+    assert_counts(s, plain, 0, 100, none);
+    assert_counts(s, plain, -1, 0, (const uint64_t[SRV_DD__MAX]){[SRV_DD_PENDING] = 6});
+    assert_int_equal(srv_store_rollout_counts(s, dep, 0, 1, NULL, &d), OT_ERR_INVALID);
+    srv_store_close(s);
+}
+
+static void test_rollout_timeout(void **state)
+{
+    struct fixture *f = *state;
+    struct srv_store *s = open_ok(f);
+    struct ot_diag d = {0};
+    int64_t art = add_artifact(s, "rootfs", "2.0", 1);
+    int64_t dev[5];
+    for (int i = 0; i < 5; i++)
+        dev[i] = add_device(s, i + 1, SRV_DEVICE_ACCEPTED, "gw-2", NULL, 0);
+    const int64_t seqs[] = {1, 2, 3, 4, 5};
+    int64_t dep = add_rollout(s, art, dev, seqs, 5, NULL); /* rows updated at T0 + 1000 */
+    report(s, dep, dev[0], SRV_DD_SUCCESS, T0 + 1100);     /* final: left alone */
+    report(s, dep, dev[1], SRV_DD_DOWNLOADING, T0 + 1500); /* heard from lately */
+    report(s, dep, dev[2], SRV_DD_INSTALLING, T0 + 1100);  /* silent since T0 + 1100 */
+    /* dev[3]: pending since T0 + 1000 (never picked the update up: does not time out);
+     * dev[4] (seq 5) not released */
+
+    int64_t g = generation(s);
+    size_t n = 99;
+    assert_int_equal(srv_store_rollout_timeout(s, dep, 4, T0 + 1200, T0 + 2000, "timed out", &n,
+                                               &d),
+                     OT_OK);
+    assert_int_equal(n, 1);
+    assert_true(generation(s) != g);
+    struct srv_dd row = dd_of(s, dep, dev[2]);
+    assert_int_equal(row.status, SRV_DD_FAILURE);
+    assert_string_equal(row.message, "timed out");
+    assert_int_equal(row.updated_at, T0 + 2000);
+    assert_int_equal(row.progress, 50);
+    srv_dd_release(&row);
+    row = dd_of(s, dep, dev[3]);
+    assert_int_equal(row.status, SRV_DD_PENDING);
+    srv_dd_release(&row);
+    assert_int_equal(dd_status(s, dep, dev[0]), SRV_DD_SUCCESS);
+    assert_int_equal(dd_status(s, dep, dev[1]), SRV_DD_DOWNLOADING);
+    assert_int_equal(dd_status(s, dep, dev[4]), SRV_DD_PENDING);
+    assert_int_equal(dep_status(s, dep), SRV_DEPLOYMENT_ACTIVE);
+
+    /* An event per row, as a report leaves. */
+    struct srv_dd_event *ev = NULL;
+    size_t nev = 0;
+    assert_int_equal(srv_store_dd_events(s, dep, dev[2], 0, 10, &ev, &nev, &d), OT_OK);
+    assert_int_equal(nev, 2);
+    assert_int_equal(ev[1].status, SRV_DD_FAILURE);
+    assert_int_equal(ev[1].at, T0 + 2000);
+    assert_int_equal(ev[1].progress, 50);
+    assert_string_equal(ev[1].message, "timed out");
+    assert_null(ev[1].log);
+    srv_dd_event_list_free(ev, nev);
+    assert_int_equal(srv_store_dd_events(s, dep, dev[3], 0, 10, &ev, &nev, &d), OT_OK);
+    assert_int_equal(nev, 0);
+    srv_dd_event_list_free(ev, nev);
+    assert_int_equal(srv_store_dd_events(s, dep, dev[1], 0, 10, &ev, &nev, &d), OT_OK);
+    assert_int_equal(nev, 1); /* its own report only */
+    srv_dd_event_list_free(ev, nev);
+    /* A timed-out device's late report changes nothing. */
+    bool applied = true;
+    enum srv_dd_status current = 0;
+    assert_int_equal(srv_store_dd_report(s, dep, dev[2], SRV_DD_SUCCESS, 100, NULL, NULL,
+                                         T0 + 2050, &applied, &current, &d),
+                     OT_OK);
+    assert_false(applied);
+    assert_int_equal(current, SRV_DD_FAILURE);
+
+    /* Nothing left to time out: nothing changes, the generation included. */
+    g = generation(s);
+    assert_int_equal(srv_store_rollout_timeout(s, dep, 4, T0 + 1200, T0 + 2100, "again", &n, &d),
+                     OT_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(generation(s), g);
+
+    /* The last open row timing out finishes the deployment. */
+    report(s, dep, dev[3], SRV_DD_SUCCESS, T0 + 2150);
+    report(s, dep, dev[4], SRV_DD_SUCCESS, T0 + 2200);
+    assert_int_equal(dep_status(s, dep), SRV_DEPLOYMENT_ACTIVE);
+    assert_int_equal(srv_store_rollout_timeout(s, dep, 5, T0 + 3000, T0 + 3100, NULL, &n, &d),
+                     OT_OK);
+    assert_int_equal(n, 1);
+    struct srv_deployment got = dep_of(s, dep);
+    assert_int_equal(got.status, SRV_DEPLOYMENT_FINISHED);
+    assert_int_equal(got.finished_at, T0 + 3100);
+    srv_deployment_release(&got);
+    assert_true(generation(s) != g);
+    row = dd_of(s, dep, dev[1]);
+    assert_int_equal(row.status, SRV_DD_FAILURE);
+    assert_string_equal(row.message, "");
+    srv_dd_release(&row);
+
+    /* Rows without a rollout (seq 0) never time out this way. */
+    int64_t plain = add_deployment(s, art, dev, 2, NULL);
+    g = generation(s);
+    assert_int_equal(srv_store_rollout_timeout(s, plain, 1000, T0 + 100000, T0 + 100000, "x", &n,
+                                               &d),
+                     OT_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(dd_status(s, plain, dev[0]), SRV_DD_PENDING);
+    assert_int_equal(generation(s), g);
+    assert_int_equal(srv_store_rollout_timeout(s, 999999, 10, T0, T0, "x", &n, &d), OT_OK);
+    assert_int_equal(n, 0);
+
+    /* Arguments. */
+    _cleanup_free_ char *msg_long = repeat('m', SRV_DD_MESSAGE_MAX + 1);
+    assert_int_equal(srv_store_rollout_timeout(s, dep, 1, T0, T0, msg_long, &n, &d),
+                     OT_ERR_LIMIT);
+    assert_int_equal(srv_store_rollout_timeout(s, dep, 1, T0, -1, "x", &n, &d), OT_ERR_INVALID);
+    assert_int_equal(srv_store_rollout_timeout(s, dep, 1, T0, T0, "x", NULL, &d),
+                     OT_ERR_INVALID);
+    srv_store_close(s);
+}
+
+static void test_rollout_list_active(void **state)
+{
+    struct fixture *f = *state;
+    struct srv_store *s = open_ok(f);
+    struct ot_diag d = {0};
+    struct srv_rollout *list = NULL;
+    size_t n = 9;
+    assert_int_equal(srv_store_rollout_list_active(s, &list, &n, &d), OT_OK);
+    assert_int_equal(n, 0);
+    srv_rollout_list_free(list, n);
+    srv_rollout_list_free(NULL, 0);
+
+    int64_t art = add_artifact(s, "rootfs", "2.0", 1);
+    int64_t dev[2];
+    for (int i = 0; i < 2; i++)
+        dev[i] = add_device(s, i + 1, SRV_DEVICE_ACCEPTED, "gw-2", NULL, 0);
+    const int64_t seqs[] = {1, 2};
+    const bool all[] = {true, true};
+    int64_t first = add_rollout(s, art, dev, seqs, 2, NULL);
+    int64_t cancelled = add_rollout(s, art, dev, seqs, 2, NULL);
+    int64_t finished = add_rollout(s, art, dev, seqs, 1, NULL);
+    int64_t skipped = add_rollout(s, art, dev, seqs, 2, all); /* finished at creation */
+    int64_t plain = add_deployment(s, art, dev, 2, NULL);     /* active, no rollout */
+    int64_t last = add_rollout(s, art, dev, seqs, 2, NULL);
+    assert_int_equal(srv_store_deployment_cancel(s, cancelled, T0 + 2000, &d), OT_OK);
+    report(s, finished, dev[0], SRV_DD_SUCCESS, T0 + 2000);
+    assert_int_equal(dep_status(s, finished), SRV_DEPLOYMENT_FINISHED);
+    (void)skipped;
+    (void)plain;
+
+    /* Any rollout state counts: the deployment decides. */
+    struct srv_rollout w = rollout_of(s, last);
+    w.state = SRV_ROLLOUT_DONE;
+    assert_int_equal(srv_store_rollout_update(s, &w, NULL, NULL, &d), OT_OK);
+    srv_rollout_release(&w);
+
+    assert_int_equal(srv_store_rollout_list_active(s, &list, &n, &d), OT_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(list[0].deployment_id, first);
+    assert_int_equal(list[0].state, SRV_ROLLOUT_RUNNING);
+    assert_string_equal(list[0].policy, rollout_in().policy);
+    assert_string_equal(list[0].reason, "started");
+    assert_int_equal(list[0].released, 1);
+    assert_int_equal(list[1].deployment_id, last);
+    assert_int_equal(list[1].state, SRV_ROLLOUT_DONE);
+    srv_rollout_list_free(list, n);
+
+    assert_int_equal(srv_store_rollout_list_active(s, NULL, &n, &d), OT_ERR_INVALID);
+    assert_int_equal(srv_store_rollout_list_active(s, &list, NULL, &d), OT_ERR_INVALID);
+    srv_store_close(s);
+}
+
+/* A rollout over more devices than one statement's batch (the PostgreSQL back end sends rows in
+ * batches of 10,000): every row gets its own seq. */
+#define ROLLOUT_FLEET 25000
+
+static void test_rollout_create_large(void **state)
+{
+    struct fixture *f = *state;
+    struct srv_store *s = open_ok(f);
+    f->be->seed_devices(f, ROLLOUT_FLEET);
+    int64_t art = add_artifact(s, "rootfs", "2.0", 1);
+    int64_t *ids = malloc(ROLLOUT_FLEET * sizeof(*ids));
+    int64_t *seqs = malloc(ROLLOUT_FLEET * sizeof(*seqs));
+    assert_non_null(ids);
+    assert_non_null(seqs);
+    struct srv_device_filter first = {.limit = 1};
+    struct srv_device *list = NULL;
+    size_t n = 0;
+    assert_int_equal(srv_store_device_list(s, &first, &list, &n, NULL), OT_OK);
+    assert_int_equal(n, 1);
+    int64_t base = list[0].id;
+    srv_device_list_free(list, n);
+    for (int i = 0; i < ROLLOUT_FLEET; i++) {
+        ids[i] = base + i;
+        seqs[i] = ROLLOUT_FLEET - i; /* the last device first */
+    }
+    int64_t dep = add_rollout(s, art, ids, seqs, ROLLOUT_FLEET, NULL);
+    static const int probe[] = {0, 1, 9999, 10000, 10001, 19999, 20000, ROLLOUT_FLEET - 1};
+    for (size_t i = 0; i < OT_ARRAY_SIZE(probe); i++) {
+        struct srv_dd row = dd_of(s, dep, ids[probe[i]]);
+        assert_int_equal(row.seq, ROLLOUT_FLEET - probe[i]);
+        srv_dd_release(&row);
+    }
+    report(s, dep, ids[ROLLOUT_FLEET - 1], SRV_DD_SUCCESS, T0 + 1); /* seq 1 */
+    assert_counts(s, dep, 0, 100,
+                  (const uint64_t[SRV_DD__MAX]){[SRV_DD_PENDING] = 99, [SRV_DD_SUCCESS] = 1});
+    assert_counts(s, dep, 100, ROLLOUT_FLEET,
+                  (const uint64_t[SRV_DD__MAX]){[SRV_DD_PENDING] = ROLLOUT_FLEET - 100});
+    free(ids);
+    free(seqs);
+    srv_store_close(s);
+}
+
+/* A database at schema version 2 (made here by undoing migration 3 by hand) is migrated: its rows
+ * are kept, with seq 0, and rollouts work. */
+static void test_rollout_migration(void **state)
+{
+    struct fixture *f = *state;
+    struct srv_store *s = open_ok(f);
+    int v = srv_store_schema_version(s);
+    /* Undoes exactly migration 3: extend when a later migration builds on its tables. */
+    assert_int_equal(v, 3);
+    int64_t art = add_artifact(s, "rootfs", "2.0", 1);
+    int64_t dev[2];
+    for (int i = 0; i < 2; i++)
+        dev[i] = add_device(s, i + 1, SRV_DEVICE_ACCEPTED, "gw-2", NULL, 0);
+    int64_t dep = add_deployment(s, art, dev, 2, NULL);
+    report(s, dep, dev[0], SRV_DD_INSTALLING, T0 + 5);
+    int64_t g = generation(s);
+    srv_store_close(s);
+    f->be->exec(f, "DROP TABLE rollout_approvals; DROP TABLE rollout_events; DROP TABLE rollouts;"
+                   " DROP INDEX deployment_devices_seq;"
+                   " ALTER TABLE deployment_devices DROP COLUMN seq;"
+                   " DELETE FROM schema_migrations WHERE version = 3;");
+
+    s = open_ok(f);
+    assert_int_equal(srv_store_schema_version(s), 3);
+    struct srv_dd row = dd_of(s, dep, dev[0]);
+    assert_int_equal(row.status, SRV_DD_INSTALLING);
+    assert_int_equal(row.updated_at, T0 + 5);
+    assert_int_equal(row.seq, 0);
+    srv_dd_release(&row);
+    assert_int_equal(dd_status(s, dep, dev[1]), SRV_DD_PENDING);
+    assert_int_equal(generation(s), g);
+    struct srv_rollout r;
+    assert_int_equal(srv_store_rollout_get(s, dep, &r, NULL), OT_ERR_NOENT);
+    const int64_t seqs[] = {2, 1};
+    int64_t staged = add_rollout(s, art, dev, seqs, 2, NULL);
+    row = dd_of(s, staged, dev[0]);
+    assert_int_equal(row.seq, 2);
+    srv_dd_release(&row);
+    r = rollout_of(s, staged);
+    assert_int_equal(r.state, SRV_ROLLOUT_RUNNING);
+    srv_rollout_release(&r);
+    srv_store_close(s);
+}
+
+
 /* The check-in path's batch at fleet size: 100,000 devices (made directly in the database: one at
  * a time through the store would be 100,000 commits), touched in one call. */
 #define FLEET 100000
@@ -2822,6 +3724,11 @@ static const struct case_def contract[] = {
     CASE(test_dd_report),               CASE(test_dd_skip),
     CASE(test_dd_events),               CASE(test_generation),
     CASE(test_dd_report_concurrent),    CASE(test_device_touch_fleet),
+    CASE(test_rollout_create),          CASE(test_rollout_create_validation),
+    CASE(test_rollout_update_and_events), CASE(test_rollout_approvals),
+    CASE(test_rollout_approve_concurrent), CASE(test_rollout_counts),
+    CASE(test_rollout_timeout),         CASE(test_rollout_list_active),
+    CASE(test_rollout_create_large),    CASE(test_rollout_migration),
 };
 
 static const struct case_def sqlite_only[] = {
