@@ -469,42 +469,38 @@ static void reply_rollout(struct srv_app *app, struct srv_request *req, int64_t 
     srv_reply_json(req, 200, out);
 }
 
-void srv_api_deployment_pause(void *app_, struct srv_request *req)
+/* An operator pauses (from running, scheduled or waiting for approvals) or resumes (from
+ * paused); the decision is recorded with the operator's name. */
+static void pause_or_resume(struct srv_app *app, struct srv_request *req, bool pause)
 {
-    struct srv_app *app = app_;
     struct srv_rollout ro = {0};
     if (!active_rollout(app, req, &ro))
         return;
     int64_t id = ro.deployment_id;
-    bool can = ro.state == SRV_ROLLOUT_RUNNING || ro.state == SRV_ROLLOUT_SCHEDULED ||
-               ro.state == SRV_ROLLOUT_WAITING_APPROVAL;
+    bool can = pause ? ro.state == SRV_ROLLOUT_RUNNING || ro.state == SRV_ROLLOUT_SCHEDULED ||
+                           ro.state == SRV_ROLLOUT_WAITING_APPROVAL
+                     : ro.state == SRV_ROLLOUT_PAUSED;
     const char *state = srv_rollout_state_name(ro.state);
     srv_rollout_release(&ro);
     if (!can)
-        return srv_reply_status(req, 409, "conflict", "the rollout is %s", state);
+        return srv_reply_status(req, 409, "conflict", "the rollout is %s%s", state,
+                                pause ? "" : ", not paused");
     char why[SRV_ROLLOUT_REASON_MAX];
-    snprintf(why, sizeof(why), "paused by %s", srv_req_principal(req));
-    rollout_set(app, id, SRV_ROLLOUT_PAUSED, "pause", why);
-    reply_rollout(app, req, id, "deployment.pause");
+    snprintf(why, sizeof(why), "%s by %s", pause ? "paused" : "resumed", srv_req_principal(req));
+    /* on resume the engine re-checks the thresholds: failures seen so far no longer count */
+    rollout_set(app, id, pause ? SRV_ROLLOUT_PAUSED : SRV_ROLLOUT_RUNNING,
+                pause ? "pause" : "resume", why);
+    reply_rollout(app, req, id, pause ? "deployment.pause" : "deployment.resume");
 }
 
-void srv_api_deployment_resume(void *app_, struct srv_request *req)
+void srv_api_deployment_pause(void *app, struct srv_request *req)
 {
-    struct srv_app *app = app_;
-    struct srv_rollout ro = {0};
-    if (!active_rollout(app, req, &ro))
-        return;
-    int64_t id = ro.deployment_id;
-    bool can = ro.state == SRV_ROLLOUT_PAUSED;
-    const char *state = srv_rollout_state_name(ro.state);
-    srv_rollout_release(&ro);
-    if (!can)
-        return srv_reply_status(req, 409, "conflict", "the rollout is %s, not paused", state);
-    char why[SRV_ROLLOUT_REASON_MAX];
-    snprintf(why, sizeof(why), "resumed by %s", srv_req_principal(req));
-    /* the engine re-checks the thresholds: failures seen so far no longer count */
-    rollout_set(app, id, SRV_ROLLOUT_RUNNING, "resume", why);
-    reply_rollout(app, req, id, "deployment.resume");
+    pause_or_resume(app, req, true);
+}
+
+void srv_api_deployment_resume(void *app, struct srv_request *req)
+{
+    pause_or_resume(app, req, false);
 }
 
 /* {"phase": N} (1-based; default: the current phase). */
