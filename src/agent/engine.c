@@ -53,6 +53,7 @@ struct ag_engine {
     uint64_t dl_offset;
     unsigned last_progress;        /* percent reported */
     bool report_in_flight;
+    int64_t report_deployment;     /* the deployment the progress report in flight is for */
     int pending_status;            /* a progress report waiting for the one in flight, 0 none */
     int pending_progress;
     bool reboot_after_report;      /* reboot once the "rebooting" report went out */
@@ -407,7 +408,7 @@ static void on_final_report(void *userdata, const struct ag_net_result *r)
     cleanup_files(e);
     int64_t dep = e->st.deployment_id;
     if (HOOK(e, reported))
-        e->env.hooks->reported(e->env.hooks->userdata, dep, e->st.result);
+        e->env.hooks->reported(e->env.hooks->userdata, dep, e->st.result, r->err == OT_OK);
     ag_state_release(&e->st);
     e->st.phase = AG_REPORT; /* go() saves idle */
     if (go(e, AG_IDLE)) {
@@ -880,10 +881,38 @@ static void phase_download(struct ag_engine *e)
 
 /* ---- check-in ----------------------------------------------------------------------------------- */
 
+/* The server closed the deployment (cancelled it) before this device's first report reached it:
+ * nothing was activated, so the device drops it as if it had never come. */
+static void abandon(struct ag_engine *e)
+{
+    if (e->dl)
+        ag_net_download_cancel(e->dl);
+    e->dl = NULL;
+    pl_free(e->stream, true);
+    e->stream = NULL;
+    if (e->dl_fd >= 0)
+        close(e->dl_fd);
+    e->dl_fd = -1;
+    e->pending_status = 0;
+    ot_log(OT_LOG_WARNING, "deployment %lld: the server closed it before it started here: "
+           "dropping it", (long long)e->st.deployment_id);
+    cleanup_files(e);
+    enum ag_phase from = e->st.phase;
+    ag_state_release(&e->st);
+    e->st.phase = from; /* go() saves idle */
+    go(e, AG_IDLE);
+}
+
 static void on_report(void *userdata, const struct ag_net_result *r)
 {
     struct ag_engine *e = userdata;
     e->report_in_flight = false;
+    /* 409: the row is final on the server already. Before anything was activated that means
+     * the deployment was cancelled as this device took it: drop it rather than install it. */
+    if (r->err == OT_ERR_EXISTS && e->report_deployment == e->st.deployment_id &&
+        e->st.deployment_id && !e->st.activated &&
+        (e->st.phase == AG_DOWNLOAD || e->st.phase == AG_VERIFY || e->st.phase == AG_INSTALL))
+        return abandon(e), run(e);
     if (r->err)
         ot_log(OT_LOG_INFO, "progress report not delivered: %s", r->diag.msg);
     if (e->pending_status) {
@@ -909,6 +938,7 @@ static void report_progress(struct ag_engine *e, enum ot_wire_status status, int
     }
     struct ot_wire_status_report r = {.status = status, .progress = progress, .message = ""};
     e->report_in_flight = true;
+    e->report_deployment = e->st.deployment_id;
     ag_net_report(e->env.net, e->st.deployment_id, &r, on_report, e);
 }
 

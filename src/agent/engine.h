@@ -33,8 +33,10 @@ struct ag_engine_hooks {
     void (*phase)(void *userdata, enum ag_phase from, enum ag_phase to);
     /* A check-in's outcome (r->err set on failure). */
     void (*checked_in)(void *userdata, const struct ag_net_result *r);
-    /* The final result of a deployment was delivered ("success", "failure", "rolled_back"). */
-    void (*reported)(void *userdata, int64_t deployment_id, const char *result);
+    /* The final result of a deployment was delivered ("success", "failure", "rolled_back");
+     * accepted is false when the server had a final state already (409: the deployment was
+     * cancelled meanwhile, or an earlier copy of this report got through) or forgot it (404). */
+    void (*reported)(void *userdata, int64_t deployment_id, const char *result, bool accepted);
 };
 
 struct ag_engine_env {

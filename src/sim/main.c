@@ -79,6 +79,7 @@ struct sim;
 struct result {
     int64_t deployment;
     char result;                   /* 's'uccess, 'f'ailure, 'r'olled back */
+    bool accepted;                 /* the server took it (else it had a final state already) */
 };
 
 struct dev {
@@ -119,7 +120,7 @@ struct sim {
     uint64_t on, off;
     uint64_t checkins_ok, checkins_failed, last_checkins;
     uint64_t lat[LAT_BUCKETS];
-    uint64_t results_success, results_failure, results_rolled_back;
+    uint64_t results_success, results_failure, results_rolled_back, results_refused;
     uint64_t first_result_ms, last_result_ms;
     uint64_t done_devices;         /* devices with until_done results */
     uint64_t reboots, power_cuts, offline_spells, boot_failures, start_errors;
@@ -352,20 +353,25 @@ static void hook_checked_in(void *userdata, const struct ag_net_result *r)
     v->last_ok_ms = ag_loop_now_ms();
 }
 
-static void hook_reported(void *userdata, int64_t deployment_id, const char *result)
+/* Counts what the server accepted; a report it refused (the deployment was cancelled while the
+ * device started, say) is kept apart. */
+static void hook_reported(void *userdata, int64_t deployment_id, const char *result,
+                          bool accepted)
 {
     struct dev *v = userdata;
     struct sim *s = v->sim;
     char c = result[0] == 's' ? 's' : result[0] == 'r' ? 'r' : 'f';
-    *(c == 's' ? &s->results_success : c == 'r' ? &s->results_rolled_back : &s->results_failure) +=
-        1;
+    *(!accepted ? &s->results_refused
+      : c == 's' ? &s->results_success
+      : c == 'r' ? &s->results_rolled_back
+                 : &s->results_failure) += 1;
     s->last_result_ms = ag_loop_now_ms() - s->started_ms;
     if (!s->first_result_ms)
         s->first_result_ms = s->last_result_ms;
     struct result *n = reallocarray(v->results, v->nresults + 1, sizeof(*n));
     if (n) {
         v->results = n;
-        v->results[v->nresults++] = (struct result){deployment_id, c};
+        v->results[v->nresults++] = (struct result){deployment_id, c, accepted};
     }
     if (s->o.until_done && v->nresults == s->o.until_done &&
         ++s->done_devices == s->o.ndevices)
@@ -548,10 +554,12 @@ static json_t *device_json(const struct dev *v)
     json_t *results = json_array();
     for (uint32_t i = 0; results && i < v->nresults; i++)
         json_array_append_new(
-            results, json_pack("{s:I, s:s}", "deployment", (json_int_t)v->results[i].deployment,
-                               "result", v->results[i].result == 's'   ? "success"
-                                         : v->results[i].result == 'r' ? "rolled_back"
-                                                                       : "failure"));
+            results,
+            json_pack("{s:I, s:s, s:b}", "deployment", (json_int_t)v->results[i].deployment,
+                      "result", v->results[i].result == 's'   ? "success"
+                                : v->results[i].result == 'r' ? "rolled_back"
+                                                              : "failure",
+                      "accepted", v->results[i].accepted));
     return json_pack("{s:s, s:s, s:s, s:o*}", "name", name, "profile", v->prof->name, "phase",
                      v->on ? ag_phase_name(v->phase) : "off", "results", results);
 }
@@ -565,7 +573,7 @@ static int summary(struct sim *s)
         json_object_set_new(phases, ag_phase_name((enum ag_phase)p),
                             json_integer((json_int_t)s->phase_count[p]));
     json_t *j = json_pack(
-        "{s:I, s:f, s:I, s:I, s:o*, s:{s:I, s:I, s:f, s:f, s:f, s:f}, s:{s:I, s:I, s:I}, "
+        "{s:I, s:f, s:I, s:I, s:o*, s:{s:I, s:I, s:f, s:f, s:f, s:f}, s:{s:I, s:I, s:I, s:I}, "
         "s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s}",
         "devices", (json_int_t)s->o.ndevices, "elapsed_s", elapsed, "on", (json_int_t)s->on,
         "off", (json_int_t)s->off, "phases", phases, "checkins", "ok",
@@ -575,7 +583,8 @@ static int summary(struct sim *s)
         (double)percentile_us(s, 0.99) / 1000.0, "max_ms",
         (double)percentile_us(s, 1.0) / 1000.0, "results", "success",
         (json_int_t)s->results_success, "failure", (json_int_t)s->results_failure, "rolled_back",
-        (json_int_t)s->results_rolled_back, "first_result_s",
+        (json_int_t)s->results_rolled_back, "refused", (json_int_t)s->results_refused,
+        "first_result_s",
         (double)s->first_result_ms / 1000.0, "last_result_s", (double)s->last_result_ms / 1000.0,
         "reboots", (json_int_t)s->reboots, "power_cuts", (json_int_t)s->power_cuts,
         "offline_spells", (json_int_t)s->offline_spells, "boot_failures",

@@ -69,9 +69,12 @@ class Fleet:
         except FileNotFoundError:
             return ""
 
-    def results(self):
-        """{device name: [(deployment, result), ...]} from the last summary."""
-        return {d["name"]: [(r["deployment"], r["result"]) for r in d["results"]]
+    def results(self, refused_too=False):
+        """{device name: [(deployment, result), ...]} from the last summary: the final reports
+        the server accepted (with refused_too, also those it refused because it had a final
+        state already, e.g. a deployment cancelled as the device started)."""
+        return {d["name"]: [(r["deployment"], r["result"]) for r in d["results"]
+                            if r["accepted"] or refused_too]
                 for d in self.summary["device_list"]}
 
     def profiles(self):

@@ -58,7 +58,7 @@ def test_a_whole_fleet_updates_and_the_server_shows_every_device_success(env):
     for dev in real:
         assert dev.slot_sha("b", len(new)) == sha(new)
         assert dev.boot_vars()["otter_default"] == "b"
-    assert s["results"] == {"success": n, "failure": 0, "rolled_back": 0}
+    assert s["results"] == {"success": n, "failure": 0, "rolled_back": 0, "refused": 0}
     assert s["checkins"]["failed"] == 0, fleet.log_text()
 
 
@@ -125,6 +125,33 @@ def test_a_deployment_cancelled_midway(env):
     assert env.api("GET", f"/api/v1/deployments/{dep}")["status"] == "cancelled"
 
 
+def test_devices_drop_a_deployment_cancelled_before_their_first_report_landed(env):
+    n = 5
+    # the devices lose the network as they take the work: their "downloading" reports are lost,
+    # so the server still has them pending when the deployment is cancelled
+    fleet, ids = start_enrolled(env, n, "--duration", "60s", "--set", "max_rate=20K",
+                                "--profile", "away:1:offline=1,offline_time=3s")
+    new = image("5.5", size=160 * 1024)
+    art = env.push(env.pack("5.5", new))
+    dep = env.deploy(art["id"], tag="fleet")["id"]
+    wait_for(lambda: fleet.log.exists() and fleet.log_text().count("network unreachable") >= n,
+             timeout=20, what="every device offline with the work taken")
+    assert {r["status"] for r in env.rows(dep).values()} == {"pending"}
+    env.api("POST", f"/api/v1/deployments/{dep}/cancel")
+    time.sleep(12)  # back online: their reports and downloads meet a closed deployment
+    s = fleet.stop()
+    assert {r["status"] for r in env.rows(dep).values()} == {"cancelled"}
+    assert s["phases"]["idle"] == n, s
+    assert all(r == [] for r in fleet.results().values()), fleet.results(refused_too=True)
+    # each device either dropped it at its first refused report, or its download was refused
+    # and its failure report too
+    dropped = fleet.log_text().count("closed it before it started here")
+    assert dropped + s["results"]["refused"] == n, (dropped, s["results"])
+    for name in ids:
+        assert sim_slot(fleet, name, "b", len(new)) != sha(new)
+        assert sim_boot_vars(fleet, name)["otter_default"] == "a"
+
+
 def test_otterd_killed_and_restarted_mid_deployment(env):
     n = 30
     fleet, ids = start_enrolled(env, n, "--until-done", "1", "--duration", "90s",
@@ -141,7 +168,7 @@ def test_otterd_killed_and_restarted_mid_deployment(env):
     assert s["checkins"]["failed"] > 0, "the fleet never noticed the outage"
     rows = env.rows(dep)
     assert {r["status"] for r in rows.values()} == {"success"}, rows
-    results = fleet.results()
+    results = fleet.results(refused_too=True)  # a reply lost in the kill: refused, yet true
     assert all(results[name] == [(dep, "success")] for name in ids), results
 
 
