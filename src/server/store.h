@@ -304,7 +304,7 @@ enum srv_dd_status {
 #define SRV_DEPLOYMENT_NAME_MAX 128   /* bytes, including NUL */
 #define SRV_DD_MESSAGE_MAX 1024       /* bytes of a status message */
 #define SRV_DD_LOG_MAX 65536          /* bytes of log lines sent with one report */
-#define SRV_DEPLOYMENT_TARGET_MAX (256 * 1024) /* bytes of the target JSON text */
+#define SRV_DEPLOYMENT_TARGET_MAX (2 * 1024 * 1024) /* bytes of the target JSON text: 100,000 ids */
 
 struct srv_deployment {
     int64_t id;
