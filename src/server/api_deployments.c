@@ -579,6 +579,85 @@ void srv_api_deployment_decisions(void *app_, struct srv_request *req)
     srv_reply_json(req, 200, json_pack("{s:o, s:I}", "decisions", a, "next_after", (json_int_t)next));
 }
 
+/* Appends s as one CSV field (RFC 4180: quoted when it holds a comma, quote or line break). */
+static enum ot_err csv_field(struct ot_buf *b, const char *s, bool last)
+{
+    enum ot_err err = OT_OK;
+    if (strpbrk(s, ",\"\r\n")) {
+        err = ot_buf_append_str(b, "\"");
+        for (const char *p = s; !err && *p; p++)
+            err = *p == '"' ? ot_buf_append_str(b, "\"\"") : ot_buf_append(b, p, 1);
+        if (!err)
+            err = ot_buf_append_str(b, "\"");
+    } else {
+        err = ot_buf_append_str(b, s);
+    }
+    return err ? err : ot_buf_append_str(b, last ? "\r\n" : ",");
+}
+
+#define EXPORT_MAX ((size_t)64 * 1024 * 1024) /* 100,000 rows with their messages */
+
+/* Every device row of a deployment at once, as CSV (default) or JSON (?format=csv|json). */
+void srv_api_deployment_export(void *app_, struct srv_request *req)
+{
+    struct srv_app *app = app_;
+    const char *format = srv_req_query(req, "format");
+    bool json = format && strcmp(format, "json") == 0;
+    if (format && !json && strcmp(format, "csv") != 0)
+        return srv_reply_error(req, OT_ERR_FORMAT, "query 'format' must be csv or json");
+    struct srv_deployment dep = {0};
+    if (!deployment_param(app, req, &dep))
+        return;
+    int64_t id = dep.id;
+    srv_deployment_release(&dep);
+    struct ot_buf b;
+    ot_buf_init(&b, EXPORT_MAX);
+    json_t *rows = json ? json_array() : NULL;
+    struct ot_diag d = {0};
+    enum ot_err err = json ? (rows ? OT_OK : OT_ERR_NOMEM)
+                           : ot_buf_append_str(&b, "device_id,status,progress,release_order,"
+                                                   "updated_at,message\r\n");
+    int64_t after = 0;
+    for (int page = 0; !err && page < 100000; page++) {
+        struct srv_dd *list = NULL;
+        size_t n = 0;
+        err = srv_store_deployment_devices(app->store, id, after, SRV_LIST_MAX, &list, &n, &d);
+        for (size_t i = 0; !err && i < n; i++) {
+            if (json) {
+                err = json_array_append_new(rows, dd_json(&list[i])) ? OT_ERR_NOMEM : OT_OK;
+                continue;
+            }
+            char num[4][24];
+            snprintf(num[0], sizeof(num[0]), "%lld", (long long)list[i].device_id);
+            snprintf(num[1], sizeof(num[1]), "%d", list[i].progress);
+            snprintf(num[2], sizeof(num[2]), "%lld", (long long)list[i].seq);
+            snprintf(num[3], sizeof(num[3]), "%lld", (long long)list[i].updated_at);
+            const char *fields[] = {num[0], dd_name(list[i].status), num[1],
+                                    list[i].seq ? num[2] : "", num[3],
+                                    list[i].message ? list[i].message : ""};
+            for (size_t k = 0; !err && k < OT_ARRAY_SIZE(fields); k++)
+                err = csv_field(&b, fields[k], k + 1 == OT_ARRAY_SIZE(fields));
+        }
+        if (n)
+            after = list[n - 1].device_id;
+        srv_dd_list_free(list, n);
+        if (!n || n < SRV_LIST_MAX)
+            break;
+    }
+    if (err) {
+        ot_buf_release(&b);
+        json_decref(rows);
+        return srv_reply_error(req, err, "%s", d.msg[0] ? d.msg : "the export is too large");
+    }
+    if (json) {
+        ot_buf_release(&b);
+        return srv_reply_json(req, 200, json_pack("{s:I, s:o}", "deployment_id", (json_int_t)id,
+                                                  "devices", rows));
+    }
+    srv_reply_text(req, 200, "text/csv; charset=utf-8", b.data, b.len);
+    ot_buf_release(&b);
+}
+
 void srv_api_deployment_cancel(void *app_, struct srv_request *req)
 {
     struct srv_app *app = app_;

@@ -309,3 +309,52 @@ void srv_api_device_preauthorize(void *app_, struct srv_request *req)
     srv_device_release(&dev);
     srv_reply_json(req, 201, out);
 }
+
+/* Which version of each payload the fleet runs: {"devices": N, "payloads": {"rootfs":
+ * {"4.2.0": 9500, "4.1.0": 500}}} over the accepted devices (?tag=&device_type= narrow it). A
+ * report: it pages through the devices, it is not for every check-in. */
+void srv_api_device_versions(void *app_, struct srv_request *req)
+{
+    struct srv_app *app = app_;
+    struct srv_device_filter f = {.status = SRV_DEVICE_ACCEPTED,
+                                  .tag = srv_req_query(req, "tag"),
+                                  .device_type = srv_req_query(req, "device_type"),
+                                  .limit = SRV_LIST_MAX};
+    json_t *payloads = json_object();
+    json_int_t devices = 0;
+    struct ot_diag d = {0};
+    enum ot_err err = payloads ? OT_OK : OT_ERR_NOMEM;
+    for (int page = 0; !err && page < 100000; page++) {
+        struct srv_device *list = NULL;
+        size_t n = 0;
+        err = srv_store_device_list(app->store, &f, &list, &n, &d);
+        for (size_t i = 0; !err && i < n; i++) {
+            json_t *inst = srv_json_text(list[i].installed);
+            const char *name;
+            json_t *p;
+            devices++;
+            json_object_foreach(inst, name, p) {
+                const char *version = json_string_value(json_object_get(p, "version"));
+                json_t *per = json_object_get(payloads, name);
+                if (!per && json_object_set_new(payloads, name, per = json_object()) != 0)
+                    err = OT_ERR_NOMEM;
+                json_t *count = per ? json_object_get(per, version ? version : "") : NULL;
+                if (!err && per &&
+                    json_object_set_new(per, version ? version : "",
+                                        json_integer(json_integer_value(count) + 1)) != 0)
+                    err = OT_ERR_NOMEM;
+            }
+            json_decref(inst);
+        }
+        if (n)
+            f.after_id = list[n - 1].id;
+        srv_device_list_free(list, n);
+        if (n < SRV_LIST_MAX)
+            break;
+    }
+    if (err) {
+        json_decref(payloads);
+        return srv_reply_error(req, err, "%s", d.msg[0] ? d.msg : "out of memory");
+    }
+    srv_reply_json(req, 200, json_pack("{s:I, s:o}", "devices", devices, "payloads", payloads));
+}

@@ -65,6 +65,8 @@ void srv_api_deployment_pause(void *app, struct srv_request *req);
 void srv_api_deployment_resume(void *app, struct srv_request *req);
 void srv_api_deployment_approve(void *app, struct srv_request *req);
 void srv_api_deployment_decisions(void *app, struct srv_request *req);
+void srv_api_deployment_export(void *app, struct srv_request *req);
+void srv_api_device_versions(void *app, struct srv_request *req);
 /* the device API (api_device.c) */
 void srv_dev_auth(void *app, struct srv_request *req);
 void srv_dev_checkin(void *app, struct srv_request *req);

@@ -13,6 +13,7 @@ const char tool_usage_deployments[] =
     "       otter deployments pause|resume ID [--json]\n"
     "       otter deployments approve ID [--phase N] [--json]\n"
     "       otter deployments decisions ID [--json]\n"
+    "       otter deployments export ID [--json]\n"
     "\n"
     "list     deployments, newest first\n"
     "show     a deployment: its artifact, target, the devices per state, and every device's\n"
@@ -24,6 +25,7 @@ const char tool_usage_deployments[] =
     "resume   a paused rollout goes on (failures seen before no longer count)\n"
     "approve  your approval of a rollout phase (each operator's token counts once)\n"
     "decisions  the rollout engine's decisions, with their reasons\n"
+    "export   every device row as CSV (with --json: JSON), for spreadsheets and scripts\n"
     "\n"
     "  -s, --status S                list: active, finished or cancelled\n"
     "  -n, --limit N                 list: at most N deployments\n"
@@ -380,6 +382,22 @@ static int run_approve(struct tool_ctx *ctx, const struct deployments_opts *o, s
     return rc;
 }
 
+static int run_export(struct tool_ctx *ctx, const struct deployments_opts *o, struct ot_client *c)
+{
+    char path[128], id[32];
+    snprintf(id, sizeof(id), "%lld", (long long)o->id);
+    snprintf(path, sizeof(path), "/api/v1/deployments/%s/export?format=%s", id,
+             o->json ? "json" : "csv");
+    long status = 0;
+    json_t *reply = NULL;
+    struct ot_diag d = {0};
+    enum ot_err err = ot_client_download(c, path, STDOUT_FILENO, NULL, NULL, &status, &reply, &d);
+    if (!err)
+        err = ot_client_status_error(status, reply, &d);
+    json_decref(reply);
+    return err ? tool_fail(ctx, err, TOOL_SRC_OTHER, &d) : TOOL_EXIT_OK;
+}
+
 static int run_decisions(struct tool_ctx *ctx, const struct deployments_opts *o,
                          struct ot_client *c)
 {
@@ -515,13 +533,14 @@ static const struct {
     {"resume", run_resume},
     {"approve", run_approve},
     {"decisions", run_decisions},
+    {"export", run_export},
 };
 
 int tool_cmd_deployments(struct tool_ctx *ctx, int argc, char **argv)
 {
     if (argc < 2)
         return tool_usage_error(ctx, "missing a subcommand: list, show, cancel, pause, resume, "
-                                     "approve or decisions");
+                                     "approve, decisions or export");
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)
         return tool_help(ctx);
     size_t i = 0;
