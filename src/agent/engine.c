@@ -775,6 +775,19 @@ static enum ot_err on_dl_data(void *userdata, uint64_t offset, const uint8_t *p,
     return err;
 }
 
+/* A download attempt broke (or a simulated one): retried later with backoff, or, after too many,
+ * the end of the update (returns true: the caller runs the next phase). */
+static bool download_interrupted(struct ag_engine *e, const char *msg)
+{
+    if (++e->failures > 20 || e->st.attempts > MAX_ATTEMPTS) {
+        finish(e, "failure", "download failed: %s", msg);
+        return true;
+    }
+    note_error(e, "download interrupted (%s): resuming later", msg);
+    schedule(e, backoff_ms(e));
+    return false;
+}
+
 static void on_dl_done(void *userdata, const struct ag_net_result *r)
 {
     struct ag_engine *e = userdata;
@@ -809,12 +822,9 @@ static void on_dl_done(void *userdata, const struct ag_net_result *r)
         e->st.attempts++;
     }
     if (err) {
-        e->failures++;
-        if (e->failures > 20 || e->st.attempts > MAX_ATTEMPTS)
-            return finish(e, "failure", "download failed: %s", r->diag.msg), run(e);
-        note_error(e, "download interrupted (%s): resuming later",
-                   r->diag.msg[0] ? r->diag.msg : d.msg);
-        return schedule(e, backoff_ms(e));
+        if (download_interrupted(e, r->diag.msg[0] ? r->diag.msg : d.msg))
+            run(e);
+        return;
     }
     e->failures = 0;
     go(e, AG_VERIFY);
@@ -834,10 +844,8 @@ static void phase_download(struct ag_engine *e)
     if (hold > 0)
         return schedule(e, (uint64_t)hold);
     if (hold < 0) {
-        if (++e->failures > 20)
-            return finish(e, "failure", "download failed: %s", d.msg);
-        note_error(e, "download interrupted (%s): resuming later", d.msg);
-        return schedule(e, backoff_ms(e));
+        download_interrupted(e, d.msg); /* inside run(): a finish goes on by itself */
+        return;
     }
     uint64_t offset = 0;
     if (e->cfg->streaming) {
