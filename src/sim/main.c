@@ -201,6 +201,16 @@ static void count_phase(struct sim *s, enum ag_phase from, enum ag_phase to)
     s->phase_count[to]++;
 }
 
+/* The device's agent gone: engine, network client, configuration and keys. */
+static void teardown(struct dev *v)
+{
+    ag_engine_free(v->eng);
+    ag_net_free(v->net);
+    ag_device_release(&v->ad);
+    v->eng = NULL;
+    v->net = NULL;
+}
+
 static void power_off(struct dev *v)
 {
     struct sim *s = v->sim;
@@ -211,11 +221,7 @@ static void power_off(struct dev *v)
     v->timer = v->offline_timer = 0;
     if (!v->on)
         return;
-    ag_engine_free(v->eng);
-    ag_net_free(v->net);
-    ag_device_release(&v->ad);
-    v->eng = NULL;
-    v->net = NULL;
+    teardown(v);
     v->on = false;
     s->phase_count[v->phase]--;
     s->on--;
@@ -470,12 +476,7 @@ static void power_on(void *userdata)
     if (err) {
         s->start_errors++;
         note(s, v, "cannot start: %s", d.msg);
-        ag_engine_free(v->eng);
-        ag_net_free(v->net);
-        ag_device_release(&v->ad);
-        v->eng = NULL;
-        v->net = NULL;
-        return;
+        return teardown(v);
     }
     v->on = true;
     v->phase = ag_engine_state(v->eng)->phase;
