@@ -76,6 +76,16 @@ static enum ot_err get_u64(const json_t *o, const char *key, uint64_t max, uint6
     return OT_OK;
 }
 
+static enum ot_err get_u32(const json_t *o, const char *key, uint32_t max, uint32_t *ret,
+                           struct ot_diag *d)
+{
+    uint64_t v = *ret;
+    enum ot_err err = get_u64(o, key, max, &v, d);
+    if (!err)
+        *ret = (uint32_t)v;
+    return err;
+}
+
 static enum ot_err get_choice(const json_t *o, const char *key, const char *a, const char *b,
                               bool *ret_b, struct ot_diag *d)
 {
@@ -132,10 +142,8 @@ static enum ot_err parse_phase(const json_t *j, size_t k, struct srv_phase *p, s
                            "%s: 'size' must be a number of devices or a percentage (\"10%%\")",
                            what);
     }
-    uint64_t approvals = 0;
-    if ((err = get_u64(j, "approvals", 16, &approvals, d)) != OT_OK)
+    if ((err = get_u32(j, "approvals", 16, &p->approvals, d)) != OT_OK)
         return ot_diag_prefix(d, err, "%s", what);
-    p->approvals = (uint32_t)approvals;
     p->soak_s = -1;
     return get_duration(j, "soak", &p->soak_s, d);
 }
@@ -163,7 +171,6 @@ enum ot_err srv_policy_parse(const json_t *j, uint64_t seed_default, struct srv_
         p->phases[0] = (struct srv_phase){.name = "all", .size = 100, .percent = true, .soak_s = -1};
         p->nphases = 1;
     }
-    uint64_t v;
     if (!err)
         err = get_choice(j, "order", "random", "tags", &p->order_by_tags, d);
     if (!err)
@@ -180,18 +187,14 @@ enum ot_err srv_policy_parse(const json_t *j, uint64_t seed_default, struct srv_
     }
     if (!err && p->order_by_tags && p->norder_tags == 0)
         err = bad(d, "order_tags", "is needed with \"order\": \"tags\"");
-    if (!err && (v = p->success_threshold, get_u64(j, "success_threshold", 100, &v, d)) == OT_OK)
-        p->success_threshold = (uint32_t)v;
-    else if (!err)
-        err = d->err;
+    if (!err)
+        err = get_u32(j, "success_threshold", 100, &p->success_threshold, d);
     if (!err)
         err = get_u64(j, "min_finished", INT64_MAX, &p->min_finished, d);
     if (!err)
         err = get_duration(j, "soak", &p->soak_s, d);
-    if (!err && (v = 0, get_u64(j, "failure_threshold", 100, &v, d)) == OT_OK)
-        p->failure_threshold = (uint32_t)v;
-    else if (!err)
-        err = d->err;
+    if (!err)
+        err = get_u32(j, "failure_threshold", 100, &p->failure_threshold, d);
     if (!err)
         err = get_u64(j, "min_executed", INT64_MAX, &p->min_executed, d);
     if (!err)
@@ -217,10 +220,10 @@ enum ot_err srv_policy_parse(const json_t *j, uint64_t seed_default, struct srv_
         err = bad(d, "end_at", "must be after start_at");
     if (!err)
         err = get_choice(j, "on_end", "stop", "cancel", &p->cancel_at_end, d);
-    if (!err && (v = 0, get_u64(j, "approvals", 16, &v, d)) == OT_OK)
-        p->phases[0].approvals = OT_MAX(p->phases[0].approvals, (uint32_t)v);
-    else if (!err)
-        err = d->err;
+    uint32_t approvals = 0; /* before the first phase: the first phase's own, at least */
+    if (!err)
+        err = get_u32(j, "approvals", 16, &approvals, d);
+    p->phases[0].approvals = OT_MAX(p->phases[0].approvals, approvals);
     int64_t timeout = 0;
     if (!err)
         err = get_duration(j, "device_timeout", &timeout, d);
