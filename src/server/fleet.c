@@ -13,6 +13,7 @@
 #include <sodium.h>
 
 #include "fleet.h"
+#include "ticker.h"
 #include "otter/encoding.h"
 #include "otter/log.h"
 
@@ -41,11 +42,8 @@ struct srv_fleet {
     atomic_llong generation;
     int64_t store_generation;     /* flusher thread only */
     char *devices_generation;     /* flusher thread only: meta DEVICES_META as last read */
-    pthread_t thread;
-    bool thread_started;
-    pthread_mutex_t stop_lock;
-    pthread_cond_t stop_cond;
-    bool stopping;
+    struct srv_ticker ticker;     /* the flusher */
+    struct timespec last_flush;   /* flusher thread only (monotonic) */
 };
 
 uint64_t srv_fleet_hash(uint64_t h, const void *p, size_t n)
@@ -331,38 +329,22 @@ static void poll_generation(struct srv_fleet *f)
     }
 }
 
-static void *flusher(void *arg)
+/* The flusher thread's round, every min(flush_ms, GEN_POLL_MS): the generations, and the
+ * last-seen batch once flush_ms have passed. */
+static void flusher(void *arg)
 {
     struct srv_fleet *f = arg;
-    struct timespec last_flush, now;
-    clock_gettime(CLOCK_MONOTONIC, &last_flush);
-    pthread_mutex_lock(&f->stop_lock);
-    while (!f->stopping) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        unsigned wait_ms = OT_MIN(f->flush_ms, (unsigned)GEN_POLL_MS);
-        until.tv_sec += wait_ms / 1000;
-        until.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L)
-            until.tv_sec++, until.tv_nsec -= 1000000000L;
-        pthread_cond_timedwait(&f->stop_cond, &f->stop_lock, &until);
-        if (f->stopping)
-            break;
-        pthread_mutex_unlock(&f->stop_lock);
-        poll_generation(f);
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        long ms = (now.tv_sec - last_flush.tv_sec) * 1000 +
-                  (now.tv_nsec - last_flush.tv_nsec) / 1000000;
-        if (ms >= (long)f->flush_ms) {
-            struct ot_diag d = {0};
-            if (srv_fleet_flush(f, &d) != OT_OK)
-                ot_log(OT_LOG_ERR, "fleet: last-seen batch not written (retried): %s", d.msg);
-            last_flush = now;
-        }
-        pthread_mutex_lock(&f->stop_lock);
+    struct timespec now;
+    poll_generation(f);
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long ms = (now.tv_sec - f->last_flush.tv_sec) * 1000 +
+              (now.tv_nsec - f->last_flush.tv_nsec) / 1000000;
+    if (ms >= (long)f->flush_ms) {
+        struct ot_diag d = {0};
+        if (srv_fleet_flush(f, &d) != OT_OK)
+            ot_log(OT_LOG_ERR, "fleet: last-seen batch not written (retried): %s", d.msg);
+        f->last_flush = now;
     }
-    pthread_mutex_unlock(&f->stop_lock);
-    return NULL;
 }
 
 enum ot_err srv_fleet_new(struct srv_store *store, unsigned flush_ms, unsigned ttl_s,
@@ -376,21 +358,20 @@ enum ot_err srv_fleet_new(struct srv_store *store, unsigned flush_ms, unsigned t
     f->ttl_s = ttl_s;
     for (size_t i = 0; i < SHARDS; i++)
         pthread_mutex_init(&f->shards[i].lock, NULL);
-    pthread_mutex_init(&f->stop_lock, NULL);
-    pthread_cond_init(&f->stop_cond, NULL);
     enum ot_err err = srv_store_deployments_generation(store, &f->store_generation, d);
     if (!err) {
         err = srv_store_meta_get(store, DEVICES_META, &f->devices_generation, d);
         if (err == OT_ERR_NOENT)
             err = OT_OK;
     }
-    if (!err && pthread_create(&f->thread, NULL, flusher, f) != 0)
-        err = ot_diag_set(d, OT_ERR_NOMEM, "cannot start the last-seen thread");
+    clock_gettime(CLOCK_MONOTONIC, &f->last_flush);
+    if (!err)
+        err = srv_ticker_start(&f->ticker, OT_MIN(f->flush_ms, (unsigned)GEN_POLL_MS), flusher, f,
+                               "last-seen", d);
     if (err) {
         srv_fleet_free(f);
         return err;
     }
-    f->thread_started = true;
     *ret = f;
     return OT_OK;
 }
@@ -399,12 +380,8 @@ void srv_fleet_free(struct srv_fleet *f)
 {
     if (!f)
         return;
-    if (f->thread_started) {
-        pthread_mutex_lock(&f->stop_lock);
-        f->stopping = true;
-        pthread_cond_signal(&f->stop_cond);
-        pthread_mutex_unlock(&f->stop_lock);
-        pthread_join(f->thread, NULL);
+    if (f->ticker.started) {
+        srv_ticker_stop(&f->ticker);
         struct ot_diag d = {0};
         if (srv_fleet_flush(f, &d) != OT_OK)
             ot_log(OT_LOG_ERR, "fleet: the last last-seen batch was lost: %s", d.msg);
@@ -413,8 +390,6 @@ void srv_fleet_free(struct srv_fleet *f)
         pthread_mutex_destroy(&f->shards[i].lock);
         free(f->shards[i].slots);
     }
-    pthread_mutex_destroy(&f->stop_lock);
-    pthread_cond_destroy(&f->stop_cond);
     free(f->devices_generation);
     free(f);
 }

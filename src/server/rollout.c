@@ -11,6 +11,7 @@
 #include "otter/log.h"
 #include "otter/parse.h"
 #include "rollout.h"
+#include "ticker.h"
 
 #define DURATION_MAX_S (366 * 86400ll)
 #define DECISION_MAX SRV_ROLLOUT_REASON_MAX
@@ -384,11 +385,7 @@ struct srv_rollouts {
     size_t nmarks;
     struct pace *paces;         /* engine thread only */
     size_t npaces;
-    pthread_t thread;
-    bool started;
-    pthread_mutex_t stop_lock;
-    pthread_cond_t stop_cond;
-    bool stopping, kicked;
+    struct srv_ticker ticker;   /* the engine thread */
 };
 
 bool srv_rollouts_released(struct srv_rollouts *r, int64_t deployment_id, int64_t seq)
@@ -736,32 +733,7 @@ static void tick(struct srv_rollouts *r)
     srv_rollout_list_free(list, n);
 }
 
-static void *engine_main(void *arg)
-{
-    struct srv_rollouts *r = arg;
-    pthread_mutex_lock(&r->stop_lock);
-    while (!r->stopping) {
-        if (!r->kicked) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += r->tick_ms / 1000;
-            ts.tv_nsec += (long)(r->tick_ms % 1000) * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&r->stop_cond, &r->stop_lock, &ts);
-        }
-        if (r->stopping)
-            break;
-        r->kicked = false;
-        pthread_mutex_unlock(&r->stop_lock);
-        tick(r);
-        pthread_mutex_lock(&r->stop_lock);
-    }
-    pthread_mutex_unlock(&r->stop_lock);
-    return NULL;
-}
+static void on_tick(void *arg) { tick(arg); }
 
 void srv_rollouts_kick(struct srv_rollouts *r, int64_t deployment_id, int64_t released)
 {
@@ -769,10 +741,7 @@ void srv_rollouts_kick(struct srv_rollouts *r, int64_t deployment_id, int64_t re
         return;
     if (deployment_id)
         mark_set(r, deployment_id, released);
-    pthread_mutex_lock(&r->stop_lock);
-    r->kicked = true;
-    pthread_cond_signal(&r->stop_cond);
-    pthread_mutex_unlock(&r->stop_lock);
+    srv_ticker_kick(&r->ticker);
 }
 
 enum ot_err srv_rollouts_start(struct srv_app *app, unsigned tick_ms, bool engine,
@@ -783,18 +752,13 @@ enum ot_err srv_rollouts_start(struct srv_app *app, unsigned tick_ms, bool engin
         return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
     *r = (struct srv_rollouts){.app = app, .tick_ms = OT_MAX(tick_ms, 10u), .engine = engine};
     pthread_mutex_init(&r->lock, NULL);
-    pthread_mutex_init(&r->stop_lock, NULL);
-    pthread_cond_init(&r->stop_cond, NULL);
     struct srv_rollout *list = NULL;
     size_t n = 0;
     enum ot_err err = srv_store_rollout_list_active(app->store, &list, &n, d);
     if (!err) {
         marks_reload(r, list, n);
         srv_rollout_list_free(list, n);
-        if (pthread_create(&r->thread, NULL, engine_main, r) != 0)
-            err = ot_diag_set(d, OT_ERR_NOMEM, "cannot start the rollout thread");
-        else
-            r->started = true;
+        err = srv_ticker_start(&r->ticker, r->tick_ms, on_tick, r, "rollout", d);
     }
     if (err) {
         srv_rollouts_stop(r);
@@ -808,16 +772,8 @@ void srv_rollouts_stop(struct srv_rollouts *r)
 {
     if (!r)
         return;
-    if (r->started) {
-        pthread_mutex_lock(&r->stop_lock);
-        r->stopping = true;
-        pthread_cond_signal(&r->stop_cond);
-        pthread_mutex_unlock(&r->stop_lock);
-        pthread_join(r->thread, NULL);
-    }
+    srv_ticker_stop(&r->ticker);
     pthread_mutex_destroy(&r->lock);
-    pthread_mutex_destroy(&r->stop_lock);
-    pthread_cond_destroy(&r->stop_cond);
     free(r->marks);
     free(r->paces);
     free(r);
