@@ -101,6 +101,21 @@ struct ot_wire_checkin_req {
     size_t nprovides;
 };
 
+/* How the device treats a deployment (the rollout policy's "type"):
+ *  FORCED         download, verify, install, as soon as the server allows the install;
+ *  SOFT           the same, but the device may postpone the install (otter-agent asks its
+ *                 consent hook, docs/agent.md) and reports WAITING meanwhile;
+ *  DOWNLOAD_ONLY  download and verify only, keep the file, report SUCCESS ("downloaded"); a later
+ *                 deployment of the same artifact installs it without downloading again. */
+enum ot_wire_deploy_type {
+    OT_WIRE_TYPE_FORCED = 0,
+    OT_WIRE_TYPE_SOFT,
+    OT_WIRE_TYPE_DOWNLOAD_ONLY,
+    OT_WIRE_TYPE__MAX
+};
+/* "forced", "soft", "download_only"; NULL out of range. */
+const char *ot_wire_deploy_type_name(enum ot_wire_deploy_type t);
+
 enum ot_wire_action {
     OT_WIRE_ACTION_NONE = 1,     /* nothing to do: poll again after poll_interval +- jitter */
     OT_WIRE_ACTION_INSTALL,      /* download the artifact, verify, install, report */
@@ -110,7 +125,11 @@ enum ot_wire_action {
  * Work:          {"action":"install","poll_interval":..,"poll_jitter":..,
  *                 "deployment":{"id":12,"artifact":{"name":"..","version":"..","size":N,
  *                 "sha256":"<hex of the whole artifact file>","manifest":"<manifest.json text>",
- *                 "signatures":"<manifest.sig text>"},"download":["<url>", ...]}}
+ *                 "signatures":"<manifest.sig text>"},"download":["<url>", ...],
+ *                 "type":"soft","install_allowed":false}}
+ * "type" is written unless FORCED (absent: forced); "install_allowed":false only when the server
+ * holds the install (a maintenance window is closed): the device may download and verify, then
+ * reports WAITING and asks again at its next check-in (absent: true).
  * The manifest and signatures let a device verify and decide before it downloads; the download URLs
  * (1..4, tried in order; relative ones are relative to the server URL) serve the artifact file.
  * With action "none" the deployment fields must be zero/NULL when encoding; a decoder ignores a
@@ -129,12 +148,15 @@ struct ot_wire_checkin_resp {
     char *signatures;                /* exact manifest.sig text, 1..OT_SIG_FILE_MAX bytes */
     char **download;                 /* 1..4 URLs, 1..OT_WIRE_URL_MAX printable ASCII bytes */
     size_t ndownload;
+    enum ot_wire_deploy_type type;
+    bool install_held;               /* "install_allowed": false */
 };
 
 /* ---- POST /api/device/v1/deployments/{id}/status --------------------------------------------- */
 
 /* The states of a device in a deployment, with their wire names. A device reports DOWNLOADING to
- * ROLLED_BACK; the server sets PENDING, CANCELLED and SKIPPED. Values match otterd's store. */
+ * ROLLED_BACK and WAITING; the server sets PENDING, CANCELLED and SKIPPED. Values match otterd's
+ * store. */
 enum ot_wire_status {
     OT_WIRE_PENDING = 1,
     OT_WIRE_DOWNLOADING,
@@ -146,9 +168,12 @@ enum ot_wire_status {
     OT_WIRE_ROLLED_BACK,
     OT_WIRE_CANCELLED,
     OT_WIRE_SKIPPED,
+    OT_WIRE_WAITING,             /* downloaded and verified, waiting to install (the server holds
+                                    the install, or the device postponed a soft update); not final */
     OT_WIRE_STATUS__MAX
 };
-/* "pending", "downloading", ..., "rolled_back", "cancelled", "skipped"; NULL out of range. */
+/* "pending", "downloading", ..., "rolled_back", "cancelled", "skipped", "waiting"; NULL out of
+ * range. */
 const char *ot_wire_status_name(enum ot_wire_status s);
 /* OT_ERR_FORMAT for an unknown name. */
 enum ot_err ot_wire_status_parse(const char *name, enum ot_wire_status *ret) OT_MUST_CHECK;

@@ -159,6 +159,7 @@ static const char *const status_names[] = {
     [OT_WIRE_VERIFYING] = "verifying",     [OT_WIRE_SUCCESS] = "success",
     [OT_WIRE_FAILURE] = "failure",         [OT_WIRE_ROLLED_BACK] = "rolled_back",
     [OT_WIRE_CANCELLED] = "cancelled",     [OT_WIRE_SKIPPED] = "skipped",
+    [OT_WIRE_WAITING] = "waiting",
 };
 _Static_assert(OT_ARRAY_SIZE(status_names) == OT_WIRE_STATUS__MAX, "a status without a name");
 
@@ -166,6 +167,14 @@ static const char *const auth_status_names[] = {
     [OT_WIRE_AUTH_ACCEPTED] = "accepted",
     [OT_WIRE_AUTH_PENDING] = "pending",
 };
+
+/* Index 0 is forced, the default, which is never written. */
+static const char *const type_names[] = {
+    [OT_WIRE_TYPE_FORCED] = "forced",
+    [OT_WIRE_TYPE_SOFT] = "soft",
+    [OT_WIRE_TYPE_DOWNLOAD_ONLY] = "download_only",
+};
+_Static_assert(OT_ARRAY_SIZE(type_names) == OT_WIRE_TYPE__MAX, "a type without a name");
 
 static const char *const action_names[] = {
     [OT_WIRE_ACTION_NONE] = "none",
@@ -191,6 +200,11 @@ const char *ot_wire_status_name(enum ot_wire_status s)
     return enum_name(status_names, OT_ARRAY_SIZE(status_names), (int)s);
 }
 
+const char *ot_wire_deploy_type_name(enum ot_wire_deploy_type t)
+{
+    return (unsigned)t < OT_ARRAY_SIZE(type_names) ? type_names[t] : NULL;
+}
+
 enum ot_err ot_wire_status_parse(const char *name, enum ot_wire_status *ret)
 {
     int v = enum_value(status_names, OT_ARRAY_SIZE(status_names), name);
@@ -206,10 +220,10 @@ bool ot_wire_status_is_final(enum ot_wire_status s)
            s == OT_WIRE_CANCELLED || s == OT_WIRE_SKIPPED;
 }
 
-/* What a device may report: from downloading to rolled_back. */
+/* What a device may report: from downloading to rolled_back, and waiting. */
 static bool status_is_reportable(enum ot_wire_status s)
 {
-    return s >= OT_WIRE_DOWNLOADING && s <= OT_WIRE_ROLLED_BACK;
+    return (s >= OT_WIRE_DOWNLOADING && s <= OT_WIRE_ROLLED_BACK) || s == OT_WIRE_WAITING;
 }
 
 /* ---- validation ------------------------------------------------------------------------------ */
@@ -382,6 +396,8 @@ static const char *deployment_field_set(const struct ot_wire_checkin_resp *r)
         return "artifact";
     if (r->download || r->ndownload)
         return "download";
+    if (r->type || r->install_held)
+        return r->type ? "type" : "install_allowed";
     return NULL;
 }
 
@@ -411,6 +427,9 @@ static enum ot_err check_deployment(const struct ot_wire_checkin_resp *r, enum o
         (err = check_text(&art, "manifest", r->manifest, TEXT_MANIFEST)) ||
         (err = check_text(&art, "signatures", r->signatures, TEXT_SIGNATURES)))
         return err;
+    if (!ot_wire_deploy_type_name(r->type))
+        return ot_diag_set(d, code, "%s: field 'type' must be 'forced', 'soft' or 'download_only'",
+                           dep.what);
     return check_download(&dep, r->download, r->ndownload);
 }
 
@@ -605,7 +624,10 @@ static json_t *deployment_json(const struct ot_wire_checkin_resp *r)
     json_t *obj = json_object();
     if (obj && put(obj, "id", int_value((uint64_t)r->deployment_id)) &&
         put(obj, "artifact", artifact_json(r)) &&
-        put(obj, "download", strv_json(r->download, r->ndownload)))
+        put(obj, "download", strv_json(r->download, r->ndownload)) &&
+        (r->type == OT_WIRE_TYPE_FORCED ||
+         put(obj, "type", json_string(ot_wire_deploy_type_name(r->type)))) &&
+        (!r->install_held || put(obj, "install_allowed", json_false())))
         return obj;
     json_decref(obj);
     return NULL;
@@ -1084,9 +1106,25 @@ static enum ot_err get_checkin_resp(const json_t *root, struct ot_wire_checkin_r
     if (r->action != OT_WIRE_ACTION_INSTALL)
         return OT_OK;
     if ((err = get_container(root, "deployment", true, false, SIZE_MAX, CHECKIN_RESP, &dep, d)) ||
-        (err = get_id(dep, "id", what, &r->deployment_id, d)) || (err = get_artifact(dep, r, d)))
+        (err = get_id(dep, "id", what, &r->deployment_id, d)) || (err = get_artifact(dep, r, d)) ||
+        (err = get_download(dep, r, what, d)))
         return err;
-    return get_download(dep, r, what, d);
+    json_t *type = json_object_get(dep, "type");
+    if (type) {
+        int v = json_is_string(type) ? enum_value(type_names, OT_ARRAY_SIZE(type_names),
+                                                  json_string_value(type))
+                                     : 0;
+        if (!v && !(json_is_string(type) && strcmp(json_string_value(type), "forced") == 0))
+            return ot_diag_set(d, OT_ERR_FORMAT,
+                               "%s: field 'type' must be 'forced', 'soft' or 'download_only'",
+                               what);
+        r->type = (enum ot_wire_deploy_type)v;
+    }
+    json_t *allowed = json_object_get(dep, "install_allowed");
+    if (allowed && !json_is_boolean(allowed))
+        return ot_diag_set(d, OT_ERR_FORMAT, "%s: field 'install_allowed' must be a boolean", what);
+    r->install_held = allowed && json_is_false(allowed);
+    return OT_OK;
 }
 
 static enum ot_err get_status_report(const json_t *root, struct ot_wire_status_report *r,

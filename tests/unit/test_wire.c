@@ -403,8 +403,9 @@ static void test_status_names(void **state)
     (void)state;
     static const char *const names[] = {
         NULL,      "pending", "downloading", "installing",  "rebooting", "verifying",
-        "success", "failure", "rolled_back", "cancelled", "skipped",
+        "success", "failure", "rolled_back", "cancelled", "skipped",   "waiting",
     };
+    _Static_assert(sizeof(names) / sizeof(names[0]) == OT_WIRE_STATUS__MAX, "a status untested");
     for (int s = OT_WIRE_PENDING; s < OT_WIRE_STATUS__MAX; s++) {
         enum ot_wire_status back = 0;
         assert_string_equal(ot_wire_status_name((enum ot_wire_status)s), names[s]);
@@ -429,6 +430,7 @@ static void test_status_names(void **state)
     assert_true(ot_wire_status_is_final(OT_WIRE_ROLLED_BACK));
     assert_true(ot_wire_status_is_final(OT_WIRE_CANCELLED));
     assert_true(ot_wire_status_is_final(OT_WIRE_SKIPPED));
+    assert_false(ot_wire_status_is_final(OT_WIRE_WAITING));
 }
 
 static void test_key_rules(void **state)
