@@ -149,18 +149,28 @@ static enum ot_err check_printable(const char *what, const char *s, size_t max, 
 }
 
 /* [A-Za-z0-9._-]{1,63}: tags go into URLs and filters unquoted, and the back ends join them with
- * blanks (srv__store_split_tags). */
-static enum ot_err check_tag(const char *tag, struct ot_diag *d)
+ * blanks (srv__store_split_tags). Release channels follow the same rule, for the same reasons. */
+static enum ot_err check_name(const char *what, const char *name, struct ot_diag *d)
 {
-    if (!tag)
-        return ot_diag_set(d, OT_ERR_INVALID, "a tag is missing");
-    size_t n = strnlen(tag, SRV_TAG_MAX);
-    size_t ok = strspn(tag, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-");
+    if (!name)
+        return ot_diag_set(d, OT_ERR_INVALID, "a %s is missing", what);
+    size_t n = strnlen(name, SRV_TAG_MAX);
+    size_t ok = strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-");
     if (n == 0 || n == SRV_TAG_MAX || ok != n)
         return ot_diag_set(d, OT_ERR_INVALID,
-                           "tag '%.*s' is not 1 to %d of the characters A-Z a-z 0-9 . _ -",
-                           (int)OT_MIN(n, (size_t)SRV_TAG_MAX - 1), tag, SRV_TAG_MAX - 1);
+                           "%s '%.*s' is not 1 to %d of the characters A-Z a-z 0-9 . _ -", what,
+                           (int)OT_MIN(n, (size_t)SRV_TAG_MAX - 1), name, SRV_TAG_MAX - 1);
     return OT_OK;
+}
+
+static enum ot_err check_tag(const char *tag, struct ot_diag *d)
+{
+    return check_name("tag", tag, d);
+}
+
+static enum ot_err check_channel(const char *channel, struct ot_diag *d)
+{
+    return check_name("channel", channel, d);
 }
 
 static int compare_str(const void *a, const void *b)
@@ -294,6 +304,8 @@ static enum ot_err check_artifact(const struct srv_artifact *a, struct ot_diag *
         err = check_time("artifact creation time", a->created_at, d);
     if (!err)
         err = check_string("artifact uploader", a->uploaded_by, 1, SRV_AUDIT_FIELD_MAX, d);
+    if (!err && a->channel && *a->channel) /* NULL and "" are no channel */
+        err = check_channel(a->channel, d);
     return err;
 }
 
@@ -566,8 +578,12 @@ enum ot_err srv_store_artifact_create(struct srv_store *s, struct srv_artifact *
         return ot_diag_set(d, OT_ERR_INVALID, "no artifact given");
     int64_t id = 0;
     enum ot_err err = check_artifact(a, d);
-    if (!err)
-        err = s->ops->artifact_create(s, a, &id, d);
+    if (err)
+        return err;
+    struct srv_artifact row = *a;
+    if (!row.channel)
+        row.channel = (char *)"";
+    err = s->ops->artifact_create(s, &row, &id, d);
     if (!err)
         a->id = id;
     return err;
@@ -616,6 +632,7 @@ void srv_artifact_release(struct srv_artifact *a)
     free(a->signatures);
     free(a->device_types);
     free(a->uploaded_by);
+    free(a->channel);
     memset(a, 0, sizeof(*a));
 }
 
@@ -623,6 +640,85 @@ void srv_artifact_list_free(struct srv_artifact *list, size_t n)
 {
     for (size_t i = 0; list && i < n; i++)
         srv_artifact_release(&list[i]);
+    free(list);
+}
+
+/* ---- deployment templates -------------------------------------------------------------------- */
+
+static enum ot_err check_template(const struct srv_template *t, struct ot_diag *d)
+{
+    if (!t)
+        return ot_diag_set(d, OT_ERR_INVALID, "no template given");
+    enum ot_err err = check_printable("template name", t->name, SRV_DEPLOYMENT_NAME_MAX - 1, d);
+    if (!err)
+        err = check_channel(t->channel, d);
+    if (!err)
+        err = check_json("template body", t->body, SRV_TEMPLATE_BODY_MAX, JSON_OBJECT, d);
+    if (!err)
+        err = check_time("template creation time", t->created_at, d);
+    if (!err)
+        err = check_string("template creator", t->created_by, 1, SRV_AUDIT_FIELD_MAX, d);
+    return err;
+}
+
+enum ot_err srv_store_template_create(struct srv_store *s, struct srv_template *t,
+                                      struct ot_diag *d)
+{
+    int64_t id = 0;
+    enum ot_err err = check_template(t, d);
+    if (!err)
+        err = s->ops->template_create(s, t, &id, d);
+    if (!err)
+        t->id = id;
+    return err;
+}
+
+enum ot_err srv_store_template_get(struct srv_store *s, int64_t id, struct srv_template *ret,
+                                   struct ot_diag *d)
+{
+    if (!ret)
+        return ot_diag_set(d, OT_ERR_INVALID, "nowhere to put the template");
+    return s->ops->template_get(s, id, ret, d);
+}
+
+enum ot_err srv_store_template_list(struct srv_store *s, const char *channel, int64_t after_id,
+                                    size_t limit, struct srv_template **ret, size_t *ret_n,
+                                    struct ot_diag *d)
+{
+    if (!ret || !ret_n)
+        return ot_diag_set(d, OT_ERR_INVALID, "nowhere to put the templates");
+    enum ot_err err = check_limit(limit, SRV_LIST_MAX, d);
+    if (!err && channel)
+        err = check_channel(channel, d);
+    return err ? err : s->ops->template_list(s, channel, after_id, limit, ret, ret_n, d);
+}
+
+enum ot_err srv_store_template_set_enabled(struct srv_store *s, int64_t id, bool enabled,
+                                           struct ot_diag *d)
+{
+    return s->ops->template_set_enabled(s, id, enabled, d);
+}
+
+enum ot_err srv_store_template_delete(struct srv_store *s, int64_t id, struct ot_diag *d)
+{
+    return s->ops->template_delete(s, id, d);
+}
+
+void srv_template_release(struct srv_template *t)
+{
+    if (!t)
+        return;
+    free(t->name);
+    free(t->channel);
+    free(t->body);
+    free(t->created_by);
+    memset(t, 0, sizeof(*t));
+}
+
+void srv_template_list_free(struct srv_template *list, size_t n)
+{
+    for (size_t i = 0; list && i < n; i++)
+        srv_template_release(&list[i]);
     free(list);
 }
 
@@ -819,14 +915,21 @@ enum ot_err srv_store_dd_get(struct srv_store *s, int64_t deployment_id, int64_t
     return s->ops->dd_get(s, deployment_id, device_id, ret, d);
 }
 
-enum ot_err srv_store_dd_report(struct srv_store *s, int64_t deployment_id, int64_t device_id,
-                                enum srv_dd_status status, int progress, const char *message,
-                                const char *log, int64_t at, bool *ret_applied,
-                                enum srv_dd_status *ret_current, struct ot_diag *d)
+static bool device_reports(enum srv_dd_status status)
+{
+    return (status >= SRV_DD_DOWNLOADING && status <= SRV_DD_ROLLED_BACK) ||
+           status == SRV_DD_WAITING;
+}
+
+enum ot_err srv_store_dd_report_retry(struct srv_store *s, int64_t deployment_id,
+                                      int64_t device_id, enum srv_dd_status status, int progress,
+                                      const char *message, const char *log, int64_t at,
+                                      uint32_t retries, bool *ret_applied, bool *ret_retried,
+                                      enum srv_dd_status *ret_current, struct ot_diag *d)
 {
     if (!ret_applied)
         return ot_diag_set(d, OT_ERR_INVALID, "nowhere to put the outcome");
-    if (status < SRV_DD_DOWNLOADING || status > SRV_DD_ROLLED_BACK)
+    if (!device_reports(status))
         return ot_diag_set(d, OT_ERR_INVALID, "status %d cannot be reported by a device",
                            (int)status);
     if (progress < -1 || progress > 100)
@@ -839,11 +942,70 @@ enum ot_err srv_store_dd_report(struct srv_store *s, int64_t deployment_id, int6
     if (err)
         return err;
     enum srv_dd_status current = 0;
+    bool retried = false;
     err = s->ops->dd_report(s, deployment_id, device_id, status, progress, message ? message : "",
-                            log, at, ret_applied, &current, d);
+                            log, at, retries, ret_applied, &retried, &current, d);
     if (!err && ret_current)
         *ret_current = current;
+    if (!err && ret_retried)
+        *ret_retried = retried;
     return err;
+}
+
+enum ot_err srv_store_dd_report(struct srv_store *s, int64_t deployment_id, int64_t device_id,
+                                enum srv_dd_status status, int progress, const char *message,
+                                const char *log, int64_t at, bool *ret_applied,
+                                enum srv_dd_status *ret_current, struct ot_diag *d)
+{
+    return srv_store_dd_report_retry(s, deployment_id, device_id, status, progress, message, log,
+                                     at, 0, ret_applied, NULL, ret_current, d);
+}
+
+/* Where a cut may fall: not before a UTF-8 continuation byte (10xxxxxx), so that the text stays
+ * valid UTF-8 for the database (PostgreSQL refuses anything else) and the dashboard. */
+static size_t utf8_cut(const char *s, size_t n)
+{
+    while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+        n--;
+    return n;
+}
+
+void srv__store_retry_message(char *out, uint32_t attempt, uint32_t retries,
+                              enum srv_dd_status status, const char *message)
+{
+    /* message is at most SRV_DD_MESSAGE_MAX bytes (checked above), the rest fits in 64 */
+    char buf[SRV_DD_MESSAGE_MAX + 64];
+    int n = snprintf(buf, sizeof(buf), "retry %u of %u after %s: %s", attempt, retries,
+                     status == SRV_DD_ROLLED_BACK ? "rolled_back" : "failure", message);
+    size_t len = OT_MIN((size_t)OT_MAX(n, 0), sizeof(buf) - 1);
+    if (len > SRV_DD_MESSAGE_MAX)
+        len = utf8_cut(buf, SRV_DD_MESSAGE_MAX);
+    memcpy(out, buf, len);
+    out[len] = '\0';
+}
+
+enum ot_err srv_store_deployment_add_device(struct srv_store *s, int64_t deployment_id,
+                                            int64_t device_id, bool skipped,
+                                            const char *skip_message, int64_t at,
+                                            bool *ret_added, int64_t *ret_seq, struct ot_diag *d)
+{
+    if (!ret_added)
+        return ot_diag_set(d, OT_ERR_INVALID, "nowhere to put the outcome");
+    enum ot_err err = check_message(skip_message, d);
+    if (!err)
+        err = check_time("time", at, d);
+    if (err)
+        return err;
+    bool added = false;
+    int64_t seq = 0;
+    err = s->ops->deployment_add_device(s, deployment_id, device_id, skipped,
+                                        skip_message ? skip_message : "", at, &added, &seq, d);
+    if (err)
+        return err;
+    *ret_added = added;
+    if (added && ret_seq)
+        *ret_seq = seq;
+    return OT_OK;
 }
 
 enum ot_err srv_store_dd_skip(struct srv_store *s, int64_t deployment_id, int64_t device_id,

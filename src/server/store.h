@@ -211,6 +211,8 @@ struct srv_artifact {
     char *device_types;             /* owned: JSON array text, e.g. ["gw-2","gw-3"] */
     int64_t created_at;
     char *uploaded_by;              /* owned: principal, "token:3 (ci)" */
+    char *channel;                  /* owned: release channel ("beta"), "" none; a tag-like name
+                                       [A-Za-z0-9._-]{1,63} (NULL on create means "") */
 };
 void srv_artifact_release(struct srv_artifact *a);
 void srv_artifact_list_free(struct srv_artifact *list, size_t n);
@@ -235,6 +237,41 @@ enum ot_err srv_store_artifact_list(struct srv_store *s, int64_t after_id, size_
  * message) while an active deployment uses it. Finished and cancelled deployments keep their
  * artifact's name and version and lose the link (artifact_id becomes 0). */
 enum ot_err srv_store_artifact_delete(struct srv_store *s, int64_t id, struct ot_diag *d)
+    OT_MUST_CHECK;
+
+/* ---- deployment templates (continuous deployment) ---------------------------------------------- */
+
+#define SRV_TEMPLATE_BODY_MAX (64 * 1024)   /* bytes of a template's JSON body */
+
+/* A deployment template bound to a release channel: an artifact uploaded with that channel creates
+ * a deployment from each enabled template of the channel. body is the JSON text of what the
+ * deployment gets ({"target":{...},"policy":{...}}, otterd's API checks it, the store only wants
+ * a JSON object). */
+struct srv_template {
+    int64_t id;
+    char *name;                     /* owned: 1..SRV_DEPLOYMENT_NAME_MAX-1 printable ASCII, unique */
+    char *channel;                  /* owned: [A-Za-z0-9._-]{1,63} */
+    char *body;                     /* owned: JSON object text, <= SRV_TEMPLATE_BODY_MAX */
+    bool enabled;
+    int64_t created_at;
+    char *created_by;               /* owned: principal */
+};
+void srv_template_release(struct srv_template *t);
+void srv_template_list_free(struct srv_template *list, size_t n);
+/* create: assigns t->id; OT_ERR_EXISTS for a name in use, OT_ERR_INVALID / OT_ERR_LIMIT for fields
+ * outside their rules. get / delete: OT_ERR_NOENT when absent. list: by id ascending (ids >
+ * after_id, limit 1..SRV_LIST_MAX); channel NULL: every template, else only the enabled ones of
+ * that channel. set_enabled: OT_ERR_NOENT when absent. */
+enum ot_err srv_store_template_create(struct srv_store *s, struct srv_template *t,
+                                      struct ot_diag *d) OT_MUST_CHECK;
+enum ot_err srv_store_template_get(struct srv_store *s, int64_t id, struct srv_template *ret,
+                                   struct ot_diag *d) OT_MUST_CHECK;
+enum ot_err srv_store_template_list(struct srv_store *s, const char *channel, int64_t after_id,
+                                    size_t limit, struct srv_template **ret, size_t *ret_n,
+                                    struct ot_diag *d) OT_MUST_CHECK;
+enum ot_err srv_store_template_set_enabled(struct srv_store *s, int64_t id, bool enabled,
+                                           struct ot_diag *d) OT_MUST_CHECK;
+enum ot_err srv_store_template_delete(struct srv_store *s, int64_t id, struct ot_diag *d)
     OT_MUST_CHECK;
 
 /* ---- deployments ----------------------------------------------------------------------------- */
@@ -285,8 +322,8 @@ enum srv_deployment_status {
     SRV_DEPLOYMENT_CANCELLED,
 };
 
-/* One device's state within a deployment. The device reports DOWNLOADING..ROLLED_BACK; PENDING is
- * where every device starts; CANCELLED and SKIPPED are set by the server. */
+/* One device's state within a deployment. The device reports DOWNLOADING..ROLLED_BACK and
+ * WAITING; PENDING is where every device starts; CANCELLED and SKIPPED are set by the server. */
 enum srv_dd_status {
     SRV_DD_PENDING = 1,
     SRV_DD_DOWNLOADING,
@@ -298,9 +335,11 @@ enum srv_dd_status {
     SRV_DD_ROLLED_BACK,  /* final */
     SRV_DD_CANCELLED,    /* final: the deployment was cancelled before the device started */
     SRV_DD_SKIPPED,      /* final: not for this device (wrong device type); message says why */
+    SRV_DD_WAITING,      /* downloaded and verified, waiting to install (a closed maintenance
+                            window, or a soft update the device postponed); not final */
     SRV_DD__MAX
 };
-#define SRV_DD_IS_FINAL(st) ((st) >= SRV_DD_SUCCESS)
+#define SRV_DD_IS_FINAL(st) ((st) >= SRV_DD_SUCCESS && (st) <= SRV_DD_SKIPPED)
 #define SRV_DEPLOYMENT_NAME_MAX 128   /* bytes, including NUL */
 #define SRV_DD_MESSAGE_MAX 1024       /* bytes of a status message */
 #define SRV_DD_LOG_MAX 65536          /* bytes of log lines sent with one report */
@@ -327,6 +366,7 @@ struct srv_dd {
     int progress;                     /* 0..100, -1 when unknown */
     char *message;                    /* owned; "" when none */
     int64_t updated_at;
+    uint32_t attempts;                /* retries taken so far (srv_store_dd_report_retry) */
 };
 /* Frees the message and zeroes dd (for the rows device_next and dd_get return). */
 void srv_dd_release(struct srv_dd *dd);
@@ -383,9 +423,9 @@ enum ot_err srv_store_deployment_rollup(struct srv_store *s, int64_t id,
 enum ot_err srv_store_deployment_devices(struct srv_store *s, int64_t id, int64_t after_device_id,
                                          size_t limit, struct srv_dd **ret, size_t *ret_n,
                                          struct ot_diag *d) OT_MUST_CHECK;
-/* Cancels an active deployment: status CANCELLED, finished_at = now, PENDING rows -> CANCELLED
- * (devices already under way keep reporting). OT_ERR_NOENT unknown; OT_ERR_EXISTS when it is not
- * active any more. */
+/* Cancels an active deployment: status CANCELLED, finished_at = now, PENDING and WAITING rows ->
+ * CANCELLED (nothing was installed; devices installing keep reporting). OT_ERR_NOENT unknown;
+ * OT_ERR_EXISTS when it is not active any more. */
 enum ot_err srv_store_deployment_cancel(struct srv_store *s, int64_t id, int64_t now,
                                         struct ot_diag *d) OT_MUST_CHECK;
 
@@ -407,6 +447,30 @@ enum ot_err srv_store_dd_report(struct srv_store *s, int64_t deployment_id, int6
                                 enum srv_dd_status status, int progress, const char *message,
                                 const char *log, int64_t at, bool *ret_applied,
                                 enum srv_dd_status *ret_current, struct ot_diag *d) OT_MUST_CHECK;
+/* srv_store_dd_report, with retries: when status is FAILURE or ROLLED_BACK, the row is not final
+ * yet and its attempts < retries, the row goes back to PENDING instead (attempts + 1, progress -1,
+ * message "retry <attempts+1> of <retries> after <status name>: <message>", updated_at = at), the
+ * appended event records the reported status, message and log as given, the deployment does not
+ * finish, and *ret_retried is true (*ret_applied too). Otherwise exactly srv_store_dd_report, with
+ * *ret_retried false. srv_store_dd_report is this with retries 0. */
+enum ot_err srv_store_dd_report_retry(struct srv_store *s, int64_t deployment_id,
+                                      int64_t device_id, enum srv_dd_status status, int progress,
+                                      const char *message, const char *log, int64_t at,
+                                      uint32_t retries, bool *ret_applied, bool *ret_retried,
+                                      enum srv_dd_status *ret_current, struct ot_diag *d)
+    OT_MUST_CHECK;
+/* Continuous membership (a deployment to a dynamic group): adds the device to an ACTIVE or FINISHED
+ * deployment as a PENDING row (SKIPPED with skip_message when skipped), with seq = the highest seq
+ * of its rows + 1 when it has a rollout (else 0), ndevices + 1 and the deployments generation
+ * changed, in one transaction. A FINISHED deployment that gets a PENDING row becomes ACTIVE again
+ * (finished_at 0); one that gets a SKIPPED row stays finished. *ret_added is false (and nothing
+ * changes) when the device has a row there already or the deployment was cancelled;
+ * OT_ERR_NOENT for an unknown deployment or device. *ret_seq (may be NULL) gets the seq given. */
+enum ot_err srv_store_deployment_add_device(struct srv_store *s, int64_t deployment_id,
+                                            int64_t device_id, bool skipped,
+                                            const char *skip_message, int64_t at,
+                                            bool *ret_added, int64_t *ret_seq, struct ot_diag *d)
+    OT_MUST_CHECK;
 /* Marks a PENDING row SKIPPED with message (the server found at check-in that the device cannot
  * take the artifact), finishing the deployment like a report does. No-op on other states. */
 enum ot_err srv_store_dd_skip(struct srv_store *s, int64_t deployment_id, int64_t device_id,

@@ -66,6 +66,19 @@ struct srv_store_ops {
                                  struct srv_artifact **ret, size_t *ret_n, struct ot_diag *d);
     enum ot_err (*artifact_delete)(struct srv_store *s, int64_t id, struct ot_diag *d);
 
+    /* Deployment templates. create: every field checked, t->channel never NULL. list: channel
+     * NULL for all of them. */
+    enum ot_err (*template_create)(struct srv_store *s, const struct srv_template *t,
+                                   int64_t *ret_id, struct ot_diag *d);
+    enum ot_err (*template_get)(struct srv_store *s, int64_t id, struct srv_template *ret,
+                                struct ot_diag *d);
+    enum ot_err (*template_list)(struct srv_store *s, const char *channel, int64_t after_id,
+                                 size_t limit, struct srv_template **ret, size_t *ret_n,
+                                 struct ot_diag *d);
+    enum ot_err (*template_set_enabled)(struct srv_store *s, int64_t id, bool enabled,
+                                        struct ot_diag *d);
+    enum ot_err (*template_delete)(struct srv_store *s, int64_t id, struct ot_diag *d);
+
     /* Deployments. create: dep->status, finished_at and ndevices are already what the row gets;
      * skipped is never NULL, skip_message never NULL, the ids are unique. seqs NULL: every row
      * gets seq 0; otherwise a permutation of 1..ndevices. rollout NULL: no rollout row; otherwise
@@ -91,11 +104,18 @@ struct srv_store_ops {
                                struct ot_diag *d);
     enum ot_err (*dd_get)(struct srv_store *s, int64_t deployment_id, int64_t device_id,
                           struct srv_dd *ret, struct ot_diag *d);
-    /* message never NULL */
+    /* srv_store_dd_report_retry; message never NULL. A retry's row message comes from
+     * srv__store_retry_message, and *ret_current is then PENDING (what the row is now). */
     enum ot_err (*dd_report)(struct srv_store *s, int64_t deployment_id, int64_t device_id,
                              enum srv_dd_status status, int progress, const char *message,
-                             const char *log, int64_t at, bool *ret_applied,
-                             enum srv_dd_status *ret_current, struct ot_diag *d);
+                             const char *log, int64_t at, uint32_t retries, bool *ret_applied,
+                             bool *ret_retried, enum srv_dd_status *ret_current,
+                             struct ot_diag *d);
+    /* skip_message never NULL; *ret_seq written when the row was added. */
+    enum ot_err (*deployment_add_device)(struct srv_store *s, int64_t deployment_id,
+                                         int64_t device_id, bool skipped,
+                                         const char *skip_message, int64_t at, bool *ret_added,
+                                         int64_t *ret_seq, struct ot_diag *d);
     enum ot_err (*dd_skip)(struct srv_store *s, int64_t deployment_id, int64_t device_id,
                            const char *message, int64_t at, struct ot_diag *d);
     enum ot_err (*dd_events)(struct srv_store *s, int64_t deployment_id, int64_t device_id,
@@ -142,7 +162,7 @@ _Static_assert(SRV_DEPLOYMENT_ACTIVE == 1 && SRV_DEPLOYMENT_FINISHED == 2 &&
                "deployment status numbers are in the schema");
 _Static_assert(SRV_DD_PENDING == 1 && SRV_DD_DOWNLOADING == 2 && SRV_DD_SUCCESS == 6 &&
                    SRV_DD_ROLLED_BACK == 8 && SRV_DD_CANCELLED == 9 && SRV_DD_SKIPPED == 10 &&
-                   SRV_DD__MAX == 11,
+                   SRV_DD_WAITING == 11 && SRV_DD__MAX == 12,
                "device-deployment status numbers are in the schema");
 _Static_assert(SRV_ROLLOUT_WAITING_APPROVAL == 1 && SRV_ROLLOUT_ABORTED == 6 &&
                    SRV_ROLLOUT__MAX == 7,
@@ -153,6 +173,12 @@ _Static_assert(SRV_ROLLOUT_WAITING_APPROVAL == 1 && SRV_ROLLOUT_ABORTED == 6 &&
  * tag. Both back ends use it; it lives in store.c. */
 enum ot_err srv__store_split_tags(const char *joined, char ***ret, size_t *ret_n,
                                   struct ot_diag *d) OT_MUST_CHECK;
+
+/* The message a retry leaves in the row (srv_store_dd_report_retry): "retry <attempt> of
+ * <retries> after <status>: <message>", cut to SRV_DD_MESSAGE_MAX bytes on a character boundary.
+ * out has SRV_DD_MESSAGE_MAX + 1 bytes. Both back ends use it; it lives in store.c. */
+void srv__store_retry_message(char *out, uint32_t attempt, uint32_t retries,
+                              enum srv_dd_status status, const char *message);
 
 /* The SQLite back end (store_sqlite.c). */
 extern const struct srv_store_ops srv__store_sqlite_ops;

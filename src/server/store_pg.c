@@ -22,8 +22,8 @@
  * rolled back by the server, or committed if only the answer to COMMIT was lost (OT_ERR_IO).
  *
  * Lock order, so that concurrent transactions wait instead of deadlocking: a deployment row
- * before its device rows (cancel, a report that may finish the deployment, skip), device rows in
- * id order (last-seen batches), the generation row last.
+ * before its device rows (cancel, a report that may finish the deployment, skip, adding a device),
+ * device rows in id order (last-seen batches), the generation row last.
  *
  * Which database is ours: the table otterd_database holds one row with application_id 'OTRD'
  * (0x4f545244, the value the SQLite back end keeps in its file header). A database with that table
@@ -121,6 +121,17 @@ static const char *const migrations[] = {
     "CREATE TABLE rollout_approvals(deployment_id BIGINT NOT NULL"
     " REFERENCES rollouts(deployment_id), phase BIGINT NOT NULL, approver TEXT NOT NULL,"
     " at BIGINT NOT NULL, PRIMARY KEY(deployment_id, phase, approver));",
+    /* 4: continuous deployment; the same as the SQLite back end's migration 4 (see there). The
+     * status CHECK of deployment_devices (named by PostgreSQL's rule, <table>_<column>_check)
+     * is replaced by a wider one in the same ALTER TABLE, which checks the rows once. */
+    "ALTER TABLE deployment_devices ADD COLUMN attempts BIGINT NOT NULL DEFAULT 0,"
+    " DROP CONSTRAINT deployment_devices_status_check,"
+    " ADD CONSTRAINT deployment_devices_status_check CHECK (status BETWEEN 1 AND 11);"
+    "ALTER TABLE artifacts ADD COLUMN channel TEXT NOT NULL DEFAULT '';"
+    "CREATE TABLE deployment_templates(id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+    " name TEXT NOT NULL UNIQUE, channel TEXT NOT NULL, body TEXT NOT NULL,"
+    " enabled BOOLEAN NOT NULL, created_at BIGINT NOT NULL, created_by TEXT NOT NULL);"
+    "CREATE INDEX deployment_templates_channel ON deployment_templates(channel, id);",
 };
 #define SCHEMA_VERSION ((int)OT_ARRAY_SIZE(migrations))
 
@@ -166,12 +177,18 @@ static const char sql_audit_list[] = "SELECT id, at, actor, action, object, deta
     " d.last_seen, d.attributes, d.installed,"                                                     \
     " (SELECT string_agg(t.tag, ' ') FROM device_tags t WHERE t.device_id = d.id)"
 #define ARTIFACT_COLUMNS                                                                           \
-    "id, name, version, sha256, size, manifest, signatures, device_types, created_at, uploaded_by"
+    "id, name, version, sha256, size, manifest, signatures, device_types, created_at, uploaded_by,"  \
+    " channel"
 #define DEPLOYMENT_COLUMNS                                                                         \
     "id, name, coalesce(artifact_id, 0), artifact_name, artifact_version, target, status,"         \
     " created_at, finished_at, created_by, ndevices"
 #define DD_COLUMNS                                                                                 \
-    "dd.deployment_id, dd.device_id, dd.status, dd.progress, dd.message, dd.updated_at, dd.seq"
+    "dd.deployment_id, dd.device_id, dd.status, dd.progress, dd.message, dd.updated_at, dd.seq,"    \
+    " dd.attempts"
+#define TEMPLATE_COLUMNS "id, name, channel, body, enabled, created_at, created_by"
+/* A row that is not final (SRV_DD_IS_FINAL): PENDING..VERIFYING or WAITING, as a list that the
+ * (deployment_id, status) and (device_id, status) indexes answer (see the SQLite back end). */
+#define DD_OPEN(col) col " IN (1, 2, 3, 4, 5, 11)"
 #define ROLLOUT_COLUMNS                                                                            \
     "r.deployment_id, r.policy, r.state, r.phase, r.released, r.phase_started_at,"                 \
     " r.phase_ready_at, r.reason, r.updated_at, r.base_failed, r.base_finished"
@@ -215,7 +232,8 @@ static const char sql_device_ids_by_tag[] =
 
 static const char sql_artifact_insert[] =
     "INSERT INTO artifacts(name, version, sha256, size, manifest, signatures, device_types,"
-    " created_at, uploaded_by) VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id";
+    " created_at, uploaded_by, channel) VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    " RETURNING id";
 /* Which unique key an insert ran into: the sha256 one first. */
 static const char sql_artifact_conflict[] =
     "SELECT id, sha256 = $1 FROM artifacts WHERE sha256 = $1 OR (name = $2 AND version = $3)"
@@ -231,6 +249,21 @@ static const char sql_artifact_lock[] = "SELECT id FROM artifacts WHERE id = $1 
 static const char sql_artifact_user[] =
     "SELECT id FROM deployments WHERE artifact_id = $1 AND status = 1 ORDER BY id LIMIT 1";
 static const char sql_artifact_delete[] = "DELETE FROM artifacts WHERE id = $1";
+
+static const char sql_template_insert[] =
+    "INSERT INTO deployment_templates(name, channel, body, enabled, created_at, created_by)"
+    " VALUES($1, $2, $3, $4, $5, $6) RETURNING id";
+static const char sql_template_get[] =
+    "SELECT " TEMPLATE_COLUMNS " FROM deployment_templates WHERE id = $1";
+static const char sql_template_list[] =
+    "SELECT " TEMPLATE_COLUMNS " FROM deployment_templates WHERE id > $1 ORDER BY id LIMIT $2";
+static const char sql_template_list_channel[] =
+    "SELECT " TEMPLATE_COLUMNS " FROM deployment_templates WHERE channel = $1 AND enabled"
+    " AND id > $2 ORDER BY id LIMIT $3";
+static const char sql_template_set_enabled[] =
+    "UPDATE deployment_templates SET enabled = $2 WHERE id = $1 RETURNING id";
+static const char sql_template_delete[] =
+    "DELETE FROM deployment_templates WHERE id = $1 RETURNING id";
 
 static const char sql_deployment_insert[] =
     "INSERT INTO deployments(name, artifact_id, artifact_name, artifact_version, target, status,"
@@ -265,15 +298,15 @@ static const char sql_deployment_cancel[] =
     " RETURNING id";
 static const char sql_dd_cancel_pending[] =
     "UPDATE deployment_devices SET status = 9, updated_at = $2"
-    " WHERE deployment_id = $1 AND status = 1";
+    " WHERE deployment_id = $1 AND status IN (1, 11)";
 static const char sql_deployment_finish[] =
     "UPDATE deployments SET status = 2, finished_at = $2 WHERE id = $1 AND status = 1"
-    " AND NOT EXISTS (SELECT 1 FROM deployment_devices WHERE deployment_id = $1 AND status < 6)"
-    " RETURNING id";
+    " AND NOT EXISTS (SELECT 1 FROM deployment_devices WHERE deployment_id = $1"
+    " AND " DD_OPEN("status") ") RETURNING id";
 static const char sql_device_next[] =
     "SELECT " DD_COLUMNS " FROM deployment_devices dd JOIN deployments d"
-    " ON d.id = dd.deployment_id WHERE dd.device_id = $1 AND dd.status < 6 AND d.status = 1"
-    " ORDER BY dd.deployment_id LIMIT 1";
+    " ON d.id = dd.deployment_id WHERE dd.device_id = $1 AND " DD_OPEN("dd.status")
+    " AND d.status = 1 ORDER BY dd.deployment_id LIMIT 1";
 static const char sql_dd_get[] = "SELECT " DD_COLUMNS " FROM deployment_devices dd"
                                  " WHERE dd.deployment_id = $1 AND dd.device_id = $2";
 static const char sql_dd_status[] =
@@ -284,6 +317,22 @@ static const char sql_dd_lock[] = "SELECT status FROM deployment_devices"
 static const char sql_dd_update[] =
     "UPDATE deployment_devices SET status = $3, progress = $4, message = $5, updated_at = $6"
     " WHERE deployment_id = $1 AND device_id = $2";
+/* Read under the row lock (sql_dd_lock). */
+static const char sql_dd_attempts[] =
+    "SELECT attempts FROM deployment_devices WHERE deployment_id = $1 AND device_id = $2";
+static const char sql_dd_retry[] =
+    "UPDATE deployment_devices SET status = 1, progress = -1, message = $3, updated_at = $4,"
+    " attempts = attempts + 1 WHERE deployment_id = $1 AND device_id = $2";
+static const char sql_device_exists[] = "SELECT 1 FROM devices WHERE id = $1";
+static const char sql_dd_max_seq[] =
+    "SELECT coalesce(max(seq), 0) FROM deployment_devices WHERE deployment_id = $1";
+static const char sql_dd_add[] =
+    "INSERT INTO deployment_devices(deployment_id, device_id, status, progress, message,"
+    " updated_at, seq) VALUES($1, $2, $3, -1, $4, $5, $6)";
+static const char sql_deployment_grow[] =
+    "UPDATE deployments SET ndevices = ndevices + 1 WHERE id = $1";
+static const char sql_deployment_reopen[] =
+    "UPDATE deployments SET status = 1, finished_at = 0 WHERE id = $1 AND status = 2";
 static const char sql_dd_skip[] =
     "UPDATE deployment_devices SET status = 10, message = $3, updated_at = $4"
     " WHERE deployment_id = $1 AND device_id = $2 AND status = 1 RETURNING device_id";
@@ -1495,6 +1544,8 @@ static enum ot_err read_artifact(const PGresult *res, int row, void *elem, struc
         err = column_dup(res, row, 7, false, &a->device_types, d);
     if (!err)
         err = column_dup(res, row, 9, false, &a->uploaded_by, d);
+    if (!err)
+        err = column_dup(res, row, 10, false, &a->channel, d);
     return err;
 }
 
@@ -1538,6 +1589,7 @@ static enum ot_err pg_artifact_create(struct srv_store *base, const struct srv_a
     param_text(&p, a->device_types);
     param_i64(&p, a->created_at);
     param_text(&p, a->uploaded_by);
+    param_text(&p, a->channel);
     _cleanup_result_ PGresult *res = NULL;
     enum ot_err err = run(s, sql_artifact_insert, &p, false, &res, d);
     if (err)
@@ -1616,6 +1668,120 @@ static enum ot_err pg_artifact_delete(struct srv_store *base, int64_t id, struct
     return end(s, err, d);
 }
 
+/* ---- deployment templates -------------------------------------------------------------------- */
+
+/* A row of TEMPLATE_COLUMNS. */
+static enum ot_err read_template(const PGresult *res, int row, void *elem, struct ot_diag *d)
+{
+    struct srv_template *t = elem;
+    if (!get_int(res, row, 0, &t->id) || !get_int(res, row, 5, &t->created_at) ||
+        PQgetlength(res, row, 4) != 1)
+        return ot_diag_set(d, OT_ERR_FORMAT, "database is damaged: template %lld",
+                           (long long)t->id);
+    t->enabled = PQgetvalue(res, row, 4)[0] != 0;
+    enum ot_err err = column_dup(res, row, 1, false, &t->name, d);
+    if (!err)
+        err = column_dup(res, row, 2, false, &t->channel, d);
+    if (!err)
+        err = column_dup(res, row, 3, false, &t->body, d);
+    if (!err)
+        err = column_dup(res, row, 6, false, &t->created_by, d);
+    return err;
+}
+
+static void free_templates(void *list, size_t n) { srv_template_list_free(list, n); }
+
+static const struct row_kind template_rows = {sizeof(struct srv_template), read_template,
+                                              free_templates};
+
+static enum ot_err no_template(int64_t id, struct ot_diag *d)
+{
+    return ot_diag_set(d, OT_ERR_NOENT, "no template with id %lld", (long long)id);
+}
+
+/* Not repeated after a lost connection: it may have committed (see the top of the file). */
+static enum ot_err pg_template_create(struct srv_store *base, const struct srv_template *t,
+                                      int64_t *ret_id, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    struct params p = {0};
+    param_text(&p, t->name);
+    param_text(&p, t->channel);
+    param_text(&p, t->body);
+    param_text(&p, t->enabled ? "true" : "false");
+    param_i64(&p, t->created_at);
+    param_text(&p, t->created_by);
+    _cleanup_result_ PGresult *res = NULL;
+    enum ot_err err = run(s, sql_template_insert, &p, false, &res, d);
+    if (err)
+        return err;
+    if (!result_ok(res)) {
+        err = db_error(s, res, d, "store template '%s'", t->name);
+        return err == OT_ERR_EXISTS /* the one unique key besides the id */
+                   ? ot_diag_set(d, err, "a template named '%s' exists already", t->name)
+                   : err;
+    }
+    if (PQntuples(res) != 1 || !get_int(res, 0, 0, ret_id))
+        return ot_diag_set(d, OT_ERR_INTERNAL, "store template: no id returned");
+    return OT_OK;
+}
+
+static enum ot_err pg_template_get(struct srv_store *base, int64_t id, struct srv_template *ret,
+                                   struct ot_diag *d)
+{
+    LOCKED(s, base);
+    struct params p = {0};
+    param_i64(&p, id);
+    enum ot_err err = query_one(s, sql_template_get, &p, &template_rows, ret, d);
+    return err == OT_ERR_NOENT ? no_template(id, d) : err;
+}
+
+static enum ot_err pg_template_list(struct srv_store *base, const char *channel,
+                                    int64_t after_id, size_t limit, struct srv_template **ret,
+                                    size_t *ret_n, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    struct params p = {0};
+    if (channel)
+        param_text(&p, channel);
+    param_i64(&p, after_id);
+    param_i64(&p, (int64_t)limit);
+    return query_list(s, channel ? sql_template_list_channel : sql_template_list, &p,
+                      &template_rows, limit, (void **)ret, ret_n, d);
+}
+
+/* An UPDATE or DELETE ... WHERE id = $1 RETURNING id of one template; again: whether it is
+ * harmless to repeat (a repeated delete would find nothing and say so). */
+static enum ot_err change_template(struct pg_store *s, const char *sql, const struct params *p,
+                                   int64_t id, bool again, struct ot_diag *d)
+{
+    _cleanup_result_ PGresult *res = NULL;
+    enum ot_err err = run(s, sql, p, again, &res, d);
+    if (err)
+        return err;
+    if (!result_ok(res))
+        return db_error(s, res, d, "change template %lld", (long long)id);
+    return PQntuples(res) == 0 ? no_template(id, d) : OT_OK;
+}
+
+static enum ot_err pg_template_set_enabled(struct srv_store *base, int64_t id, bool enabled,
+                                           struct ot_diag *d)
+{
+    LOCKED(s, base);
+    struct params p = {0};
+    param_i64(&p, id);
+    param_text(&p, enabled ? "true" : "false");
+    return change_template(s, sql_template_set_enabled, &p, id, true, d);
+}
+
+static enum ot_err pg_template_delete(struct srv_store *base, int64_t id, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    struct params p = {0};
+    param_i64(&p, id);
+    return change_template(s, sql_template_delete, &p, id, false, d);
+}
+
 /* ---- deployments ----------------------------------------------------------------------------- */
 
 /* A row of DEPLOYMENT_COLUMNS. */
@@ -1653,13 +1819,15 @@ static const struct row_kind deployment_rows = {sizeof(struct srv_deployment), r
 static enum ot_err read_dd(const PGresult *res, int row, void *elem, struct ot_diag *d)
 {
     struct srv_dd *dd = elem;
-    int64_t status = 0, progress = 0;
+    int64_t status = 0, progress = 0, attempts = 0;
     if (!get_ints(res, row, 0, (int64_t *const[]){&dd->deployment_id, &dd->device_id, &status,
                                                   &progress}, 4) ||
-        !get_int(res, row, 5, &dd->updated_at) || !get_int(res, row, 6, &dd->seq))
+        !get_ints(res, row, 5, (int64_t *const[]){&dd->updated_at, &dd->seq, &attempts}, 3) ||
+        attempts < 0 || attempts > UINT32_MAX)
         return ot_diag_set(d, OT_ERR_FORMAT, "database is damaged: deployment_devices");
     dd->status = (enum srv_dd_status)status;
     dd->progress = (int)progress;
+    dd->attempts = (uint32_t)attempts;
     return column_dup(res, row, 4, false, &dd->message, d);
 }
 
@@ -1963,48 +2131,86 @@ struct report {
     int progress;
     const char *message, *log;
     int64_t at;
+    uint32_t retries;
 };
+
+/* The row's key, $1 and $2. */
+static void params_row(struct params *p, const struct report *r)
+{
+    param_i64(p, r->deployment_id);
+    param_i64(p, r->device_id);
+}
+
+/* Whether a report sends the row back to PENDING instead (srv_store_dd_report_retry); *ret_attempts
+ * is the row's count so far. The caller holds the row lock. */
+static enum ot_err wants_retry(struct pg_store *s, const struct report *r, bool *ret_retry,
+                               int64_t *ret_attempts, struct ot_diag *d)
+{
+    *ret_retry = false;
+    if ((r->status != SRV_DD_FAILURE && r->status != SRV_DD_ROLLED_BACK) || r->retries == 0)
+        return OT_OK;
+    struct params p = {0};
+    params_row(&p, r);
+    enum ot_err err = step(s, sql_dd_attempts, &p, NULL, ret_attempts, d,
+                           "read the attempts of device %lld", (long long)r->device_id);
+    if (!err)
+        *ret_retry = *ret_attempts >= 0 && *ret_attempts < (int64_t)r->retries;
+    return err;
+}
+
+/* The row back to PENDING with one more attempt; the event still says what the device reported. */
+static enum ot_err write_retry(struct pg_store *s, const struct report *r, int64_t attempts,
+                               struct ot_diag *d)
+{
+    char message[SRV_DD_MESSAGE_MAX + 1];
+    srv__store_retry_message(message, (uint32_t)attempts + 1, r->retries, r->status, r->message);
+    struct params p = {0};
+    params_row(&p, r);
+    param_text(&p, message);
+    param_i64(&p, r->at);
+    return step(s, sql_dd_retry, &p, NULL, NULL, d, "retry device %lld in deployment %lld",
+                (long long)r->device_id, (long long)r->deployment_id);
+}
 
 static enum ot_err write_report(struct pg_store *s, const struct report *r, struct ot_diag *d)
 {
     struct params p = {0};
-    param_i64(&p, r->deployment_id);
-    param_i64(&p, r->device_id);
+    params_row(&p, r);
     param_i64(&p, r->status);
     param_i64(&p, r->progress);
     param_text(&p, r->message);
     param_i64(&p, r->at);
-    enum ot_err err = step(s, sql_dd_update, &p, NULL, NULL, d,
-                           "update device %lld in deployment %lld", (long long)r->device_id,
-                           (long long)r->deployment_id);
-    p.n = 0;
-    param_i64(&p, r->deployment_id);
-    param_i64(&p, r->device_id);
+    return step(s, sql_dd_update, &p, NULL, NULL, d, "update device %lld in deployment %lld",
+                (long long)r->device_id, (long long)r->deployment_id);
+}
+
+static enum ot_err write_event(struct pg_store *s, const struct report *r, struct ot_diag *d)
+{
+    struct params p = {0};
+    params_row(&p, r);
     param_i64(&p, r->at);
     param_i64(&p, r->status);
     param_i64(&p, r->progress);
     param_text(&p, r->message);
     param_text(&p, r->log);
-    if (!err)
-        err = step(s, sql_event_insert, &p, NULL, NULL, d, "record the report of device %lld",
-                   (long long)r->device_id);
-    return err;
+    return step(s, sql_event_insert, &p, NULL, NULL, d, "record the report of device %lld",
+                (long long)r->device_id);
 }
 
 /* Lock order: the deployment (only when this report may finish it), then the row; a cancel takes
  * the same order. The row lock makes the final-state check and the write one step: a second
  * report for the row waits, then reads what the first one wrote. */
 static enum ot_err apply_report(struct pg_store *s, const struct report *r, bool *ret_applied,
-                                enum srv_dd_status *ret_current, struct ot_diag *d)
+                                bool *ret_retried, enum srv_dd_status *ret_current,
+                                struct ot_diag *d)
 {
     enum ot_err err = OT_OK;
     if (SRV_DD_IS_FINAL(r->status))
         err = lock_deployment(s, r->deployment_id, d);
     struct params p = {0};
-    param_i64(&p, r->deployment_id);
-    param_i64(&p, r->device_id);
+    params_row(&p, r);
     bool found = false;
-    int64_t current = 0;
+    int64_t current = 0, attempts = 0;
     if (!err)
         err = step(s, sql_dd_lock, &p, &found, &current, d, "read device %lld in deployment %lld",
                    (long long)r->device_id, (long long)r->deployment_id);
@@ -2016,27 +2222,38 @@ static enum ot_err apply_report(struct pg_store *s, const struct report *r, bool
     *ret_current = *ret_applied ? r->status : (enum srv_dd_status)current;
     if (!*ret_applied)
         return OT_OK;
-    err = write_report(s, r, d);
-    if (!err && SRV_DD_IS_FINAL(r->status))
+    err = wants_retry(s, r, ret_retried, &attempts, d);
+    if (!err && *ret_retried) {
+        *ret_current = SRV_DD_PENDING;
+        err = write_retry(s, r, attempts, d);
+    } else if (!err) {
+        err = write_report(s, r, d);
+    }
+    if (!err)
+        err = write_event(s, r, d);
+    if (!err && !*ret_retried && SRV_DD_IS_FINAL(r->status))
         err = finish_if_done(s, r->deployment_id, r->at, d);
     return err;
 }
 
 static enum ot_err pg_dd_report(struct srv_store *base, int64_t deployment_id, int64_t device_id,
                                 enum srv_dd_status status, int progress, const char *message,
-                                const char *log, int64_t at, bool *ret_applied,
-                                enum srv_dd_status *ret_current, struct ot_diag *d)
+                                const char *log, int64_t at, uint32_t retries, bool *ret_applied,
+                                bool *ret_retried, enum srv_dd_status *ret_current,
+                                struct ot_diag *d)
 {
     LOCKED(s, base);
-    const struct report r = {deployment_id, device_id, status, progress, message, log, at};
-    bool applied = false;
+    const struct report r = {deployment_id, device_id, status, progress, message, log, at,
+                             retries};
+    bool applied = false, retried = false;
     enum srv_dd_status current = 0;
     enum ot_err err = begin(s, d);
     if (!err)
-        err = apply_report(s, &r, &applied, &current, d);
+        err = apply_report(s, &r, &applied, &retried, &current, d);
     err = end(s, err, d);
     if (!err) {
         *ret_applied = applied;
+        *ret_retried = retried;
         *ret_current = current;
     }
     return err;
@@ -2076,6 +2293,116 @@ static enum ot_err pg_dd_skip(struct srv_store *base, int64_t deployment_id, int
     if (!err)
         err = skip_row(s, deployment_id, device_id, message, at, d);
     return end(s, err, d);
+}
+
+/* ---- continuous membership ---- */
+
+struct membership {
+    int64_t deployment_id, device_id;
+    bool skipped;
+    const char *skip_message;
+    int64_t at;
+};
+
+/* A new row's seq: after the highest one when the deployment has a rollout, else 0. The caller
+ * holds the deployment's lock, so two devices added at once get different ones. */
+static enum ot_err next_seq(struct pg_store *s, int64_t deployment_id, int64_t *ret,
+                            struct ot_diag *d)
+{
+    struct params p = {0};
+    param_i64(&p, deployment_id);
+    bool staged = false;
+    *ret = 0;
+    enum ot_err err = step(s, sql_rollout_exists, &p, &staged, NULL, d,
+                           "read the rollout of deployment %lld", (long long)deployment_id);
+    if (!err && staged)
+        err = step(s, sql_dd_max_seq, &p, NULL, ret, d,
+                   "read the rollout order of deployment %lld", (long long)deployment_id);
+    if (!err && staged)
+        (*ret)++;
+    return err;
+}
+
+static enum ot_err insert_member(struct pg_store *s, const struct membership *m, int64_t seq,
+                                 struct ot_diag *d)
+{
+    struct params p = {0};
+    param_i64(&p, m->deployment_id);
+    param_i64(&p, m->device_id);
+    param_i64(&p, m->skipped ? SRV_DD_SKIPPED : SRV_DD_PENDING);
+    param_text(&p, m->skipped ? m->skip_message : "");
+    param_i64(&p, m->at);
+    param_i64(&p, seq);
+    enum ot_err err = step(s, sql_dd_add, &p, NULL, NULL, d,
+                           "add device %lld to deployment %lld", (long long)m->device_id,
+                           (long long)m->deployment_id);
+    p.n = 1;
+    if (!err)
+        err = step(s, sql_deployment_grow, &p, NULL, NULL, d,
+                   "count the devices of deployment %lld", (long long)m->deployment_id);
+    return err;
+}
+
+/* The deployment row first, locked to the end (the lock order at the top of the file): a cancel,
+ * a finishing report or another add for it waits. *ret_added stays false for a cancelled
+ * deployment or a device that has its row already; a finished one is reopened. */
+static enum ot_err add_member(struct pg_store *s, const struct membership *m, bool *ret_added,
+                              int64_t *ret_seq, struct ot_diag *d)
+{
+    struct params p = {0};
+    param_i64(&p, m->deployment_id);
+    bool found = false, has_row = false;
+    int64_t status = 0;
+    enum ot_err err = step(s, sql_deployment_lock, &p, &found, &status, d,
+                           "lock deployment %lld", (long long)m->deployment_id);
+    if (!err && !found)
+        return ot_diag_set(d, OT_ERR_NOENT, "no deployment with id %lld",
+                           (long long)m->deployment_id);
+    param_i64(&p, m->device_id);
+    if (!err)
+        err = step(s, sql_dd_status, &p, &has_row, NULL, d, "read device %lld in deployment %lld",
+                   (long long)m->device_id, (long long)m->deployment_id);
+    p.n = 0;
+    param_i64(&p, m->device_id);
+    if (!err)
+        err = step(s, sql_device_exists, &p, &found, NULL, d, "read device %lld",
+                   (long long)m->device_id);
+    if (!err && !found)
+        return ot_diag_set(d, OT_ERR_NOENT, "no device with id %lld", (long long)m->device_id);
+    if (err || status == SRV_DEPLOYMENT_CANCELLED || has_row)
+        return err;
+    err = next_seq(s, m->deployment_id, ret_seq, d);
+    if (!err)
+        err = insert_member(s, m, *ret_seq, d);
+    p.n = 0;
+    param_i64(&p, m->deployment_id);
+    if (!err && status == SRV_DEPLOYMENT_FINISHED && !m->skipped)
+        err = step(s, sql_deployment_reopen, &p, NULL, NULL, d, "reopen deployment %lld",
+                   (long long)m->deployment_id);
+    if (!err)
+        err = bump_generation(s, d);
+    *ret_added = !err;
+    return err;
+}
+
+static enum ot_err pg_deployment_add_device(struct srv_store *base, int64_t deployment_id,
+                                            int64_t device_id, bool skipped,
+                                            const char *skip_message, int64_t at,
+                                            bool *ret_added, int64_t *ret_seq, struct ot_diag *d)
+{
+    LOCKED(s, base);
+    const struct membership m = {deployment_id, device_id, skipped, skip_message, at};
+    bool added = false;
+    int64_t seq = 0;
+    enum ot_err err = begin(s, d);
+    if (!err)
+        err = add_member(s, &m, &added, &seq, d);
+    err = end(s, err, d);
+    if (!err) {
+        *ret_added = added;
+        *ret_seq = seq;
+    }
+    return err;
 }
 
 static enum ot_err pg_dd_events(struct srv_store *base, int64_t deployment_id, int64_t device_id,
@@ -2436,6 +2763,11 @@ const struct srv_store_ops srv__store_pg_ops = {
     .artifact_by_sha256 = pg_artifact_by_sha256,
     .artifact_list = pg_artifact_list,
     .artifact_delete = pg_artifact_delete,
+    .template_create = pg_template_create,
+    .template_get = pg_template_get,
+    .template_list = pg_template_list,
+    .template_set_enabled = pg_template_set_enabled,
+    .template_delete = pg_template_delete,
     .deployment_create = pg_deployment_create,
     .deployment_get = pg_deployment_get,
     .deployment_list = pg_deployment_list,
@@ -2445,6 +2777,7 @@ const struct srv_store_ops srv__store_pg_ops = {
     .device_next = pg_device_next,
     .dd_get = pg_dd_get,
     .dd_report = pg_dd_report,
+    .deployment_add_device = pg_deployment_add_device,
     .dd_skip = pg_dd_skip,
     .dd_events = pg_dd_events,
     .deployments_generation = pg_deployments_generation,

@@ -41,6 +41,8 @@ struct backend {
     void (*seed_devices)(const struct fixture *f, int n);
     /* Runs SQL statements (no parameters) on the store's database, beside the store. */
     void (*exec)(const struct fixture *f, const char *sql);
+    /* The same, for statements that may fail: whether they did not. */
+    bool (*try_exec)(const struct fixture *f, const char *sql);
 };
 
 struct fixture {
@@ -318,6 +320,16 @@ static void sqlite_exec(const struct fixture *f, const char *sql)
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
 }
 
+/* The foreign keys on, as the store has them. */
+static bool sqlite_try_exec(const struct fixture *f, const char *sql)
+{
+    sqlite3 *db = raw_open(f->path);
+    raw_exec(db, "PRAGMA foreign_keys = ON");
+    bool ok = sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK;
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    return ok;
+}
+
 static void pg_exec(const struct fixture *f, const char *sql)
 {
     PGconn *c = pg_connect(f->url);
@@ -328,11 +340,21 @@ static void pg_exec(const struct fixture *f, const char *sql)
     PQfinish(c);
 }
 
+static bool pg_try_exec(const struct fixture *f, const char *sql)
+{
+    PGconn *c = pg_connect(f->url);
+    PGresult *r = PQexec(c, sql);
+    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+    PQclear(r);
+    PQfinish(c);
+    return ok;
+}
+
 static const struct backend backends[] = {
     {"sqlite", always, sqlite_fresh_url, sqlite_force_version, NULL, sqlite_seed_devices,
-     sqlite_exec},
+     sqlite_exec, sqlite_try_exec},
     {"postgresql", pg_available, pg_fresh_url, pg_force_version, pg_cleanup, pg_seed_devices,
-     pg_exec},
+     pg_exec, pg_try_exec},
 };
 #define SQLITE (&backends[0])
 #define PG (&backends[1])
@@ -1428,6 +1450,7 @@ static void assert_artifact_equal(const struct srv_artifact *a, const struct srv
     assert_string_equal(a->device_types, b->device_types);
     assert_int_equal(a->created_at, b->created_at);
     assert_string_equal(a->uploaded_by, b->uploaded_by);
+    assert_string_equal(a->channel, b->channel ? b->channel : ""); /* NULL is stored as "" */
 }
 
 static void test_artifacts(void **state)
@@ -3153,15 +3176,57 @@ static void test_rollout_create_large(void **state)
     srv_store_close(s);
 }
 
-/* A database at schema version 2 (made here by undoing migration 3 by hand) is migrated: its rows
- * are kept, with seq 0, and rollouts work. */
+static void raw_text_is(sqlite3 *db, const char *sql, const char *want)
+{
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(st, 0), want);
+    sqlite3_finalize(st);
+}
+
+/* Undoes exactly migration 4 by hand: the database is then as an otterd of schema version 3 left
+ * it (extend when a later migration builds on its tables). SQLite has no ALTER TABLE for the
+ * status CHECK either way: the old rule goes back with the same documented edit of sqlite_schema
+ * that migration 4 makes, in reverse. */
+static void undo_migration_4(const struct fixture *f)
+{
+    static const char common[] = "DROP TABLE deployment_templates;"
+                                 " ALTER TABLE artifacts DROP COLUMN channel;"
+                                 " DELETE FROM schema_migrations WHERE version = 4;";
+    if (f->be == PG) {
+        f->be->exec(f, "ALTER TABLE deployment_devices DROP COLUMN attempts,"
+                       " DROP CONSTRAINT deployment_devices_status_check,"
+                       " ADD CONSTRAINT deployment_devices_status_check"
+                       " CHECK (status BETWEEN 1 AND 10);");
+        f->be->exec(f, common);
+        return;
+    }
+    sqlite3 *db = raw_open(f->path);
+    raw_exec(db, "BEGIN; ALTER TABLE deployment_devices DROP COLUMN attempts;");
+    raw_exec(db, common);
+    char bump[64];
+    snprintf(bump, sizeof(bump), "PRAGMA schema_version = %lld",
+             (long long)raw_int(db, "PRAGMA schema_version") + 1);
+    raw_exec(db, "PRAGMA writable_schema = ON;"
+                 " UPDATE sqlite_schema SET sql = replace(sql, 'CHECK (status BETWEEN 1 AND 11)',"
+                 " 'CHECK (status BETWEEN 1 AND 10)')"
+                 " WHERE type = 'table' AND name = 'deployment_devices'");
+    assert_int_equal(sqlite3_changes(db), 1);
+    raw_exec(db, bump);
+    raw_exec(db, "PRAGMA writable_schema = OFF; COMMIT");
+    raw_text_is(db, "PRAGMA integrity_check", "ok");
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
+/* A database at schema version 2 (made here by undoing migrations 4 and 3 by hand) is migrated:
+ * its rows are kept, with seq 0, and rollouts work. */
 static void test_rollout_migration(void **state)
 {
     struct fixture *f = *state;
     struct srv_store *s = open_ok(f);
     int v = srv_store_schema_version(s);
-    /* Undoes exactly migration 3: extend when a later migration builds on its tables. */
-    assert_int_equal(v, 3);
+    assert_int_equal(v, 4);
     int64_t art = add_artifact(s, "rootfs", "2.0", 1);
     int64_t dev[2];
     for (int i = 0; i < 2; i++)
@@ -3170,13 +3235,15 @@ static void test_rollout_migration(void **state)
     report(s, dep, dev[0], SRV_DD_INSTALLING, T0 + 5);
     int64_t g = generation(s);
     srv_store_close(s);
+    undo_migration_4(f);
+    /* Undoes exactly migration 3. */
     f->be->exec(f, "DROP TABLE rollout_approvals; DROP TABLE rollout_events; DROP TABLE rollouts;"
                    " DROP INDEX deployment_devices_seq;"
                    " ALTER TABLE deployment_devices DROP COLUMN seq;"
                    " DELETE FROM schema_migrations WHERE version = 3;");
 
     s = open_ok(f);
-    assert_int_equal(srv_store_schema_version(s), 3);
+    assert_int_equal(srv_store_schema_version(s), 4);
     struct srv_dd row = dd_of(s, dep, dev[0]);
     assert_int_equal(row.status, SRV_DD_INSTALLING);
     assert_int_equal(row.updated_at, T0 + 5);
@@ -3197,6 +3264,756 @@ static void test_rollout_migration(void **state)
     srv_store_close(s);
 }
 
+/* ---- contract: continuous deployment (schema version 4) -------------------------------------- */
+
+/* A report through srv_store_dd_report_retry that must be applied; *ret_retried is returned. */
+static bool report_retry(struct srv_store *s, int64_t dep, int64_t dev, enum srv_dd_status st,
+                         const char *message, int64_t at, uint32_t retries)
+{
+    bool applied = false, retried = true;
+    enum srv_dd_status current = 0;
+    struct ot_diag d = {0};
+    enum ot_err err = srv_store_dd_report_retry(s, dep, dev, st, 70, message, "the log", at,
+                                                retries, &applied, &retried, &current, &d);
+    if (err)
+        print_error("report: %s\n", d.msg);
+    assert_int_equal(err, OT_OK);
+    assert_true(applied);
+    assert_int_equal(current, retried ? SRV_DD_PENDING : st);
+    return retried;
+}
+
+static struct srv_dd_event last_event(struct srv_store *s, int64_t dep, int64_t dev)
+{
+    struct srv_dd_event *ev = NULL, last;
+    size_t n = 0;
+    assert_int_equal(srv_store_dd_events(s, dep, dev, 0, SRV_LIST_MAX, &ev, &n, NULL), OT_OK);
+    assert_true(n > 0);
+    last = ev[n - 1];
+    ev[n - 1].message = ev[n - 1].log = NULL; /* moved out */
+    srv_dd_event_list_free(ev, n);
+    return last;
+}
+
+/* WAITING: reported by the device, not final, never timed out. */
+static void test_dd_waiting(void **state)
+{
+    struct fixture *f = *state;
+    struct srv_store *s = open_ok(f);
+    struct ot_diag d = {0};
+    int64_t art = add_artifact(s, "rootfs", "2.0", 1);
+    int64_t dev[2];
+    for (int i = 0; i < 2; i++)
+        dev[i] = add_device(s, i + 1, SRV_DEVICE_ACCEPTED, "gw-2", NULL, 0);
+    const int64_t seqs[] = {1, 2};
+    int64_t dep = add_rollout(s, art, dev, seqs, 2, NULL);
+    report(s, dep, dev[0], SRV_DD_WAITING, T0 + 1100);
+    report(s, dep, dev[1], SRV_DD_SUCCESS, T0 + 1100);
+    struct srv_dd row = dd_of(s, dep, dev[0]);
+    assert_int_equal(row.status, SRV_DD_WAITING);
+    assert_int_equal(row.progress, 50);
+    srv_dd_release(&row);
+    struct srv_dd_event ev = last_event(s, dep, dev[0]);
+    assert_int_equal(ev.status, SRV_DD_WAITING);
+    free(ev.message);
+    free(ev.log);
+    /* The other row finished: a waiting one keeps the deployment open, and stays the device's
+     * work. */
+    assert_int_equal(dep_status(s, dep), SRV_DEPLOYMENT_ACTIVE);
+    assert_int_equal(srv_store_device_next(s, dev[0], &row, &d), OT_OK);
+    assert_int_equal(row.deployment_id, dep);
+    assert_int_equal(row.status, SRV_DD_WAITING);
+    srv_dd_release(&row);
+    uint64_t counts[SRV_DD__MAX];
+    assert_int_equal(srv_store_deployment_rollup(s, dep, counts, &d), OT_OK);
+    assert_int_equal(counts[SRV_DD_WAITING], 1);
+    assert_int_equal(counts[SRV_DD_SUCCESS], 1);
+    assert_int_equal(srv_store_rollout_counts(s, dep, 0, 2, counts, &d), OT_OK);
+    assert_int_equal(counts[SRV_DD_WAITING], 1);
+
+    /* Silent for long, released: still not timed out (the device waits on purpose). */
+    size_t n = 99;
+    assert_int_equal(srv_store_rollout_timeout(s, dep, 2, T0 + 9000, T0 + 9000, "timed out", &n,
+                                               &d),
+                     OT_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(dd_status(s, dep, dev[0]), SRV_DD_WAITING);
+
+    /* Nothing installed yet: a cancel ends it like a pending row, and a later report is refused
+     * (the final state stays). */
+    int64_t other = add_deployment(s, art, dev, 1, NULL);
+    report(s, other, dev[0], SRV_DD_WAITING, T0 + 1200);
+    assert_int_equal(srv_store_deployment_cancel(s, other, T0 + 1300, &d), OT_OK);
+    assert_int_equal(dd_status(s, other, dev[0]), SRV_DD_CANCELLED);
+    bool applied = true;
+    enum srv_dd_status current = 0;
+    assert_int_equal(srv_store_dd_report(s, other, dev[0], SRV_DD_INSTALLING, -1, "", NULL,
+                                         T0 + 1400, &applied, &current, &d),
+                     OT_OK);
+    assert_false(applied);
+    assert_int_equal(current, SRV_DD_CANCELLED);
+
+    report(s, dep, dev[0], SRV_DD_INSTALLING, T0 + 9100); /* the window opened */
+    report(s, dep, dev[0], SRV_DD_SUCCESS, T0 + 9200);
+    struct srv_deployment got = dep_of(s, dep);
+    assert_int_equal(got.status, SRV_DEPLOYMENT_FINISHED);
+    assert_int_equal(got.finished_at, T0 + 9200);
+    srv_deployment_release(&got);
+    assert_false(SRV_DD_IS_FINAL(SRV_DD_WAITING));
+    assert_true(SRV_DD_IS_FINAL(SRV_DD_SKIPPED));
+    srv_store_close(s);
+}
+
+static void test_dd_report_retry(void **state)
+{
+    struct fixture *f = *state;
+    struct srv_store *s = open_ok(f);
+    struct ot_diag d = {0};
+    int64_t art = add_artifact(s, "rootfs", "2.0", 1);
+    int64_t dev[2];
+    for (int i = 0; i < 2; i++)
+        dev[i] = add_device(s, i + 1, SRV_DEVICE_ACCEPTED, "gw-2", NULL, 0);
+    int64_t dep = add_deployment(s, art, dev, 1, NULL); /* one device: its failure would end it */
+    report(s, dep, dev[0], SRV_DD_INSTALLING, T0 + 1);
+    struct srv_dd row = dd_of(s, dep, dev[0]);
+    assert_int_equal(row.attempts, 0);
+    srv_dd_release(&row);
+
+    assert_true(report_retry(s, dep, dev[0], SRV_DD_FAILURE, "disk full", T0 + 10, 2));
+    row = dd_of(s, dep, dev[0]);
+    assert_int_equal(row.status, SRV_DD_PENDING);
+    assert_int_equal(row.attempts, 1);
+    assert_int_equal(row.progress, -1);
+    assert_int_equal(row.updated_at, T0 + 10);
+    assert_string_equal(row.message, "retry 1 of 2 after failure: disk full");
+    srv_dd_release(&row);
+    struct srv_dd_event ev = last_event(s, dep, dev[0]); /* what the device said */
+    assert_int_equal(ev.status, SRV_DD_FAILURE);
+    assert_int_equal(ev.progress, 70);
+    assert_int_equal(ev.at, T0 + 10);
+    assert_string_equal(ev.message, "disk full");
+    assert_string_equal(ev.log, "the log");
+    free(ev.message);
+    free(ev.log);
+    assert_int_equal(dep_status(s, dep), SRV_DEPLOYMENT_ACTIVE);
+    assert_int_equal(srv_store_device_next(s, dev[0], &row, &d), OT_OK); /* work again */
+    assert_int_equal(row.deployment_id, dep);
+    assert_int_equal(row.status, SRV_DD_PENDING);
+    assert_int_equal(row.attempts, 1);
+    srv_dd_release(&row);
+
+    report(s, dep, dev[0], SRV_DD_DOWNLOADING, T0 + 20);
+    assert_true(report_retry(s, dep, dev[0], SRV_DD_ROLLED_BACK, "no boot", T0 + 30, 2));
+    row = dd_of(s, dep, dev[0]);
+    assert_int_equal(row.attempts, 2);
+    assert_string_equal(row.message, "retry 2 of 2 after rolled_back: no boot");
+    srv_dd_release(&row);
+    ev = last_event(s, dep, dev[0]);
+    assert_int_equal(ev.status, SRV_DD_ROLLED_BACK);
+    free(ev.message);
+    free(ev.log);
+    assert_int_equal(dep_status(s, dep), SRV_DEPLOYMENT_ACTIVE);
+
+    /* Progress is not a failure, and the last failure is final: it finishes the deployment. */
+    assert_false(report_retry(s, dep, dev[0], SRV_DD_INSTALLING, "again", T0 + 35, 2));
+    assert_false(report_retry(s, dep, dev[0], SRV_DD_FAILURE, "disk full", T0 + 40, 2));
+    row = dd_of(s, dep, dev[0]);
+    assert_int_equal(row.status, SRV_DD_FAILURE);
+    assert_int_equal(row.attempts, 2);
+    assert_int_equal(row.progress, 70);
+    assert_string_equal(row.message, "disk full");
+    srv_dd_release(&row);
+    struct srv_deployment got = dep_of(s, dep);
+    assert_int_equal(got.status, SRV_DEPLOYMENT_FINISHED);
+    assert_int_equal(got.finished_at, T0 + 40);
+    srv_deployment_release(&got);
+    /* Final: nothing changes, retries or not. */
+    bool applied = true, retried = true;
+    enum srv_dd_status current = 0;
+    assert_int_equal(srv_store_dd_report_retry(s, dep, dev[0], SRV_DD_FAILURE, 0, NULL, NULL,
+                                               T0 + 50, 9, &applied, &retried, &current, &d),
+                     OT_OK);
+    assert_false(applied);
+    assert_false(retried);
+    assert_int_equal(current, SRV_DD_FAILURE);
+
+    /* Without retries (srv_store_dd_report is retries 0) and on success: never a retry. */
+    int64_t dep2 = add_deployment(s, art, dev, 2, NULL);
+    assert_false(report_retry(s, dep2, dev[0], SRV_DD_SUCCESS, "", T0 + 60, 3));
+    assert_false(report_retry(s, dep2, dev[1], SRV_DD_FAILURE, "x", T0 + 60, 0));
+    row = dd_of(s, dep2, dev[1]);
+    assert_int_equal(row.status, SRV_DD_FAILURE);
+    assert_int_equal(row.attempts, 0);
+    srv_dd_release(&row);
+    assert_int_equal(dep_status(s, dep2), SRV_DEPLOYMENT_FINISHED);
+
+    /* A retry straight from PENDING; the row's message is cut to SRV_DD_MESSAGE_MAX bytes on a
+     * character boundary ("é" is two bytes, the prefix 29: the cut falls inside one). */
+    int64_t dep3 = add_deployment(s, art, dev, 2, NULL);
+    char msg[SRV_DD_MESSAGE_MAX + 1];
+    for (size_t i = 0; i < SRV_DD_MESSAGE_MAX; i += 2)
+        memcpy(msg + i, "\xc3\xa9", 2);
+    msg[SRV_DD_MESSAGE_MAX] = '\0';
+    assert_true(report_retry(s, dep3, dev[0], SRV_DD_FAILURE, msg, T0 + 70, 10));
+    row = dd_of(s, dep3, dev[0]);
+    assert_int_equal(strlen(row.message), SRV_DD_MESSAGE_MAX - 1);
+    assert_memory_equal(row.message, "retry 1 of 10 after failure: \xc3\xa9", 31);
+    assert_string_equal(row.message + SRV_DD_MESSAGE_MAX - 3, "\xc3\xa9");
+    srv_dd_release(&row);
+    ev = last_event(s, dep3, dev[0]);
+    assert_string_equal(ev.message, msg); /* the event keeps it whole */
+    free(ev.message);
+    free(ev.log);
+
+    /* attempts in every call that returns rows */
+    struct srv_dd *rows = NULL;
+    size_t n = 0;
+    assert_int_equal(srv_store_deployment_devices(s, dep3, 0, 10, &rows, &n, &d), OT_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(rows[0].attempts, 1);
+    assert_int_equal(rows[1].attempts, 0);
+    srv_dd_list_free(rows, n);
+
+    /* The checks of srv_store_dd_report. */
+    assert_int_equal(srv_store_dd_report_retry(s, dep3, dev[1], SRV_DD_PENDING, 0, NULL, NULL,
+                                               T0, 1, &applied, &retried, &current, &d),
+                     OT_ERR_INVALID);
+    assert_int_equal(srv_store_dd_report_retry(s, dep3, dev[1], SRV_DD__MAX, 0, NULL, NULL, T0,
+                                               1, &applied, &retried, &current, &d),
+                     OT_ERR_INVALID);
+    assert_int_equal(srv_store_dd_report_retry(s, dep3, dev[1], SRV_DD_FAILURE, 0, NULL, NULL,
+                                               T0, 1, NULL, &retried, &current, &d),
+                     OT_ERR_INVALID);
+    assert_int_equal(srv_store_dd_report_retry(s, dep3, dev[1], SRV_DD_FAILURE, 0, NULL, NULL,
+                                               -1, 1, &applied, &retried, &current, &d),
+                     OT_ERR_INVALID);
+    assert_int_equal(srv_store_dd_report_retry(s, dep3, 999999, SRV_DD_FAILURE, 0, NULL, NULL,
+                                               T0, 1, &applied, &retried, &current, &d),
+                     OT_ERR_NOENT);
+    assert_int_equal(dd_status(s, dep3, dev[1]), SRV_DD_PENDING);
+    srv_store_close(s);
+}
+
+/* srv_store_deployment_add_device; *ret_seq is checked to be written only with a new row. */
+static bool add_member(struct srv_store *s, int64_t dep, int64_t dev, bool skipped,
+                       int64_t *ret_seq)
+{
+    bool added = !skipped; /* the opposite of what a refusal leaves */
+    struct ot_diag d = {0};
+    enum ot_err err = srv_store_deployment_add_device(s, dep, dev, skipped, "wrong type",
+                                                      T0 + 500, &added, ret_seq, &d);
+    if (err)
+        print_error("add device %lld: %s\n", (long long)dev, d.msg);
+    assert_int_equal(err, OT_OK);
+    return added;
+}
+
+static size_t ndevices_of(struct srv_store *s, int64_t dep)
+{
+    struct srv_deployment got = dep_of(s, dep);
+    size_t n = got.ndevices;
+    srv_deployment_release(&got);
+    return n;
+}
+
+static void test_deployment_add_device(void **state)
+{
+    struct fixture *f = *state;
+    struct srv_store *s = open_ok(f);
+    struct ot_diag d = {0};
+    int64_t art = add_artifact(s, "rootfs", "2.0", 1);
+    int64_t dev[6];
+    for (int i = 0; i < 6; i++)
+        dev[i] = add_device(s, i + 1, SRV_DEVICE_ACCEPTED, "gw-2", NULL, 0);
+    int64_t dep = add_deployment(s, art, dev, 2, NULL);
+    report(s, dep, dev[0], SRV_DD_SUCCESS, T0 + 1);
+
+    int64_t g = generation(s), seq = 77;
+    assert_true(add_member(s, dep, dev[2], false, &seq));
+    assert_int_equal(seq, 0); /* no rollout */
+    assert_true(generation(s) != g);
+    assert_int_equal(ndevices_of(s, dep), 3);
+    struct srv_dd row = dd_of(s, dep, dev[2]);
+    assert_int_equal(row.status, SRV_DD_PENDING);
+    assert_int_equal(row.progress, -1);
+    assert_string_equal(row.message, "");
+    assert_int_equal(row.updated_at, T0 + 500);
+    assert_int_equal(row.attempts, 0);
+    srv_dd_release(&row);
+    assert_int_equal(srv_store_device_next(s, dev[2], &row, &d), OT_OK);
+    assert_int_equal(row.deployment_id, dep);
+    srv_dd_release(&row);
+    struct srv_deployment *list = NULL;
+    size_t n = 0;
+    assert_int_equal(srv_store_deployment_list(s, 0, 0, 10, &list, &n, &d), OT_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(list[0].ndevices, 3);
+    srv_deployment_list_free(list, n);
+
+    /* A device that has its row already (any state): nothing changes. */
+    g = generation(s);
+    seq = 77;
+    assert_false(add_member(s, dep, dev[2], false, &seq));
+    assert_false(add_member(s, dep, dev[0], true, &seq));
+    assert_int_equal(seq, 77);
+    assert_int_equal(generation(s), g);
+    assert_int_equal(ndevices_of(s, dep), 3);
+    assert_int_equal(dd_status(s, dep, dev[0]), SRV_DD_SUCCESS);
+
+    /* Skipped: the row is final, the deployment stays active, ret_seq may be NULL. */
+    assert_true(add_member(s, dep, dev[3], true, NULL));
+    row = dd_of(s, dep, dev[3]);
+    assert_int_equal(row.status, SRV_DD_SKIPPED);
+    assert_string_equal(row.message, "wrong type");
+    assert_int_equal(row.updated_at, T0 + 500);
+    srv_dd_release(&row);
+    assert_true(generation(s) != g);
+    assert_int_equal(ndevices_of(s, dep), 4);
+    assert_int_equal(dep_status(s, dep), SRV_DEPLOYMENT_ACTIVE);
+    uint64_t counts[SRV_DD__MAX];
+    assert_int_equal(srv_store_deployment_rollup(s, dep, counts, &d), OT_OK);
+    assert_int_equal(counts[SRV_DD_SKIPPED], 1);
+    assert_int_equal(counts[SRV_DD_PENDING], 2);
+    struct srv_dd_event *ev = NULL;
+    assert_int_equal(srv_store_dd_events(s, dep, dev[3], 0, 10, &ev, &n, &d), OT_OK);
+    assert_int_equal(n, 0); /* as a row created skipped */
+    srv_dd_event_list_free(ev, n);
+    /* A new row counts for finishing: the last open rows finish it. */
+    report(s, dep, dev[1], SRV_DD_SUCCESS, T0 + 600);
+    assert_int_equal(dep_status(s, dep), SRV_DEPLOYMENT_ACTIVE);
+    report(s, dep, dev[2], SRV_DD_SUCCESS, T0 + 700);
+    assert_int_equal(dep_status(s, dep), SRV_DEPLOYMENT_FINISHED);
+
+    /* Finished: a skipped joiner leaves it finished, a pending one reopens it. */
+    int64_t late[2] = {add_device(s, 7, SRV_DEVICE_ACCEPTED, "gw-2", NULL, 0),
+                       add_device(s, 8, SRV_DEVICE_ACCEPTED, "gw-2", NULL, 0)};
+    assert_true(add_member(s, dep, late[0], true, &seq));
+    assert_int_equal(dep_status(s, dep), SRV_DEPLOYMENT_FINISHED);
+    g = generation(s);
+    assert_true(add_member(s, dep, late[1], false, &seq));
+    assert_true(generation(s) != g);
+    assert_int_equal(dep_status(s, dep), SRV_DEPLOYMENT_ACTIVE);
+    struct srv_deployment reopened = dep_of(s, dep);
+    assert_int_equal(reopened.finished_at, 0);
+    srv_deployment_release(&reopened);
+    report(s, dep, late[1], SRV_DD_SUCCESS, T0 + 750);
+    assert_int_equal(dep_status(s, dep), SRV_DEPLOYMENT_FINISHED);
+    assert_int_equal(ndevices_of(s, dep), 6);
+
+    /* Cancelled: nothing changes. */
+    int64_t cancelled = add_deployment(s, art, dev, 1, NULL);
+    assert_int_equal(srv_store_deployment_cancel(s, cancelled, T0 + 800, &d), OT_OK);
+    g = generation(s);
+    seq = 77;
+    assert_false(add_member(s, cancelled, dev[4], false, &seq));
+    assert_false(add_member(s, cancelled, dev[4], true, &seq));
+    assert_int_equal(seq, 77);
+    assert_int_equal(generation(s), g);
+    assert_int_equal(ndevices_of(s, cancelled), 1);
+    assert_int_equal(ndevices_of(s, dep), 6);
+    assert_int_equal(srv_store_dd_get(s, cancelled, dev[4], &row, &d), OT_ERR_NOENT);
+    assert_int_equal(srv_store_dd_get(s, dep, dev[4], &row, &d), OT_ERR_NOENT);
+
+    /* With a rollout: after the highest seq, whatever the order of the adds. */
+    const int64_t seqs[] = {2, 1};
+    int64_t staged = add_rollout(s, art, dev, seqs, 2, NULL);
+    assert_true(add_member(s, staged, dev[4], false, &seq));
+    assert_int_equal(seq, 3);
+    assert_true(add_member(s, staged, dev[5], true, &seq));
+    assert_int_equal(seq, 4);
+    row = dd_of(s, staged, dev[5]);
+    assert_int_equal(row.seq, 4);
+    assert_int_equal(row.status, SRV_DD_SKIPPED);
+    srv_dd_release(&row);
+    assert_int_equal(ndevices_of(s, staged), 4);
+    assert_int_equal(srv_store_rollout_counts(s, staged, 2, 3, counts, &d), OT_OK);
+    assert_int_equal(counts[SRV_DD_PENDING], 1);
+
+    /* Errors: nothing changes. */
+    bool added = true;
+    g = generation(s);
+    assert_int_equal(srv_store_deployment_add_device(s, 999999, dev[0], false, NULL, T0, &added,
+                                                     NULL, &d),
+                     OT_ERR_NOENT);
+    assert_int_equal(srv_store_deployment_add_device(s, staged, 999999, false, NULL, T0, &added,
+                                                     NULL, &d),
+                     OT_ERR_NOENT);
+    assert_int_equal(srv_store_deployment_add_device(s, cancelled, 999999, false, NULL, T0,
+                                                     &added, NULL, &d),
+                     OT_ERR_NOENT);
+    assert_int_equal(srv_store_deployment_add_device(s, staged, dev[3], false, NULL, T0, NULL,
+                                                     NULL, &d),
+                     OT_ERR_INVALID);
+    assert_int_equal(srv_store_deployment_add_device(s, staged, dev[3], false, NULL, -1, &added,
+                                                     NULL, &d),
+                     OT_ERR_INVALID);
+    _cleanup_free_ char *msg_long = repeat('m', SRV_DD_MESSAGE_MAX + 1);
+    assert_int_equal(srv_store_deployment_add_device(s, staged, dev[3], true, msg_long, T0,
+                                                     &added, NULL, &d),
+                     OT_ERR_LIMIT);
+    assert_true(added);
+    assert_int_equal(generation(s), g);
+    assert_int_equal(ndevices_of(s, staged), 4);
+    assert_int_equal(srv_store_dd_get(s, staged, dev[3], &row, &d), OT_ERR_NOENT);
+    srv_store_close(s);
+}
+
+static void test_artifact_channel(void **state)
+{
+    struct fixture *f = *state;
+    struct srv_store *s = open_ok(f);
+    struct ot_diag d = {0};
+    _cleanup_free_ char *longest = repeat('c', SRV_TAG_MAX - 1);
+    _cleanup_free_ char *too_long = repeat('c', SRV_TAG_MAX);
+    const char *const good[] = {"beta", NULL, "", "Stable-1.x_rc", longest};
+    int64_t ids[OT_ARRAY_SIZE(good)];
+    for (size_t i = 0; i < OT_ARRAY_SIZE(good); i++) {
+        char version[16];
+        snprintf(version, sizeof(version), "1.%zu", i);
+        struct srv_artifact a = artifact_in("rootfs", version, (int)i + 1), got;
+        a.channel = (char *)good[i];
+        assert_int_equal(srv_store_artifact_create(s, &a, &d), OT_OK);
+        ids[i] = a.id;
+        assert_int_equal(srv_store_artifact_get(s, a.id, &got, &d), OT_OK);
+        assert_artifact_equal(&got, &a);
+        srv_artifact_release(&got);
+        assert_int_equal(srv_store_artifact_by_sha256(s, a.sha256, &got, &d), OT_OK);
+        assert_string_equal(got.channel, good[i] ? good[i] : "");
+        srv_artifact_release(&got);
+    }
+    struct srv_artifact *list = NULL;
+    size_t n = 0;
+    assert_int_equal(srv_store_artifact_list(s, 0, 10, &list, &n, &d), OT_OK);
+    assert_int_equal(n, OT_ARRAY_SIZE(good));
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(list[i].id, ids[i]);
+        assert_string_equal(list[i].channel, good[i] ? good[i] : "");
+    }
+    srv_artifact_list_free(list, n);
+
+    const char *const bad[] = {"two words", "a/b", "\xc3\xa9t\xc3\xa9", "x\n", too_long};
+    for (size_t i = 0; i < OT_ARRAY_SIZE(bad); i++) {
+        struct srv_artifact a = artifact_in("other", "1.0", 7);
+        a.channel = (char *)bad[i];
+        d.msg[0] = '\0';
+        assert_int_equal(srv_store_artifact_create(s, &a, &d), OT_ERR_INVALID);
+        assert_non_null(strstr(d.msg, "channel"));
+    }
+    assert_int_equal(srv_store_artifact_list(s, 0, 10, &list, &n, &d), OT_OK);
+    assert_int_equal(n, OT_ARRAY_SIZE(good)); /* none of them stored */
+    srv_artifact_list_free(list, n);
+    srv_store_close(s);
+}
+
+static struct srv_template template_in(const char *name, const char *channel)
+{
+    struct srv_template t;
+    memset(&t, 0, sizeof(t));
+    t.name = (char *)name;
+    t.channel = (char *)channel;
+    t.body = "{\"target\":{\"tag\":\"lab\"},\"policy\":{\"phases\":[{\"size\":1}]}}";
+    t.enabled = true;
+    t.created_at = T0 + 3;
+    t.created_by = "token:1 (admin)";
+    return t;
+}
+
+static int64_t add_template(struct srv_store *s, const char *name, const char *channel,
+                            bool enabled)
+{
+    struct srv_template t = template_in(name, channel);
+    t.enabled = enabled;
+    struct ot_diag d = {0};
+    enum ot_err err = srv_store_template_create(s, &t, &d);
+    if (err)
+        print_error("add template: %s\n", d.msg);
+    assert_int_equal(err, OT_OK);
+    assert_true(t.id > 0);
+    return t.id;
+}
+
+/* The ids a template list call returns, in order; n of them at most. */
+static size_t template_ids(struct srv_store *s, const char *channel, int64_t after, size_t limit,
+                           int64_t *out)
+{
+    struct srv_template *list = NULL;
+    size_t n = 0;
+    assert_int_equal(srv_store_template_list(s, channel, after, limit, &list, &n, NULL), OT_OK);
+    for (size_t i = 0; i < n; i++)
+        out[i] = list[i].id;
+    srv_template_list_free(list, n);
+    return n;
+}
+
+static void test_templates(void **state)
+{
+    struct fixture *f = *state;
+    struct srv_store *s = open_ok(f);
+    struct ot_diag d = {0};
+    struct srv_template t = template_in("nightly to the lab", "beta"), got;
+    assert_int_equal(srv_store_template_create(s, &t, &d), OT_OK);
+    assert_true(t.id > 0);
+    assert_int_equal(srv_store_template_get(s, t.id, &got, &d), OT_OK);
+    assert_int_equal(got.id, t.id);
+    assert_string_equal(got.name, t.name);
+    assert_string_equal(got.channel, "beta");
+    assert_string_equal(got.body, t.body);
+    assert_true(got.enabled);
+    assert_int_equal(got.created_at, T0 + 3);
+    assert_string_equal(got.created_by, "token:1 (admin)");
+    srv_template_release(&got);
+    srv_template_release(&got);
+    srv_template_release(NULL);
+    struct srv_template same = template_in("nightly to the lab", "stable");
+    same.id = -5;
+    assert_int_equal(srv_store_template_create(s, &same, &d), OT_ERR_EXISTS);
+    assert_non_null(strstr(d.msg, "nightly to the lab"));
+    assert_int_equal(same.id, -5);
+
+    /* Listing: all of them by id, or the enabled ones of one channel. */
+    int64_t id[6] = {t.id};
+    id[1] = add_template(s, "stable fleet", "stable", true);
+    id[2] = add_template(s, "beta canaries", "beta", false);
+    id[3] = add_template(s, "beta fleet", "beta", true);
+    id[4] = add_template(s, "Beta, other case", "Beta", true);
+    id[5] = add_template(s, "stable lab", "stable", true);
+    int64_t got_ids[8];
+    assert_int_equal(template_ids(s, NULL, 0, SRV_LIST_MAX, got_ids), 6);
+    assert_memory_equal(got_ids, id, sizeof(id));
+    assert_int_equal(template_ids(s, NULL, id[1], 2, got_ids), 2);
+    assert_int_equal(got_ids[0], id[2]);
+    assert_int_equal(got_ids[1], id[3]);
+    assert_int_equal(template_ids(s, "beta", 0, SRV_LIST_MAX, got_ids), 2);
+    assert_int_equal(got_ids[0], id[0]);
+    assert_int_equal(got_ids[1], id[3]);
+    assert_int_equal(template_ids(s, "beta", id[0], 1, got_ids), 1);
+    assert_int_equal(got_ids[0], id[3]);
+    assert_int_equal(template_ids(s, "Beta", 0, SRV_LIST_MAX, got_ids), 1);
+    assert_int_equal(got_ids[0], id[4]);
+    assert_int_equal(template_ids(s, "nightly", 0, SRV_LIST_MAX, got_ids), 0);
+
+    assert_int_equal(srv_store_template_set_enabled(s, id[2], true, &d), OT_OK);
+    assert_int_equal(srv_store_template_set_enabled(s, id[0], false, &d), OT_OK);
+    assert_int_equal(srv_store_template_set_enabled(s, id[0], false, &d), OT_OK); /* twice */
+    assert_int_equal(template_ids(s, "beta", 0, SRV_LIST_MAX, got_ids), 2);
+    assert_int_equal(got_ids[0], id[2]);
+    assert_int_equal(got_ids[1], id[3]);
+    assert_int_equal(srv_store_template_get(s, id[0], &got, &d), OT_OK);
+    assert_false(got.enabled);
+    srv_template_release(&got);
+    assert_int_equal(template_ids(s, NULL, 0, SRV_LIST_MAX, got_ids), 6); /* still listed */
+
+    assert_int_equal(srv_store_template_delete(s, id[3], &d), OT_OK);
+    assert_int_equal(srv_store_template_delete(s, id[3], &d), OT_ERR_NOENT);
+    assert_int_equal(srv_store_template_get(s, id[3], &got, &d), OT_ERR_NOENT);
+    assert_int_equal(srv_store_template_set_enabled(s, id[3], true, &d), OT_ERR_NOENT);
+    assert_int_equal(template_ids(s, "beta", 0, SRV_LIST_MAX, got_ids), 1);
+    assert_int_equal(template_ids(s, NULL, 0, SRV_LIST_MAX, got_ids), 5);
+    assert_true(add_template(s, "beta fleet", "beta", true) > id[5]); /* name free, id new */
+    assert_int_equal(srv_store_template_get(s, 999999, &got, &d), OT_ERR_NOENT);
+    assert_int_equal(srv_store_template_delete(s, 999999, &d), OT_ERR_NOENT);
+    assert_int_equal(srv_store_template_set_enabled(s, 999999, false, &d), OT_ERR_NOENT);
+
+    struct srv_template *list = NULL;
+    size_t n = 0;
+    assert_int_equal(srv_store_template_list(s, NULL, 0, 0, &list, &n, &d), OT_ERR_RANGE);
+    assert_int_equal(srv_store_template_list(s, NULL, 0, SRV_LIST_MAX + 1, &list, &n, &d),
+                     OT_ERR_RANGE);
+    assert_int_equal(srv_store_template_list(s, "a b", 0, 10, &list, &n, &d), OT_ERR_INVALID);
+    assert_int_equal(srv_store_template_list(s, "", 0, 10, &list, &n, &d), OT_ERR_INVALID);
+    assert_int_equal(srv_store_template_list(s, NULL, 0, 10, NULL, &n, &d), OT_ERR_INVALID);
+    assert_int_equal(srv_store_template_get(s, id[0], NULL, &d), OT_ERR_INVALID);
+    srv_template_list_free(NULL, 0);
+    srv_store_close(s);
+}
+
+static void test_template_validation(void **state)
+{
+    struct fixture *f = *state;
+    struct srv_store *s = open_ok(f);
+    struct ot_diag d = {0};
+    _cleanup_free_ char *name_max = repeat('n', SRV_DEPLOYMENT_NAME_MAX - 1);
+    _cleanup_free_ char *name_long = repeat('n', SRV_DEPLOYMENT_NAME_MAX);
+    _cleanup_free_ char *channel_long = repeat('c', SRV_TAG_MAX);
+    _cleanup_free_ char *by_long = repeat('b', SRV_AUDIT_FIELD_MAX + 1);
+    /* {"k":"vvv..."}: 8 bytes around the value */
+    _cleanup_free_ char *body_max = repeat('v', SRV_TEMPLATE_BODY_MAX);
+    memcpy(body_max, "{\"k\":\"", 6);
+    memcpy(body_max + SRV_TEMPLATE_BODY_MAX - 2, "\"}", 2);
+    _cleanup_free_ char *body_long = repeat(' ', SRV_TEMPLATE_BODY_MAX + 1);
+    memcpy(body_long, "{}", 2); /* an object, with blanks past the limit */
+    struct {
+        struct srv_template t;
+        enum ot_err want;
+    } bad[20];
+    size_t n = 0;
+    for (size_t i = 0; i < OT_ARRAY_SIZE(bad); i++)
+        bad[i].t = template_in("fleet", "beta");
+    bad[n].t.name = "";
+    bad[n++].want = OT_ERR_INVALID;
+    bad[n].t.name = NULL;
+    bad[n++].want = OT_ERR_INVALID;
+    bad[n].t.name = "two\nlines";
+    bad[n++].want = OT_ERR_INVALID;
+    bad[n].t.name = name_long;
+    bad[n++].want = OT_ERR_LIMIT;
+    bad[n].t.channel = "";
+    bad[n++].want = OT_ERR_INVALID;
+    bad[n].t.channel = NULL;
+    bad[n++].want = OT_ERR_INVALID;
+    bad[n].t.channel = "be ta";
+    bad[n++].want = OT_ERR_INVALID;
+    bad[n].t.channel = channel_long;
+    bad[n++].want = OT_ERR_INVALID;
+    bad[n].t.body = NULL;
+    bad[n++].want = OT_ERR_INVALID;
+    bad[n].t.body = "";
+    bad[n++].want = OT_ERR_INVALID;
+    bad[n].t.body = "[1]";
+    bad[n++].want = OT_ERR_INVALID;
+    bad[n].t.body = "{\"a\":";
+    bad[n++].want = OT_ERR_INVALID;
+    bad[n].t.body = "{} {}";
+    bad[n++].want = OT_ERR_INVALID;
+    bad[n].t.body = body_long;
+    bad[n++].want = OT_ERR_LIMIT;
+    bad[n].t.created_at = -1;
+    bad[n++].want = OT_ERR_INVALID;
+    bad[n].t.created_by = "";
+    bad[n++].want = OT_ERR_INVALID;
+    bad[n].t.created_by = by_long;
+    bad[n++].want = OT_ERR_LIMIT;
+    for (size_t i = 0; i < n; i++) {
+        d.msg[0] = '\0';
+        bad[i].t.id = -3;
+        assert_int_equal(srv_store_template_create(s, &bad[i].t, &d), bad[i].want);
+        assert_true(d.msg[0] != '\0');
+        assert_int_equal(bad[i].t.id, -3);
+    }
+    assert_int_equal(srv_store_template_create(s, NULL, &d), OT_ERR_INVALID);
+    int64_t ids[4];
+    assert_int_equal(template_ids(s, NULL, 0, 10, ids), 0); /* nothing stored */
+
+    struct srv_template edge = template_in(name_max, "beta"), got;
+    edge.body = body_max;
+    assert_int_equal(srv_store_template_create(s, &edge, &d), OT_OK);
+    assert_int_equal(srv_store_template_get(s, edge.id, &got, &d), OT_OK);
+    assert_string_equal(got.name, name_max);
+    assert_string_equal(got.body, body_max);
+    srv_template_release(&got);
+    srv_store_close(s);
+}
+
+/* A database at schema version 3 with rows in it (made by undoing migration 4 by hand) is
+ * migrated: the rows are kept (attempts 0, no channel), the status rule takes WAITING and still
+ * refuses what is past it, and the file or database is sound. */
+static void test_migration_4(void **state)
+{
+    struct fixture *f = *state;
+    struct srv_store *s = open_ok(f);
+    int64_t art = add_artifact(s, "rootfs", "2.0", 1);
+    int64_t dev[3];
+    for (int i = 0; i < 3; i++)
+        dev[i] = add_device(s, i + 1, SRV_DEVICE_ACCEPTED, "gw-2", NULL, 0);
+    int64_t dep = add_deployment(s, art, dev, 3, NULL);
+    report(s, dep, dev[0], SRV_DD_INSTALLING, T0 + 5);
+    report(s, dep, dev[1], SRV_DD_FAILURE, T0 + 6);
+    const int64_t seqs[] = {3, 1, 2};
+    int64_t staged = add_rollout(s, art, dev, seqs, 3, NULL);
+    int64_t g = generation(s);
+    srv_store_close(s);
+    undo_migration_4(f);
+    char sql[256];
+    /* The old rule is back: without migration 4, WAITING cannot be stored. */
+    snprintf(sql, sizeof(sql),
+             "UPDATE deployment_devices SET status = 11 WHERE deployment_id = %lld"
+             " AND device_id = %lld",
+             (long long)dep, (long long)dev[2]);
+    assert_false(f->be->try_exec(f, sql));
+
+    /* SQLite: a connection that read the old schema before the migration sees the new one. */
+    sqlite3 *other = NULL;
+    if (f->be == SQLITE) {
+        other = raw_open(f->path);
+        assert_int_equal(raw_int(other, "SELECT count(*) FROM deployment_devices"), 6);
+    }
+    s = open_ok(f);
+    assert_int_equal(srv_store_schema_version(s), 4);
+    struct srv_dd row = dd_of(s, dep, dev[0]);
+    assert_int_equal(row.status, SRV_DD_INSTALLING);
+    assert_int_equal(row.updated_at, T0 + 5);
+    assert_int_equal(row.attempts, 0);
+    srv_dd_release(&row);
+    assert_int_equal(dd_status(s, dep, dev[1]), SRV_DD_FAILURE);
+    row = dd_of(s, staged, dev[0]);
+    assert_int_equal(row.seq, 3);
+    srv_dd_release(&row);
+    struct srv_dd_event ev = last_event(s, dep, dev[1]);
+    assert_int_equal(ev.status, SRV_DD_FAILURE);
+    free(ev.message);
+    free(ev.log);
+    assert_int_equal(generation(s), g);
+    struct srv_artifact a;
+    assert_int_equal(srv_store_artifact_get(s, art, &a, NULL), OT_OK);
+    assert_string_equal(a.channel, "");
+    srv_artifact_release(&a);
+    int64_t ids[2];
+    assert_int_equal(template_ids(s, NULL, 0, 10, ids), 0);
+    add_template(s, "after the migration", "beta", true);
+
+    /* WAITING through the store's own connection, then straight into the table. */
+    report(s, dep, dev[0], SRV_DD_WAITING, T0 + 7);
+    assert_int_equal(dd_status(s, dep, dev[0]), SRV_DD_WAITING);
+    assert_true(report_retry(s, staged, dev[0], SRV_DD_FAILURE, "x", T0 + 8, 1));
+    assert_true(f->be->try_exec(f, sql));
+    assert_int_equal(dd_status(s, dep, dev[2]), SRV_DD_WAITING);
+    snprintf(sql, sizeof(sql),
+             "UPDATE deployment_devices SET status = 12 WHERE deployment_id = %lld"
+             " AND device_id = %lld",
+             (long long)dep, (long long)dev[2]);
+    assert_false(f->be->try_exec(f, sql));
+    assert_false(f->be->try_exec(f, "UPDATE deployment_devices SET status = 0"));
+    assert_int_equal(dd_status(s, dep, dev[2]), SRV_DD_WAITING);
+    srv_store_close(s);
+
+    if (f->be == SQLITE) {
+        raw_exec(other, "PRAGMA foreign_keys = ON");
+        snprintf(sql, sizeof(sql),
+                 "UPDATE deployment_devices SET status = 11 WHERE deployment_id = %lld"
+                 " AND device_id = %lld",
+                 (long long)staged, (long long)dev[1]);
+        raw_exec(other, sql);
+        assert_int_equal(sqlite3_exec(other,
+                                      "UPDATE deployment_devices SET status = 12"
+                                      " WHERE status = 11",
+                                      NULL, NULL, NULL),
+                         SQLITE_CONSTRAINT);
+        raw_text_is(other, "PRAGMA integrity_check", "ok");
+        assert_int_equal(raw_int(other, "SELECT count(*) FROM pragma_foreign_key_check"), 0);
+        assert_int_equal(raw_int(other, "SELECT count(*) FROM sqlite_schema WHERE sql LIKE"
+                                        " '%status BETWEEN 1 AND 11%'"),
+                         1);
+        assert_int_equal(sqlite3_close(other), SQLITE_OK);
+    } else {
+        PGconn *c = pg_connect(f->url);
+        assert_int_equal(pg_run(c,
+                                "SELECT count(*) FROM pg_constraint WHERE"
+                                " conrelid = 'deployment_devices'::regclass AND contype = 'c'",
+                                NULL, NULL),
+                         1);
+        assert_int_equal(pg_run(c,
+                                "SELECT count(*) FROM pg_constraint WHERE"
+                                " conname = 'deployment_devices_status_check' AND"
+                                " pg_get_constraintdef(oid) LIKE '%status <= 11%'",
+                                NULL, NULL),
+                         1);
+        PQfinish(c);
+    }
+    /* And it opens again as it is. */
+    s = open_ok(f);
+    assert_int_equal(srv_store_schema_version(s), 4);
+    srv_store_close(s);
+}
 
 /* The check-in path's batch at fleet size: 100,000 devices (made directly in the database: one at
  * a time through the store would be 100,000 commits), touched in one call. */
@@ -3729,6 +4546,10 @@ static const struct case_def contract[] = {
     CASE(test_rollout_approve_concurrent), CASE(test_rollout_counts),
     CASE(test_rollout_timeout),         CASE(test_rollout_list_active),
     CASE(test_rollout_create_large),    CASE(test_rollout_migration),
+    CASE(test_dd_waiting),              CASE(test_dd_report_retry),
+    CASE(test_deployment_add_device),   CASE(test_artifact_channel),
+    CASE(test_templates),               CASE(test_template_validation),
+    CASE(test_migration_4),
 };
 
 static const struct case_def sqlite_only[] = {
