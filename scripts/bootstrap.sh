@@ -10,6 +10,8 @@ PACKAGES=(
   libsodium-dev libssl-dev libjansson-dev libzstd-dev libarchive-dev
   # otterd: HTTP server, embedded database (sqlite3: the shell, for operators and tests)
   libmicrohttpd-dev libsqlite3-dev sqlite3 libcurl4-openssl-dev libubootenv-dev libubootenv-tool grub-common swupdate rauc
+  # otterd's maintenance windows read time zones from /usr/share/zoneinfo (src/server/window.c)
+  tzdata
   # otterd's PostgreSQL back end (libpq), and a server for its tests (scripts/test.sh starts a
   # throwaway cluster; postgresql-common has pg_createcluster and pg_virtualenv)
   libpq-dev postgresql postgresql-common
