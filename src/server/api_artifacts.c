@@ -185,6 +185,12 @@ static struct upload *upload_start(struct srv_app *app, struct srv_request *req)
     }
     u->app = app;
     srv_req_set_ctx(req, u, upload_free);
+    const char *channel = srv_req_query(req, "channel");
+    if (channel && !srv_channel_valid(channel)) {
+        srv_reply_error(req, OT_ERR_FORMAT,
+                        "query 'channel' must be 1..63 characters of [A-Za-z0-9._-]");
+        return NULL;
+    }
     if (srv_req_query(req, "format"))
         return foreign_start(app, req, u);
     enum ot_err err = load_trust(app, &u->trust, &d);
@@ -261,10 +267,11 @@ json_t *srv_json_text(const char *text)
 
 static json_t *artifact_json(const struct srv_artifact *a)
 {
-    return json_pack("{s:I, s:s, s:s, s:s, s:I, s:o, s:I, s:s}", "id", (json_int_t)a->id, "name",
-                     a->name, "version", a->version, "sha256", a->sha256, "size",
+    return json_pack("{s:I, s:s, s:s, s:s, s:I, s:o, s:I, s:s, s:s}", "id", (json_int_t)a->id,
+                     "name", a->name, "version", a->version, "sha256", a->sha256, "size",
                      (json_int_t)a->size, "device_types", srv_json_text(a->device_types),
-                     "created_at", (json_int_t)a->created_at, "uploaded_by", a->uploaded_by);
+                     "created_at", (json_int_t)a->created_at, "uploaded_by", a->uploaded_by,
+                     "channel", a->channel ? a->channel : "");
 }
 
 /* Records the verified upload: blob first, then the row. */
@@ -291,6 +298,7 @@ static enum ot_err upload_record(struct srv_app *app, struct srv_request *req, s
     }
     a->manifest = u->manifest;
     a->uploaded_by = (char *)srv_req_principal(req);
+    a->channel = (char *)srv_req_query(req, "channel");
     srv_blob_writer_finish(u->blob, a->sha256);
     if (!err && (!a->device_types || !a->name || !a->version))
         err = OT_ERR_NOMEM;
@@ -319,6 +327,7 @@ static enum ot_err upload_record(struct srv_app *app, struct srv_request *req, s
     a->manifest = NULL;
     a->signatures = NULL;
     a->uploaded_by = NULL;
+    a->channel = NULL;
     ot_buf_release(&sigs);
     return err;
 }
@@ -355,7 +364,11 @@ void srv_api_artifact_upload(void *app_, struct srv_request *req)
     ot_log(OT_LOG_NOTICE, "artifact %lld uploaded: %s %s, %llu bytes", (long long)a.id, a.name,
            a.version, (unsigned long long)a.size);
     a.uploaded_by = strdup(srv_req_principal(req));
-    json_t *out = a.uploaded_by ? artifact_json(&a) : NULL;
+    a.channel = strdup(srv_req_query(req, "channel") ? srv_req_query(req, "channel") : "");
+    json_t *out = a.uploaded_by && a.channel ? artifact_json(&a) : NULL;
+    /* continuous deployment: the channel's templates deploy it */
+    if (out && a.channel[0])
+        json_object_set_new(out, "deployments", srv_templates_fire(app, &a));
     srv_artifact_release(&a);
     srv_reply_json(req, 201, out);
 }

@@ -8,6 +8,7 @@
 #include <sodium.h>
 
 #include "fleet.h"
+#include "groups.h"
 #include "otter/log.h"
 #include "rollout.h"
 #include "otter/json.h"
@@ -52,10 +53,12 @@ static json_t *rollup_json(const uint64_t counts[SRV_DD__MAX])
 
 static json_t *dd_json(const struct srv_dd *dd)
 {
-    return json_pack("{s:I, s:s, s:i, s:s, s:I, s:o*}", "device_id", (json_int_t)dd->device_id,
-                     "status", dd_name(dd->status), "progress", dd->progress, "message",
-                     dd->message ? dd->message : "", "updated_at", (json_int_t)dd->updated_at,
-                     "release_order", dd->seq > 0 ? json_integer((json_int_t)dd->seq) : NULL);
+    return json_pack("{s:I, s:s, s:i, s:s, s:I, s:o*, s:I}", "device_id",
+                     (json_int_t)dd->device_id, "status", dd_name(dd->status), "progress",
+                     dd->progress, "message", dd->message ? dd->message : "", "updated_at",
+                     (json_int_t)dd->updated_at, "release_order",
+                     dd->seq > 0 ? json_integer((json_int_t)dd->seq) : NULL, "retries",
+                     (json_int_t)dd->attempts);
 }
 
 static int cmp_id(const void *a, const void *b)
@@ -64,15 +67,53 @@ static int cmp_id(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Device ids from {"devices":[...]} or the accepted devices with {"tag":"..."}; sorted unique. */
+/* A dynamic group: the accepted devices matching {"query": "..."} now (at most "cap"); with
+ * "continuous" (the default) later ones join (groups.c). */
+static enum ot_err target_query(struct srv_app *app, const json_t *body, int64_t **ret,
+                                size_t *ret_n, json_t **ret_target, struct ot_diag *d)
+{
+    json_t *t = json_object();
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)body, k, v)
+        if (strcmp(k, "query") == 0 || strcmp(k, "cap") == 0 || strcmp(k, "continuous") == 0)
+            json_object_set(t, k, v);
+    struct srv_group_target gt = {0};
+    enum ot_err err = t ? srv_group_target_parse(t, &gt, d)
+                        : ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+    if (!err)
+        err = srv_group_members(app, gt.query, gt.cap, ret, ret_n, d);
+    if (!err && *ret_n == 0) {
+        free(*ret);
+        err = ot_diag_set(d, OT_ERR_INVALID, "no accepted device matches the query");
+    }
+    if (!err && !json_object_get(t, "continuous"))
+        json_object_set_new(t, "continuous", json_boolean(gt.continuous));
+    srv_group_target_release(&gt);
+    if (err) {
+        json_decref(t);
+        return err;
+    }
+    *ret_target = t;
+    return OT_OK;
+}
+
+/* Device ids from {"devices":[...]}, the accepted devices with {"tag":"..."} or those matching
+ * {"query":"..."}; sorted unique. */
 static enum ot_err target_devices(struct srv_app *app, const json_t *body, int64_t **ret,
                                   size_t *ret_n, json_t **ret_target, struct ot_diag *d)
 {
     const json_t *devices = json_object_get(body, "devices");
     const json_t *tag = json_object_get(body, "tag");
-    if (!devices == !tag)
-        return ot_diag_set(d, OT_ERR_FORMAT, "deployment: give either 'devices' (a list of "
-                                             "device ids) or 'tag'");
+    const json_t *query = json_object_get(body, "query");
+    if (!devices + !tag + !query != 2)
+        return ot_diag_set(d, OT_ERR_FORMAT, "deployment: give one of 'devices' (a list of "
+                                             "device ids), 'tag' or 'query'");
+    if ((json_object_get(body, "cap") || json_object_get(body, "continuous")) && !query)
+        return ot_diag_set(d, OT_ERR_FORMAT,
+                           "deployment: 'cap' and 'continuous' go with a 'query'");
+    if (query)
+        return target_query(app, body, ret, ret_n, ret_target, d);
     if (tag) {
         if (!json_is_string(tag))
             return ot_diag_set(d, OT_ERR_FORMAT, "deployment: 'tag' must be a string");
@@ -170,13 +211,12 @@ static enum ot_err rollout_prepare(struct srv_app *app, const json_t *policy, co
     return OT_OK;
 }
 
-void srv_api_deployment_create(void *app_, struct srv_request *req)
+enum ot_err srv_deployment_create_json(struct srv_app *app, const json_t *body,
+                                       const char *principal, int64_t *ret_id,
+                                       struct ot_diag *d)
 {
-    struct srv_app *app = app_;
-    json_t *body = srv_req_json(req);
-    if (!body)
-        return;
-    static const char *const keys[] = {"name", "artifact_id", "devices", "tag", "policy", NULL};
+    static const char *const keys[] = {"name",  "artifact_id", "devices",    "tag",
+                                       "query", "cap",         "continuous", "policy", NULL};
     const char *name = NULL;
     uint64_t artifact_id = 0;
     int64_t *ids = NULL;
@@ -185,45 +225,44 @@ void srv_api_deployment_create(void *app_, struct srv_request *req)
     json_t *target = NULL;
     struct srv_artifact a = {0};
     struct srv_deployment dep = {0};
-    struct ot_diag d = {0};
-    enum ot_err err = ot_json_only_keys(body, keys, "deployment", &d);
+    enum ot_err err = ot_json_only_keys(body, keys, "deployment", d);
     if (!err)
         err = ot_json_get_str(body, "name", true, SRV_DEPLOYMENT_NAME_MAX - 1, "deployment", &name,
-                              &d);
+                              d);
     if (!err && !name[0])
-        err = ot_diag_set(&d, OT_ERR_FORMAT, "deployment: 'name' must not be empty");
+        err = ot_diag_set(d, OT_ERR_FORMAT, "deployment: 'name' must not be empty");
     if (!err)
         err = ot_json_get_u64(body, "artifact_id", true, INT64_MAX, "deployment", &artifact_id,
-                              &d);
+                              d);
     if (!err) {
-        err = srv_store_artifact_get(app->store, (int64_t)artifact_id, &a, &d);
+        err = srv_store_artifact_get(app->store, (int64_t)artifact_id, &a, d);
         if (err == OT_ERR_NOENT)
-            err = ot_diag_set(&d, OT_ERR_INVALID, "no artifact %llu",
+            err = ot_diag_set(d, OT_ERR_INVALID, "no artifact %llu",
                               (unsigned long long)artifact_id);
     }
     if (!err)
-        err = target_devices(app, body, &ids, &n, &target, &d);
+        err = target_devices(app, body, &ids, &n, &target, d);
     if (!err && !(skipped = calloc(n, sizeof(*skipped))))
-        err = ot_diag_set(&d, OT_ERR_NOMEM, "out of memory");
+        err = ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
     if (!err)
-        err = check_devices(app, &a, ids, n, skipped, &d);
+        err = check_devices(app, &a, ids, n, skipped, d);
     struct srv_rollout ro = {0};
     int64_t *seqs = NULL;
     const json_t *policy = json_object_get(body, "policy");
     if (!err && policy)
-        err = rollout_prepare(app, policy, ids, n, &seqs, &ro, &d);
+        err = rollout_prepare(app, policy, ids, n, &seqs, &ro, d);
     if (!err) {
         dep.name = (char *)name;
         dep.artifact_id = a.id;
         dep.target = target ? json_dumps(target, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
         dep.created_at = app->now();
-        dep.created_by = (char *)srv_req_principal(req);
+        dep.created_by = (char *)principal;
         const char *skip = "the artifact is not for this device type";
-        err = !dep.target ? ot_diag_set(&d, OT_ERR_NOMEM, "out of memory")
+        err = !dep.target ? ot_diag_set(d, OT_ERR_NOMEM, "out of memory")
               : policy    ? srv_store_deployment_create_rollout(app->store, &dep, ids, skipped,
-                                                                seqs, n, skip, &ro, &d)
+                                                                seqs, n, skip, &ro, d)
                           : srv_store_deployment_create(app->store, &dep, ids, skipped, n, skip,
-                                                        &d);
+                                                        d);
         dep.name = NULL;
         dep.created_by = NULL;
     }
@@ -232,18 +271,37 @@ void srv_api_deployment_create(void *app_, struct srv_request *req)
     free(ids);
     free(skipped);
     json_decref(target);
-    json_decref(body);
-    srv_artifact_release(&a);
     if (err) {
+        srv_artifact_release(&a);
         srv_deployment_release(&dep);
-        return srv_reply_error(req, err, "%s", d.msg);
+        return err;
     }
     srv_fleet_bump(app->fleet);
-    int64_t id = dep.id;
     if (policy)
-        srv_rollouts_kick(app->rollouts, id, 0);
+        srv_rollouts_kick(app->rollouts, dep.id, 0);
+    struct ot_diag gd = {0};
+    if (json_object_get(body, "query") &&
+        srv_groups_add(app->groups, dep.id, dep.target, a.device_types, dep.ndevices, &gd) != OT_OK)
+        ot_log(OT_LOG_ERR, "deployment %lld: dynamic group: %s", (long long)dep.id, gd.msg);
+    *ret_id = dep.id;
+    srv_artifact_release(&a);
     srv_deployment_release(&dep);
-    err = srv_store_deployment_get(app->store, id, &dep, &d);
+    return OT_OK;
+}
+
+void srv_api_deployment_create(void *app_, struct srv_request *req)
+{
+    struct srv_app *app = app_;
+    json_t *body = srv_req_json(req);
+    if (!body)
+        return;
+    struct srv_deployment dep = {0};
+    struct ot_diag d = {0};
+    int64_t id = 0;
+    enum ot_err err = srv_deployment_create_json(app, body, srv_req_principal(req), &id, &d);
+    json_decref(body);
+    if (!err)
+        err = srv_store_deployment_get(app->store, id, &dep, &d);
     if (err)
         return srv_reply_error(req, err, "%s", d.msg);
     char object[32];

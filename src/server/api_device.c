@@ -16,6 +16,7 @@
 #include "app.h"
 #include "blob.h"
 #include "fleet.h"
+#include "groups.h"
 #include "rollout.h"
 #include "otter/encoding.h"
 #include "otter/json.h"
@@ -30,6 +31,7 @@ void srv_device_changed(struct srv_app *app, int64_t id)
     if (srv_fleet_changed(app->fleet, id, &d) != OT_OK)
         ot_log(OT_LOG_WARNING, "device %lld: other otterd instances see the change only after "
                "device_cache_ttl: %s", (long long)id, d.msg);
+    srv_groups_device_changed(app->groups, id);
 }
 
 /* ---- auth ------------------------------------------------------------------------------------ */
@@ -287,6 +289,7 @@ static enum ot_err update_reported(struct srv_app *app, struct srv_fleet_dev *de
     if (!err) {
         dev->reported_hash = h;
         snprintf(dev->device_type, sizeof(dev->device_type), "%s", cr->device_type);
+        srv_groups_device_changed(app->groups, dev->id); /* it may join a dynamic group */
     }
     return err;
 }
@@ -385,6 +388,7 @@ void srv_dev_checkin(void *app_, struct srv_request *req)
         r.signatures = info.signatures;
         r.download = urls;
         r.ndownload = 1;
+        srv_rollouts_action(app->rollouts, info.id, &r.type, &r.install_held);
     }
     struct ot_buf out;
     ot_buf_init(&out, CHECKIN_RESP_MAX);
@@ -459,11 +463,12 @@ void srv_dev_status(void *app_, struct srv_request *req)
     enum ot_err err = ot_wire_status_report_decode(body->data, body->len, &rep, &d);
     if (err)
         return srv_reply_error(req, err, "%s", d.msg);
-    bool applied = false;
+    bool applied = false, retried = false;
     enum srv_dd_status current = 0;
-    err = dep ? srv_store_dd_report(app->store, dep, dev, (enum srv_dd_status)rep.status,
-                                    rep.progress, rep.message, rep.log, app->now(), &applied,
-                                    &current, &d)
+    err = dep ? srv_store_dd_report_retry(app->store, dep, dev, (enum srv_dd_status)rep.status,
+                                          rep.progress, rep.message, rep.log, app->now(),
+                                          srv_rollouts_retries(app->rollouts, dep), &applied,
+                                          &retried, &current, &d)
               : OT_ERR_NOENT;
     enum srv_dd_status wanted = (enum srv_dd_status)rep.status;
     ot_wire_status_report_release(&rep);
@@ -478,7 +483,8 @@ void srv_dev_status(void *app_, struct srv_request *req)
                                 "never changes",
                                 ot_wire_status_name((enum ot_wire_status)current));
     if (SRV_DD_IS_FINAL(wanted)) {
-        /* the device's next action is whatever comes after this deployment */
+        /* the device's next action is whatever comes after this deployment (or this one again,
+         * when the policy retries it) */
         struct srv_fleet_dev fd;
         if (srv_fleet_get(app->fleet, dev, app->now(), &fd, NULL) == OT_OK) {
             fd.action_gen = -1;
@@ -537,5 +543,6 @@ void srv_dev_inventory(void *app_, struct srv_request *req)
     if (err)
         return srv_reply_error(req, err, "%s", d.msg);
     srv_fleet_seen(app->fleet, id, app->now());
+    srv_groups_device_changed(app->groups, id);
     srv_reply_empty(req, 204);
 }

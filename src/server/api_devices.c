@@ -4,6 +4,7 @@
  * device's very next request. */
 #include "app.h"
 #include "fleet.h"
+#include "groups.h"
 #include "otter/encoding.h"
 #include "otter/json.h"
 #include "otter/log.h"
@@ -223,6 +224,8 @@ void srv_api_device_tags(void *app_, struct srv_request *req)
     if (!err)
         err = srv_store_device_set_tags(app->store, dev.id, tags, n, app->now(), &d);
     free(tags);
+    if (!err)
+        srv_groups_device_changed(app->groups, dev.id);
     if (!err) {
         srv_device_release(&dev);
         err = srv_store_device_get(app->store, srv_param_id(req, "id"), &dev, &d);

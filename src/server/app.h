@@ -11,6 +11,20 @@
 struct srv_fleet;
 struct srv_rollouts;
 
+#define SRV_DDI_TENANTS_MAX 16
+#define SRV_DDI_TENANT_MAX 64 /* bytes of a tenant name: [A-Za-z0-9_-] */
+
+/* One hawkBit DDI tenant and how its controllers may authenticate (configuration keys
+ * ddi_target_token, ddi_gateway_token, ddi_trust_controller_header, and their per-tenant
+ * overrides ddi_*.<TENANT>; docs/hawkbit.md). */
+struct srv_ddi_tenant {
+    const char *name;               /* as configured; paths match it case-insensitively */
+    bool target_token;              /* "Authorization: TargetToken <per-device token>" */
+    const char *gateway_token;      /* "GatewayToken <this>": any controller; NULL or "": off */
+    bool trust_controller_header;   /* a TLS proxy's verified X-Controller-Id */
+};
+struct srv_groups;
+
 struct srv_app {
     struct srv_store *store;
     const char *data_dir;
@@ -24,11 +38,11 @@ struct srv_app {
     uint8_t device_token_key[32];   /* HMAC key of device tokens (meta "device_token_key") */
     struct srv_fleet *fleet;        /* device cache and batched last-seen writes (fleet.c) */
     struct srv_rollouts *rollouts;  /* staged rollouts: the engine and released counts */
-    /* hawkBit DDI (api_ddi.c, docs/hawkbit.md; configuration keys of the same names) */
-    const char *ddi_tenant;         /* the one tenant served; others get 404 */
-    bool ddi_target_token;          /* "Authorization: TargetToken <per-device token>" */
-    const char *ddi_gateway_token;  /* "GatewayToken <this>": any controller; NULL or "": off */
-    bool ddi_trust_controller_header; /* a TLS proxy's verified X-Controller-Id */
+    struct srv_groups *groups;      /* continuous deployments to dynamic groups (groups.c) */
+    /* hawkBit DDI (api_ddi.c, docs/hawkbit.md): the tenants served (configuration key
+     * ddi_tenant, 1..SRV_DDI_TENANTS_MAX), each with its switches; others get 404 */
+    const struct srv_ddi_tenant *ddi_tenants;
+    size_t ddi_ntenants;
 };
 
 /* ---- the route table (api.c) ---- */
@@ -56,7 +70,18 @@ void srv_api_device_reject(void *app, struct srv_request *req);
 void srv_api_device_decommission(void *app, struct srv_request *req);
 void srv_api_device_tags(void *app, struct srv_request *req);
 void srv_api_deployment_create(void *app, struct srv_request *req);
+/* Creates a deployment from a POST /api/v1/deployments body on behalf of principal (also used by
+ * deployment templates); *ret_id its id. Errors name the field. */
+enum ot_err srv_deployment_create_json(struct srv_app *app, const json_t *body,
+                                       const char *principal, int64_t *ret_id, struct ot_diag *d)
+    OT_MUST_CHECK;
 void srv_api_deployment_list(void *app, struct srv_request *req);
+void srv_api_template_create(void *app, struct srv_request *req);
+void srv_api_template_list(void *app, struct srv_request *req);
+void srv_api_template_show(void *app, struct srv_request *req);
+void srv_api_template_delete(void *app, struct srv_request *req);
+void srv_api_template_enable(void *app, struct srv_request *req);
+void srv_api_template_disable(void *app, struct srv_request *req);
 void srv_api_deployment_show(void *app, struct srv_request *req);
 void srv_api_deployment_devices(void *app, struct srv_request *req);
 void srv_api_deployment_device(void *app, struct srv_request *req);
@@ -88,16 +113,28 @@ void srv_api_device_ddi_register(void *app, struct srv_request *req);
  * keys). */
 #define SRV_DDI_ID_MAX 128
 bool srv_ddi_id_valid(const char *id);
-/* The device id of a DDI controller (meta "ddi.device.<controllerId>"); 0 when unknown. */
+/* The device id of a DDI controller (meta "ddi.device.<controllerId>"), in any tenant; 0 when
+ * unknown. Controller ids are unique across tenants. */
 int64_t srv_ddi_device(struct srv_app *app, const char *controller_id);
-/* Registers a DDI controller as an accepted device (or finds it): identity
- * {"controller_id": ...}, public key SHA-256("otter-ddi:" + controller id). */
-enum ot_err srv_ddi_register(struct srv_app *app, const char *controller_id,
-                             const char *device_type, const char *principal, int64_t *ret_id,
-                             bool *ret_created, struct ot_diag *d) OT_MUST_CHECK;
+/* The configured tenant of that name (case-insensitive), or NULL. */
+const struct srv_ddi_tenant *srv_ddi_tenant_find(const struct srv_app *app, const char *name);
+/* Registers a DDI controller in tenant (NULL: the first) as an accepted device, or finds it:
+ * identity {"controller_id": ..., "tenant": ...}, public key SHA-256("otter-ddi:" + controller
+ * id). OT_ERR_EXISTS when the controller belongs to another tenant. */
+enum ot_err srv_ddi_register(struct srv_app *app, const struct srv_ddi_tenant *tenant,
+                             const char *controller_id, const char *device_type,
+                             const char *principal, int64_t *ret_id, bool *ret_created,
+                             struct ot_diag *d) OT_MUST_CHECK;
 /* A foreign artifact (.swu, RAUC bundle) carries {"foreign": "swu"|"raucb", ...} as its
  * manifest; otter-agent devices never get one, DDI devices get nothing else. */
 bool srv_manifest_is_foreign(const char *manifest);
+
+/* A release channel's name: [A-Za-z0-9._-]{1,63}. */
+bool srv_channel_valid(const char *s);
+/* Continuous deployment (api_templates.c): creates a deployment from every enabled template of
+ * the artifact's channel; returns what happened, [{"template":1,"deployment_id":9} |
+ * {"template":2,"error":"..."}] (each also in the audit log). */
+json_t *srv_templates_fire(struct srv_app *app, const struct srv_artifact *a);
 
 /* Whether the device type is in an artifact's device_types (JSON array text). */
 bool srv_device_type_listed(const char *device_types_json, const char *type);
@@ -138,8 +175,9 @@ bool srv_token_text_allows(struct srv_app *app, const char *text, uint32_t scope
  * otherwise. */
 int srv_auth_check(void *app, struct srv_request *req, const struct srv_route *route, char *msg,
                    size_t msg_len);
-/* SRV_AUTH_DDI (api_ddi.c): tenant (404 for another), then TargetToken, GatewayToken or the
- * proxy's X-Controller-Id as configured, for an accepted device that is the path's controller. */
+/* SRV_AUTH_DDI (api_ddi.c): tenant (404 for one not configured), then TargetToken, GatewayToken
+ * or the proxy's X-Controller-Id as that tenant allows, for an accepted device that is the path's
+ * controller and belongs to that tenant. */
 int srv_ddi_auth(struct srv_app *app, struct srv_request *req, char *msg, size_t msg_len);
 
 /* On a store that has never had one, creates the first admin token and writes its text to ret

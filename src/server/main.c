@@ -15,10 +15,12 @@
 
 #include "app.h"
 #include "fleet.h"
+#include "groups.h"
 #include "otter/config.h"
 #include "otter/file.h"
 #include "otter/json.h"
 #include "otter/log.h"
+#include "otter/parse.h"
 #include "rollout.h"
 
 #ifndef OTTER_VERSION
@@ -50,10 +52,15 @@ struct srv_config {
     uint64_t max_artifact_size;
     uint64_t last_seen_flush_ms;
     uint64_t device_cache_ttl_ms;
-    char *ddi_tenant;
+    struct ot_strlist ddi_tenant;
     bool ddi_target_token;
     char *ddi_gateway_token;
     bool ddi_trust_controller_header;
+    struct ddi_tenant_keys { /* ddi_*.<TENANT>, for the tenant of the same place in ddi_tenant */
+        bool target_token;
+        char *gateway_token; /* NULL: ddi_gateway_token's */
+        bool trust_controller_header;
+    } ddi[SRV_DDI_TENANTS_MAX];
 };
 
 #define CFG(f) offsetof(struct srv_config, f)
@@ -97,8 +104,9 @@ static const struct ot_cfg_key cfg_keys[] = {
     {NULL, "rollout_engine", OT_CFG_BOOL, CFG(rollout_engine), 0, 1, "true",
      "this instance makes the rollout decisions (with several instances on one PostgreSQL "
      "database, set it true on exactly one)"},
-    {NULL, "ddi_tenant", OT_CFG_STRING, CFG(ddi_tenant), 1, 64, "DEFAULT",
-     "hawkBit DDI: the tenant in /{tenant}/controller/v1/ (others: 404)"},
+    {NULL, "ddi_tenant", OT_CFG_STRLIST, CFG(ddi_tenant), 1, SRV_DDI_TENANTS_MAX, "DEFAULT",
+     "hawkBit DDI: the tenants in /{tenant}/controller/v1/, comma-separated (others: 404); "
+     "KEY.TENANT sets the next three keys for one of them"},
     {NULL, "ddi_target_token", OT_CFG_BOOL, CFG(ddi_target_token), 0, 1, "true",
      "hawkBit DDI: accept per-device target tokens (POST /api/v1/devices/ddi)"},
     {NULL, "ddi_gateway_token", OT_CFG_STRING, CFG(ddi_gateway_token), 0, 256, "",
@@ -108,6 +116,108 @@ static const struct ot_cfg_key cfg_keys[] = {
      "false", "hawkBit DDI: trust a TLS-terminating proxy's X-Controller-Id (the verified "
      "client certificate's CN)"},
 };
+
+/* The per-tenant DDI keys (ddi_target_token.ACME, ddi_gateway_token.ACME,
+ * ddi_trust_controller_header.ACME) exist only for the tenants ddi_tenant lists, so the table
+ * used is cfg_keys plus theirs: a first pass over the file finds the tenants and the plain keys'
+ * values, which become the per-tenant keys' defaults. Everything else (types, unknown and
+ * duplicate keys, file:line messages) is the table's, as for any key. */
+#define DDI_SWITCHES 3
+static const char *const ddi_switches[DDI_SWITCHES] = {"ddi_target_token", "ddi_gateway_token",
+                                                       "ddi_trust_controller_header"};
+
+struct cfg_table {
+    struct ot_cfg_key keys[OT_ARRAY_SIZE(cfg_keys) + DDI_SWITCHES * SRV_DDI_TENANTS_MAX];
+    size_t n;
+    char names[DDI_SWITCHES * SRV_DDI_TENANTS_MAX][SRV_DDI_TENANT_MAX + 32];
+    char *plain[3]; /* the file's values of prescanned[] (first pass), or NULL */
+};
+
+static const char *const prescanned[3] = {"ddi_tenant", "ddi_target_token",
+                                          "ddi_trust_controller_header"};
+
+static enum ot_err prescan_entry(void *userdata, const char *section, const char *name,
+                                 const char *key, const char *value, struct ot_diag *d)
+{
+    struct cfg_table *t = userdata;
+    for (size_t i = 0; key && !section[0] && i < OT_ARRAY_SIZE(prescanned); i++)
+        if (strcmp(key, prescanned[i]) == 0) {
+            free(t->plain[i]);
+            if (!(t->plain[i] = strdup(value)))
+                return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+        }
+    return OT_OK;
+}
+
+static enum ot_err prescan(const char *path, struct cfg_table *t)
+{
+    struct ot_buf b;
+    ot_buf_init(&b, OT_CFG_FILE_MAX);
+    enum ot_err err = ot_file_read(path, &b, NULL);
+    if (!err)
+        err = ot_cfg_parse(path, b.data, b.len, prescan_entry, t, NULL);
+    ot_buf_release(&b);
+    return err;
+}
+
+static const char *key_default(const char *key)
+{
+    for (size_t i = 0; i < OT_ARRAY_SIZE(cfg_keys); i++)
+        if (strcmp(cfg_keys[i].key, key) == 0)
+            return cfg_keys[i].def;
+    return NULL;
+}
+
+/* The value the tenants' bool keys default to: the plain key's, while it is a valid bool (a bad
+ * one is reported on its own line by the second pass). */
+static const char *bool_default(const struct cfg_table *t, size_t i)
+{
+    bool b;
+    return t->plain[i] && ot_parse_bool(t->plain[i], &b) == OT_OK ? t->plain[i]
+                                                                   : key_default(prescanned[i]);
+}
+
+static void add_tenant_keys(struct cfg_table *t, size_t i, const char *tenant)
+{
+    size_t base = CFG(ddi) + i * sizeof(struct ddi_tenant_keys);
+    const struct ot_cfg_key keys[DDI_SWITCHES] = {
+        {NULL, NULL, OT_CFG_BOOL, base + offsetof(struct ddi_tenant_keys, target_token), 0, 1,
+         bool_default(t, 1), NULL},
+        {NULL, NULL, OT_CFG_STRING, base + offsetof(struct ddi_tenant_keys, gateway_token), 0, 256,
+         NULL, NULL},
+        {NULL, NULL, OT_CFG_BOOL,
+         base + offsetof(struct ddi_tenant_keys, trust_controller_header), 0, 1,
+         bool_default(t, 2), NULL},
+    };
+    for (size_t k = 0; k < DDI_SWITCHES; k++) {
+        char *name = t->names[i * DDI_SWITCHES + k];
+        snprintf(name, sizeof(t->names[0]), "%s.%s", ddi_switches[k], tenant);
+        t->keys[t->n] = keys[k];
+        t->keys[t->n++].key = name;
+    }
+}
+
+/* A file that cannot be read or parsed gets no tenant keys: the second pass reports why. */
+static void cfg_table_build(const char *path, struct cfg_table *t)
+{
+    memcpy(t->keys, cfg_keys, sizeof(cfg_keys));
+    t->n = OT_ARRAY_SIZE(cfg_keys);
+    struct ot_strlist tenants = {0};
+    if ((path && prescan(path, t) != OT_OK) ||
+        ot_strlist_split(t->plain[0] ? t->plain[0] : key_default("ddi_tenant"), &tenants,
+                         NULL) != OT_OK)
+        return;
+    for (size_t i = 0; i < tenants.n && i < SRV_DDI_TENANTS_MAX; i++)
+        if (strlen(tenants.v[i]) <= SRV_DDI_TENANT_MAX) /* longer: refused by validate() */
+            add_tenant_keys(t, i, tenants.v[i]);
+    ot_strlist_release(&tenants);
+}
+
+static void cfg_table_release(struct cfg_table *t)
+{
+    for (size_t i = 0; i < OT_ARRAY_SIZE(t->plain); i++)
+        free(t->plain[i]);
+}
 
 struct options {
     const char *config;
@@ -254,6 +364,23 @@ static int apply_flag(struct srv_config *cfg, const char *key, const char *value
                : SRV_EXIT_OK;
 }
 
+/* Tenants are path segments and parts of key names; the same one twice is a mistake. */
+static int validate_ddi_tenants(const struct ot_strlist *tenants)
+{
+    static const char chars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-";
+    for (size_t i = 0; i < tenants->n; i++) {
+        const char *t = tenants->v[i];
+        if (strlen(t) > SRV_DDI_TENANT_MAX || t[strspn(t, chars)])
+            return usage_error("ddi_tenant '%.64s': a tenant is 1..%d characters of "
+                               "[A-Za-z0-9_-]", t, SRV_DDI_TENANT_MAX);
+        for (size_t j = 0; j < i; j++)
+            if (strcasecmp(t, tenants->v[j]) == 0)
+                return usage_error("ddi_tenant: '%s' is listed twice (tenants are compared "
+                                   "case-insensitively)", t);
+    }
+    return SRV_EXIT_OK;
+}
+
 /* Everything is checked here, before the first mkdir. */
 static int validate(struct srv_config *cfg, enum ot_log_level *ret_level)
 {
@@ -268,6 +395,9 @@ static int validate(struct srv_config *cfg, enum ot_log_level *ret_level)
                            cfg->log_level);
     if (cfg->poll_jitter_ms > cfg->poll_interval_ms)
         return usage_error("poll_jitter must not be larger than poll_interval");
+    int rc = validate_ddi_tenants(&cfg->ddi_tenant);
+    if (rc)
+        return rc;
     if (!cfg->database && asprintf(&cfg->database, "sqlite:%s/otter.db", cfg->data_dir) < 0) {
         cfg->database = NULL;
         return fail(SRV_EXIT_FAILURE, NULL, NULL, OT_ERR_NOMEM);
@@ -275,13 +405,13 @@ static int validate(struct srv_config *cfg, enum ot_log_level *ret_level)
     return SRV_EXIT_OK;
 }
 
-static int load_config(const struct options *o, struct srv_config *cfg,
+static int load_config(const struct options *o, struct cfg_table *t, struct srv_config *cfg,
                        enum ot_log_level *ret_level)
 {
     struct ot_diag d = {0};
-    size_t n = OT_ARRAY_SIZE(cfg_keys);
-    enum ot_err err = o->config ? ot_cfg_load(o->config, cfg_keys, n, cfg, &d)
-                                : ot_cfg_defaults(cfg_keys, n, NULL, cfg, &d);
+    cfg_table_build(o->config, t);
+    enum ot_err err = o->config ? ot_cfg_load(o->config, t->keys, t->n, cfg, &d)
+                                : ot_cfg_defaults(t->keys, t->n, NULL, cfg, &d);
     if (err)
         return fail(err == OT_ERR_NOMEM ? SRV_EXIT_FAILURE : SRV_EXIT_USAGE, NULL, &d, err);
     int rc = apply_flag(cfg, "data_dir", o->data_dir, "--data");
@@ -430,6 +560,22 @@ static struct srv_http_config http_config(const struct srv_config *cfg)
     };
 }
 
+/* Each tenant's switches: its own keys where set, else the plain ones (their defaults). */
+static size_t ddi_tenants(const struct srv_config *cfg, struct srv_ddi_tenant *out)
+{
+    size_t n = OT_MIN(cfg->ddi_tenant.n, (size_t)SRV_DDI_TENANTS_MAX);
+    for (size_t i = 0; i < n; i++) {
+        const struct ddi_tenant_keys *k = &cfg->ddi[i];
+        out[i] = (struct srv_ddi_tenant){
+            .name = cfg->ddi_tenant.v[i],
+            .target_token = k->target_token,
+            .gateway_token = k->gateway_token ? k->gateway_token : cfg->ddi_gateway_token,
+            .trust_controller_header = k->trust_controller_header,
+        };
+    }
+    return n;
+}
+
 /* The HTTP layer starts before the admin token is created: when the port is taken, no token is
  * made (and shown) for a server that never ran; the next start that listens shows it. */
 static int serve(const struct srv_config *cfg, struct srv_store *store, const sigset_t *signals)
@@ -444,11 +590,10 @@ static int serve(const struct srv_config *cfg, struct srv_store *store, const si
         .device_token_ttl = (uint32_t)(cfg->device_token_ttl_ms / 1000),
         .pending_retry = (uint32_t)(cfg->poll_interval_ms / 1000),
         .max_artifact_size = cfg->max_artifact_size,
-        .ddi_tenant = cfg->ddi_tenant,
-        .ddi_target_token = cfg->ddi_target_token,
-        .ddi_gateway_token = cfg->ddi_gateway_token,
-        .ddi_trust_controller_header = cfg->ddi_trust_controller_header,
     };
+    struct srv_ddi_tenant tenants[SRV_DDI_TENANTS_MAX];
+    app.ddi_ntenants = ddi_tenants(cfg, tenants);
+    app.ddi_tenants = tenants;
     struct srv_http_config hc = http_config(cfg);
     struct srv_http *http = NULL;
     enum ot_err err = srv_devtoken_init(&app, &d);
@@ -462,8 +607,11 @@ static int serve(const struct srv_config *cfg, struct srv_store *store, const si
         err = srv_rollouts_start(&app, (unsigned)cfg->rollout_tick_ms, cfg->rollout_engine,
                                  &app.rollouts, &d);
     if (!err)
+        err = srv_groups_start(&app, &app.groups, &d);
+    if (!err)
         err = srv_http_start(&hc, srv_routes, srv_nroutes, srv_auth_check, &app, &http, &d);
     if (err) {
+        srv_groups_stop(app.groups);
         srv_rollouts_stop(app.rollouts);
         srv_fleet_free(app.fleet);
         sodium_memzero(app.device_token_key, sizeof(app.device_token_key));
@@ -472,6 +620,7 @@ static int serve(const struct srv_config *cfg, struct srv_store *store, const si
     err = bootstrap(&app, &d);
     if (err) {
         srv_http_stop(http);
+        srv_groups_stop(app.groups);
         srv_rollouts_stop(app.rollouts);
         srv_fleet_free(app.fleet);
         sodium_memzero(app.device_token_key, sizeof(app.device_token_key));
@@ -480,6 +629,7 @@ static int serve(const struct srv_config *cfg, struct srv_store *store, const si
     print_listening(cfg, srv_http_port(http));
     wait_for_stop(signals);
     srv_http_stop(http);
+    srv_groups_stop(app.groups);
     srv_rollouts_stop(app.rollouts);
     srv_fleet_free(app.fleet); /* writes the last last-seen batch */
     sodium_memzero(app.device_token_key, sizeof(app.device_token_key));
@@ -508,19 +658,21 @@ int main(int argc, char **argv)
 {
     struct options opt = {0};
     struct srv_config cfg = {0};
+    struct cfg_table table = {0};
     enum ot_log_level level = OT_LOG_INFO;
     int rc = parse_args(argc, argv, &opt);
     if (rc >= 0)
         return rc;
     if (opt.routes)
         return print_routes();
-    rc = load_config(&opt, &cfg, &level);
+    rc = load_config(&opt, &table, &cfg, &level);
     if (!rc) {
         ot_log_set_sink(log_sink, NULL);
         ot_log_set_level(level);
         test_clock_file = getenv("OTTERD_TEST_CLOCK_FILE");
         rc = run(&cfg);
     }
-    ot_cfg_release(cfg_keys, OT_ARRAY_SIZE(cfg_keys), &cfg);
+    ot_cfg_release(table.keys, table.n, &cfg);
+    cfg_table_release(&table);
     return rc;
 }

@@ -149,13 +149,50 @@ static enum ot_err parse_phase(const json_t *j, size_t k, struct srv_phase *p, s
     return get_duration(j, "soak", &p->soak_s, d);
 }
 
+/* {"cron": "0 2 * * *", "duration": "3h", "timezone": "Europe/Berlin"} (timezone: UTC when
+ * absent), checked by parsing it as the engine will. */
+static enum ot_err parse_window(const json_t *w, struct srv_policy *p, struct ot_diag *d)
+{
+    static const char *const keys[] = {"cron", "duration", "timezone", NULL};
+    const char *what = "policy: maintenance_window";
+    if (!json_is_object(w))
+        return ot_diag_set(d, OT_ERR_FORMAT, "%s must be an object", what);
+    enum ot_err err = ot_json_only_keys(w, keys, what, d);
+    if (err)
+        return err;
+    const char *cron = json_string_value(json_object_get(w, "cron"));
+    const json_t *tzv = json_object_get(w, "timezone");
+    const char *tz = tzv ? json_string_value(tzv) : "UTC";
+    if (!cron || strlen(cron) >= sizeof(p->window_cron))
+        return ot_diag_set(d, OT_ERR_FORMAT, "%s: 'cron' must be a cron expression of at most "
+                           "%d bytes (\"0 2 * * *\")", what, SRV_WINDOW_CRON_MAX - 1);
+    if (!tz || strlen(tz) >= sizeof(p->window_tz))
+        return ot_diag_set(d, OT_ERR_FORMAT, "%s: 'timezone' must be a time zone name of at "
+                           "most %d bytes", what, SRV_WINDOW_TZ_NAME_MAX - 1);
+    int64_t len = 0;
+    if ((err = get_duration(w, "duration", &len, d)))
+        return ot_diag_prefix(d, err, "%s", what);
+    if (!json_object_get(w, "duration"))
+        return ot_diag_set(d, OT_ERR_FORMAT, "%s: 'duration' is needed (\"2h\")", what);
+    struct srv_window *win = NULL;
+    if ((err = srv_window_parse(cron, len, tz, &win, d)))
+        return ot_diag_prefix(d, err, "%s", what);
+    srv_window_free(win);
+    snprintf(p->window_cron, sizeof(p->window_cron), "%s", cron);
+    snprintf(p->window_tz, sizeof(p->window_tz), "%s", tz);
+    p->window_s = len;
+    p->has_window = true;
+    return OT_OK;
+}
+
 enum ot_err srv_policy_parse(const json_t *j, uint64_t seed_default, struct srv_policy *p,
                              struct ot_diag *d)
 {
     static const char *const keys[] = {
         "phases", "order", "seed", "order_tags", "success_threshold", "min_finished", "soak",
         "failure_threshold", "min_executed", "on_failure", "max_per_minute", "ramp_factor",
-        "max_in_progress", "start_at", "end_at", "on_end", "approvals", "device_timeout", NULL};
+        "max_in_progress", "start_at", "end_at", "on_end", "approvals", "device_timeout", "type",
+        "retries", "maintenance_window", NULL};
     *p = (struct srv_policy){.seed = seed_default, .success_threshold = 100, .min_executed = 1,
                              .ramp_factor = 1.0};
     if (!json_is_object(j))
@@ -229,6 +266,23 @@ enum ot_err srv_policy_parse(const json_t *j, uint64_t seed_default, struct srv_
     if (!err)
         err = get_duration(j, "device_timeout", &timeout, d);
     p->device_timeout_s = (uint64_t)timeout;
+    const json_t *type = json_object_get(j, "type");
+    if (!err && type) {
+        const char *ts = json_string_value(type);
+        int v = OT_WIRE_TYPE__MAX;
+        for (int i = 0; ts && i < OT_WIRE_TYPE__MAX; i++)
+            if (strcmp(ts, ot_wire_deploy_type_name((enum ot_wire_deploy_type)i)) == 0)
+                v = i;
+        if (v == OT_WIRE_TYPE__MAX)
+            err = bad(d, "type", "must be \"forced\", \"soft\" or \"download_only\"");
+        else
+            p->type = (enum ot_wire_deploy_type)v;
+    }
+    if (!err)
+        err = get_u32(j, "retries", SRV_RETRIES_MAX, &p->retries, d);
+    const json_t *w = json_object_get(j, "maintenance_window");
+    if (!err && w && !json_is_null(w))
+        err = parse_window(w, p, d);
     return err;
 }
 
@@ -244,7 +298,27 @@ static json_t *time_json(int64_t t)
     return json_string(buf);
 }
 
+static json_t *policy_json_base(const struct srv_policy *p);
+
 json_t *srv_policy_json(const struct srv_policy *p)
+{
+    json_t *o = policy_json_base(p);
+    json_t *w = p->has_window ? json_pack("{s:s, s:I, s:s}", "cron", p->window_cron, "duration",
+                                          (json_int_t)p->window_s, "timezone", p->window_tz)
+                              : json_null();
+    int bad_set = !o;
+    bad_set |= o ? json_object_set_new(o, "maintenance_window", w) : (json_decref(w), 0);
+    bad_set |= o ? json_object_set_new(o, "type", json_string(ot_wire_deploy_type_name(p->type)))
+                 : 0;
+    bad_set |= o ? json_object_set_new(o, "retries", json_integer(p->retries)) : 0;
+    if (bad_set) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+static json_t *policy_json_base(const struct srv_policy *p)
 {
     json_t *phases = json_array(), *tags = json_array();
     for (size_t k = 0; phases && k < p->nphases; k++) {
@@ -362,8 +436,14 @@ const char *srv_rollout_state_name(enum srv_rollout_state s)
 
 /* ---- released counts for check-ins ---------------------------------------------------------------- */
 
+/* What check-ins need of a rollout, in memory: how far it has released, and how its devices are
+ * told to install (the policy's type, retries and maintenance window, read once per rollout). */
 struct watermark {
     int64_t deployment_id, released;
+    enum ot_wire_deploy_type type;
+    uint32_t retries;
+    struct srv_window *window;  /* NULL: none; owned */
+    bool held;                  /* the window was closed at the last look */
 };
 
 /* The engine's own memory of a rollout between ticks (not stored: a restart starts a fresh
@@ -388,52 +468,165 @@ struct srv_rollouts {
     struct srv_ticker ticker;   /* the engine thread */
 };
 
+/* The mark of a deployment (lock held); NULL when it has none. */
+static struct watermark *mark_of(struct srv_rollouts *r, int64_t deployment_id)
+{
+    for (size_t i = 0; i < r->nmarks; i++)
+        if (r->marks[i].deployment_id == deployment_id)
+            return &r->marks[i];
+    return NULL;
+}
+
 bool srv_rollouts_released(struct srv_rollouts *r, int64_t deployment_id, int64_t seq)
 {
     if (seq <= 0 || !r)
         return true;
-    bool ok = false;
     pthread_mutex_lock(&r->lock);
-    for (size_t i = 0; i < r->nmarks; i++)
-        if (r->marks[i].deployment_id == deployment_id) {
-            ok = seq <= r->marks[i].released;
-            break;
-        }
+    const struct watermark *m = mark_of(r, deployment_id);
+    bool ok = m && seq <= m->released;
     pthread_mutex_unlock(&r->lock);
     return ok;
+}
+
+void srv_rollouts_action(struct srv_rollouts *r, int64_t deployment_id,
+                         enum ot_wire_deploy_type *ret_type, bool *ret_held)
+{
+    *ret_type = OT_WIRE_TYPE_FORCED;
+    *ret_held = false;
+    if (!r)
+        return;
+    pthread_mutex_lock(&r->lock);
+    const struct watermark *m = mark_of(r, deployment_id);
+    if (m) {
+        *ret_type = m->type;
+        *ret_held = m->held;
+    }
+    pthread_mutex_unlock(&r->lock);
+}
+
+uint32_t srv_rollouts_retries(struct srv_rollouts *r, int64_t deployment_id)
+{
+    if (!r)
+        return 0;
+    pthread_mutex_lock(&r->lock);
+    const struct watermark *m = mark_of(r, deployment_id);
+    uint32_t n = m ? m->retries : 0;
+    pthread_mutex_unlock(&r->lock);
+    return n;
+}
+
+bool srv_rollouts_has_window(struct srv_rollouts *r, int64_t deployment_id)
+{
+    if (!r)
+        return false;
+    pthread_mutex_lock(&r->lock);
+    const struct watermark *m = mark_of(r, deployment_id);
+    bool yes = m && m->window;
+    pthread_mutex_unlock(&r->lock);
+    return yes;
+}
+
+/* A new mark's policy part, from the stored policy text (the window parsed once, here). */
+static void mark_fill(struct watermark *m, const char *policy_text)
+{
+    struct srv_policy p;
+    struct ot_diag d = {0};
+    json_t *pj = srv_json_text(policy_text);
+    enum ot_err err = pj ? srv_policy_parse(pj, 0, &p, &d)
+                         : ot_diag_set(&d, OT_ERR_FORMAT, "unreadable policy");
+    json_decref(pj);
+    if (!err && p.has_window)
+        err = srv_window_parse(p.window_cron, p.window_s, p.window_tz, &m->window, &d);
+    if (err) { /* cannot happen for a policy this otterd stored; hold installs to be safe */
+        ot_log(OT_LOG_ERR, "rollout of deployment %lld: policy: %s", (long long)m->deployment_id,
+               d.msg);
+        m->held = true;
+        return;
+    }
+    m->type = p.type;
+    m->retries = p.retries;
+}
+
+static void mark_held(struct watermark *m, int64_t now)
+{
+    if (m->window)
+        m->held = !srv_window_open(m->window, now);
+}
+
+static void marks_free(struct watermark *m, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        srv_window_free(m[i].window);
+    free(m);
 }
 
 static void mark_set(struct srv_rollouts *r, int64_t deployment_id, int64_t released)
 {
     pthread_mutex_lock(&r->lock);
-    size_t i = 0;
-    while (i < r->nmarks && r->marks[i].deployment_id != deployment_id)
-        i++;
-    if (i == r->nmarks) {
-        struct watermark *m = reallocarray(r->marks, r->nmarks + 1, sizeof(*m));
-        if (m) {
-            r->marks = m;
-            r->marks[r->nmarks++] = (struct watermark){deployment_id, released};
-        }
+    struct watermark *m = mark_of(r, deployment_id);
+    if (m)
+        m->released = released;
+    pthread_mutex_unlock(&r->lock);
+    if (m)
+        return;
+    /* a new rollout: its policy first (outside the lock: it reads the store and zone files) */
+    struct watermark fresh = {.deployment_id = deployment_id, .released = released};
+    struct srv_rollout ro = {0};
+    struct ot_diag d = {0};
+    if (srv_store_rollout_get(r->app->store, deployment_id, &ro, &d) == OT_OK)
+        mark_fill(&fresh, ro.policy);
+    srv_rollout_release(&ro);
+    mark_held(&fresh, r->app->now());
+    pthread_mutex_lock(&r->lock);
+    if ((m = mark_of(r, deployment_id))) { /* the engine was faster */
+        m->released = released;
     } else {
-        r->marks[i].released = released;
+        struct watermark *grown = reallocarray(r->marks, r->nmarks + 1, sizeof(*grown));
+        if (grown) {
+            r->marks = grown;
+            r->marks[r->nmarks++] = fresh;
+            fresh.window = NULL;
+        }
     }
     pthread_mutex_unlock(&r->lock);
+    srv_window_free(fresh.window);
 }
 
-/* Replaces every mark with the active rollouts' (finished deployments drop out). */
+/* Replaces every mark with the active rollouts' (finished deployments drop out), and looks at the
+ * maintenance windows. */
 static void marks_reload(struct srv_rollouts *r, const struct srv_rollout *list, size_t n)
 {
     struct watermark *m = calloc(n ? n : 1, sizeof(*m));
     if (!m)
         return;
-    for (size_t i = 0; i < n; i++)
-        m[i] = (struct watermark){list[i].deployment_id, list[i].released};
+    int64_t now = r->app->now();
+    for (size_t i = 0; i < n; i++) {
+        m[i] = (struct watermark){.deployment_id = list[i].deployment_id,
+                                  .released = list[i].released};
+        pthread_mutex_lock(&r->lock);
+        struct watermark *old = mark_of(r, list[i].deployment_id);
+        if (old) { /* the policy part is known: take it over */
+            m[i].type = old->type;
+            m[i].retries = old->retries;
+            m[i].window = old->window;
+            m[i].held = old->held;
+        }
+        pthread_mutex_unlock(&r->lock);
+        if (!old)
+            mark_fill(&m[i], list[i].policy);
+        mark_held(&m[i], now);
+    }
     pthread_mutex_lock(&r->lock);
-    free(r->marks);
+    struct watermark *gone = r->marks;
+    size_t ngone = r->nmarks;
     r->marks = m;
     r->nmarks = n;
     pthread_mutex_unlock(&r->lock);
+    for (size_t i = 0; i < ngone; i++) /* windows taken over belong to the new marks */
+        for (size_t k = 0; gone[i].window && k < n; k++)
+            if (m[k].window == gone[i].window)
+                gone[i].window = NULL;
+    marks_free(gone, ngone);
 }
 
 /* ---- the engine ----------------------------------------------------------------------------------- */
@@ -560,6 +753,26 @@ static int64_t pace_budget(struct tick *t, int64_t want, const uint64_t released
     return n;
 }
 
+/* Devices that joined a dynamic group after every device had been released: they are released
+ * at the policy's pace, the phases being over. */
+static void release_late(struct tick *t, int64_t n)
+{
+    struct srv_rollout *ro = t->ro;
+    uint64_t all[SRV_DD__MAX] = {0};
+    struct ot_diag d = {0};
+    if (srv_store_rollout_counts(t->app->store, ro->deployment_id, 0, ro->released, all, &d)) {
+        ot_log(OT_LOG_ERR, "rollout: counts: %s", d.msg);
+        return;
+    }
+    int64_t from = ro->released, more = pace_budget(t, n - ro->released, all);
+    if (more <= 0)
+        return;
+    ro->released += more;
+    mark_set(t->r, ro->deployment_id, ro->released);
+    decide(t, true, "release", "released devices %lld..%lld (joined the group later)",
+           (long long)from + 1, (long long)ro->released);
+}
+
 static void tick_one(struct tick *t)
 {
     struct srv_rollout *ro = t->ro;
@@ -582,6 +795,8 @@ static void tick_one(struct tick *t)
             decide(t, false, "timeout", "%zu device(s) counted as failed: no report for %llu s",
                    timed_out, (unsigned long long)p->device_timeout_s);
     }
+    if (ro->state == SRV_ROLLOUT_DONE && ro->released < n && !(p->end_at && t->now >= p->end_at))
+        return release_late(t, n);
     if (ro->state == SRV_ROLLOUT_PAUSED || ro->state == SRV_ROLLOUT_DONE)
         return;
     /* schedule */
@@ -774,7 +989,7 @@ void srv_rollouts_stop(struct srv_rollouts *r)
         return;
     srv_ticker_stop(&r->ticker);
     pthread_mutex_destroy(&r->lock);
-    free(r->marks);
+    marks_free(r->marks, r->nmarks);
     free(r->paces);
     free(r);
 }
@@ -788,7 +1003,8 @@ static json_t *counts_json(const uint64_t c[SRV_DD__MAX], int64_t unreleased)
         [SRV_DD_INSTALLING] = "installing", [SRV_DD_REBOOTING] = "rebooting",
         [SRV_DD_VERIFYING] = "verifying",   [SRV_DD_SUCCESS] = "success",
         [SRV_DD_FAILURE] = "failure",       [SRV_DD_ROLLED_BACK] = "rolled_back",
-        [SRV_DD_CANCELLED] = "cancelled",   [SRV_DD_SKIPPED] = "skipped"};
+        [SRV_DD_CANCELLED] = "cancelled",   [SRV_DD_SKIPPED] = "skipped",
+        [SRV_DD_WAITING] = "waiting"};
     json_t *o = json_object();
     for (int s = SRV_DD_PENDING; o && s < SRV_DD__MAX; s++) {
         uint64_t v = c[s];
@@ -797,7 +1013,7 @@ static json_t *counts_json(const uint64_t c[SRV_DD__MAX], int64_t unreleased)
         json_object_set_new(o, names[s], json_integer((json_int_t)v));
     }
     if (o)
-        json_object_set_new(o, "waiting", json_integer((json_int_t)unreleased));
+        json_object_set_new(o, "unreleased", json_integer((json_int_t)unreleased));
     return o;
 }
 
@@ -815,6 +1031,8 @@ json_t *srv_rollout_report(struct srv_app *app, int64_t deployment_id, size_t nd
     json_t *pj = srv_json_text(ro.policy), *phases = json_array(), *out = NULL;
     err = pj ? srv_policy_parse(pj, 0, &p, d) : ot_diag_set(d, OT_ERR_FORMAT, "unreadable policy");
     int64_t n = (int64_t)ndevices;
+    uint64_t all_left = 0;
+    double all_left_rate = 0;
     for (size_t k = 0; !err && phases && k < p.nphases; k++) {
         int64_t lo = k ? srv_policy_bound(&p, k - 1, n) : 0, hi = srv_policy_bound(&p, k, n);
         uint64_t c[SRV_DD__MAX] = {0};
@@ -827,26 +1045,53 @@ json_t *srv_rollout_report(struct srv_app *app, int64_t deployment_id, size_t nd
         const char *state = (int64_t)k < ro.phase    ? "passed"
                             : (int64_t)k == ro.phase ? srv_rollout_state_name(ro.state)
                                                      : "waiting";
+        /* the estimate: the current phase's pace of finishing so far, for what is left */
+        json_t *eta = NULL;
+        uint64_t left = (uint64_t)(hi - lo) - OT_MIN(final_of(c), (uint64_t)(hi - lo));
+        if ((int64_t)k == ro.phase && ro.phase_started_at && fin && left &&
+            ro.state == SRV_ROLLOUT_RUNNING) {
+            double per_s = (double)fin / (double)OT_MAX(app->now() - ro.phase_started_at, 1);
+            double secs = (double)left / per_s;
+            if (p.max_per_minute && unreleased) /* and it cannot go faster than the pace */
+                secs = OT_MAX(secs, (double)unreleased * 60.0 / (double)p.max_per_minute);
+            all_left_rate = per_s;
+            eta = json_integer((json_int_t)ceil(secs));
+        }
+        if ((int64_t)k >= ro.phase)
+            all_left += left;
         if (!err)
             json_array_append_new(
                 phases,
-                json_pack("{s:s, s:s, s:I, s:I, s:o, s:o*, s:i, s:I}", "name", p.phases[k].name,
+                json_pack("{s:s, s:s, s:I, s:I, s:o, s:o*, s:i, s:I, s:o}", "name", p.phases[k].name,
                           "state", state, "first", (json_int_t)(lo + 1), "last", (json_int_t)hi,
                           "counts", counts_json(c, unreleased), "success_rate",
                           fin ? json_integer((json_int_t)(c[SRV_DD_SUCCESS] * 100 / fin))
                               : json_null(),
                           "approvals_needed", (int)p.phases[k].approvals, "approvals",
-                          (json_int_t)approvals));
+                          (json_int_t)approvals, "eta_s", eta ? eta : json_null()));
+        else
+            json_decref(eta);
+    }
+    /* every device left at the current phase's pace, plus the soak times still ahead */
+    json_t *eta = NULL;
+    if (!err && all_left_rate > 0) {
+        double secs = (double)all_left / all_left_rate;
+        for (size_t k = (size_t)ro.phase; k + 1 < p.nphases; k++)
+            secs += (double)(p.phases[k].soak_s >= 0 ? p.phases[k].soak_s : p.soak_s);
+        eta = json_integer((json_int_t)ceil(secs));
     }
     if (!err)
-        out = json_pack("{s:s, s:I, s:s, s:I, s:I, s:s, s:o, s:O}", "state",
+        out = json_pack("{s:s, s:I, s:s, s:I, s:I, s:s, s:o, s:O, s:o}", "state",
                         srv_rollout_state_name(ro.state), "phase", (json_int_t)ro.phase + 1,
                         "phase_name",
                         ro.phase < (int64_t)p.nphases ? p.phases[ro.phase].name : "",
                         "released", (json_int_t)ro.released, "devices", (json_int_t)n, "reason",
-                        ro.reason ? ro.reason : "", "phases", phases, "policy", pj);
-    else
+                        ro.reason ? ro.reason : "", "phases", phases, "policy", pj, "eta_s",
+                        eta ? eta : json_null());
+    else {
         json_decref(phases);
+        json_decref(eta);
+    }
     json_decref(pj);
     srv_rollout_release(&ro);
     return out;

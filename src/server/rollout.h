@@ -18,10 +18,13 @@
 #include <jansson.h>
 
 #include "app.h"
+#include "otter/wire.h"
+#include "window.h"
 
 #define SRV_PHASES_MAX 32
 #define SRV_PHASE_NAME_MAX 64
 #define SRV_ORDER_TAGS_MAX 16
+#define SRV_RETRIES_MAX 10
 
 struct srv_phase {
     char name[SRV_PHASE_NAME_MAX];
@@ -50,6 +53,12 @@ struct srv_policy {
     int64_t start_at, end_at;   /* Unix seconds, 0: none */
     bool cancel_at_end;         /* else stop releasing */
     uint64_t device_timeout_s;  /* a released device not final after this fails (0: never) */
+    enum ot_wire_deploy_type type; /* forced, soft (the device may postpone), download only */
+    uint32_t retries;           /* a device that fails is offered the deployment again this often */
+    bool has_window;            /* installs only inside the maintenance window: */
+    char window_cron[SRV_WINDOW_CRON_MAX]; /* its starts (5-field cron, in window_tz) */
+    int64_t window_s;           /* its length */
+    char window_tz[SRV_WINDOW_TZ_NAME_MAX];
 };
 
 /* Parses and checks a policy (the "policy" object of POST /api/v1/deployments); OT_ERR_FORMAT
@@ -76,6 +85,15 @@ enum ot_err srv_rollouts_start(struct srv_app *app, unsigned tick_ms, bool engin
 void srv_rollouts_stop(struct srv_rollouts *r);
 /* Check-in: may the row at seq of this deployment start? seq 0 (no rollout): yes. */
 bool srv_rollouts_released(struct srv_rollouts *r, int64_t deployment_id, int64_t seq);
+/* What the devices of a deployment are told with their work: the policy's type (FORCED without a
+ * rollout) and whether the install is held now (the policy's maintenance window was closed at the
+ * engine's last look; never held without a window). Cheap: memory only, callable per check-in. */
+void srv_rollouts_action(struct srv_rollouts *r, int64_t deployment_id,
+                         enum ot_wire_deploy_type *ret_type, bool *ret_held);
+/* Whether the deployment's policy has a maintenance window. */
+bool srv_rollouts_has_window(struct srv_rollouts *r, int64_t deployment_id);
+/* The policy's retries per device (0 without a rollout): pass to srv_store_dd_report_retry. */
+uint32_t srv_rollouts_retries(struct srv_rollouts *r, int64_t deployment_id);
 /* Something changed (a rollout created, paused, resumed, approved): decide now, not at the next
  * tick, and take the new released count. */
 void srv_rollouts_kick(struct srv_rollouts *r, int64_t deployment_id, int64_t released);

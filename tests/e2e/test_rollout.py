@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from e2e_util import FINAL, Env, image, start_enrolled
+from e2e_util import FINAL, Env, image, sha, sim_slot, start_enrolled
 from sim_util import wait_for
 
 TICK = "rollout_tick = 200ms\n"
@@ -303,3 +303,78 @@ def test_a_bad_policy_is_refused_with_the_reason(env):
                                 "policy": policy}, token=env.token)
         assert r.status == 400 and words in r.json()["error"]["message"], (policy, r)
     assert env.api("GET", "/api/v1/deployments")["deployments"] == []
+
+
+def next_start(hour, now):
+    """Unix time of the next hour:00 UTC after now."""
+    day = int(now) - int(now) % 86400
+    t = day + hour * 3600
+    return t if t > now else t + 86400
+
+
+def test_installs_wait_for_the_maintenance_window(env, clock):
+    n = 8
+    new = image("5.0")
+    fleet, ids = start_enrolled(env, n, "--duration", "90s")
+    hour = (time.gmtime().tm_hour + 3) % 24
+    art = env.push(env.pack("5.0", new))
+    dep = env.api("POST", "/api/v1/deployments",
+                  {"name": "night", "artifact_id": art["id"], "tag": "fleet",
+                   "policy": {"maintenance_window": {"cron": f"0 {hour} * * *",
+                                                     "duration": "1h"}}})["id"]
+    wait_for(lambda: set(statuses(env, dep).values()) == {"waiting"}, timeout=40,
+             what="every device to download and wait")
+    time.sleep(2)  # several polls later, still nobody installs
+    assert set(statuses(env, dep).values()) == {"waiting"}
+    opens = next_start(hour, time.time())
+    clock.advance(opens - int(time.time()) + 30)
+    wait_for(lambda: set(statuses(env, dep).values()) == {"success"}, timeout=60,
+             what="every device to install inside the window")
+    fleet.stop()
+    for name, dev in ids.items():
+        events = env.api("GET", f"/api/v1/deployments/{dep}/devices/{dev}")["events"]
+        kinds = [e["status"] for e in events]
+        assert "waiting" in kinds and kinds[-1] == "success", (name, kinds)
+        for e in events:
+            if e["status"] in ("installing", "rebooting", "verifying", "success"):
+                assert e["at"] >= opens, (name, e, opens)
+        assert sim_slot(fleet, name, "b", len(new)) == sha(new), name
+
+
+def test_soft_updates_wait_for_devices_that_postpone(env):
+    n = 8
+    fleet, ids = start_enrolled(env, n, "--duration", "90s", "--seed", "11",
+                                "--profile", "shy:1:postpone=0.6")
+    dep = create(env, {"type": "soft"})
+    wait_for(lambda: set(statuses(env, dep).values()) == {"success"}, timeout=60,
+             what="every device to agree at last")
+    fleet.stop()
+    postponed = 0
+    for dev in ids.values():
+        events = env.api("GET", f"/api/v1/deployments/{dep}/devices/{dev}")["events"]
+        postponed += sum(1 for e in events if e["status"] == "waiting" and
+                         "postponed" in e["message"])
+    assert postponed >= 1  # with p=0.6 over 8 devices, some said "not now" first
+
+
+def test_download_only_then_the_install_uses_the_kept_file(env):
+    n = 6
+    new = image("6.0")
+    fleet, ids = start_enrolled(env, n, "--duration", "90s")
+    art = env.push(env.pack("6.0", new))
+    pre = env.api("POST", "/api/v1/deployments",
+                  {"name": "fetch", "artifact_id": art["id"], "tag": "fleet",
+                   "policy": {"type": "download_only"}})["id"]
+    wait_for(lambda: set(statuses(env, pre).values()) == {"success"}, timeout=40,
+             what="every device to download")
+    for dev, row in env.rows(pre).items():
+        assert row["message"] == "downloaded (download only)", row
+    # nothing was installed
+    for name in ids:
+        assert sim_slot(fleet, name, "b", len(new)) != sha(new), name
+    dep = env.deploy(art["id"], tag="fleet")["id"]
+    wait_for(lambda: set(statuses(env, dep).values()) == {"success"}, timeout=40,
+             what="every device to install")
+    fleet.stop()
+    for name in ids:
+        assert sim_slot(fleet, name, "b", len(new)) == sha(new), name

@@ -54,6 +54,12 @@ static void assert_policy_equal(const struct srv_policy *p, const struct srv_pol
     assert_int_equal(p->end_at, q->end_at);
     assert_int_equal(p->cancel_at_end, q->cancel_at_end);
     assert_int_equal(p->device_timeout_s, q->device_timeout_s);
+    assert_int_equal(p->type, q->type);
+    assert_int_equal(p->retries, q->retries);
+    assert_int_equal(p->has_window, q->has_window);
+    assert_string_equal(p->window_cron, q->window_cron);
+    assert_int_equal(p->window_s, q->window_s);
+    assert_string_equal(p->window_tz, q->window_tz);
 }
 
 static void test_defaults(void **state)
@@ -78,7 +84,17 @@ static void test_defaults(void **state)
     assert_false(p.abort_on_failure);
     assert_int_equal(p.max_per_minute, 0);
     assert_int_equal(p.start_at, 0);
+    assert_int_equal(p.type, OT_WIRE_TYPE_FORCED);
+    assert_int_equal(p.retries, 0);
+    assert_false(p.has_window);
     assert_int_equal(srv_policy_bound(&p, 0, 1000), 1000);
+    /* a window without a time zone is in UTC; download_only parses */
+    assert_int_equal(parse("{\"type\":\"download_only\",\"maintenance_window\":"
+                           "{\"cron\":\"0 2 * * *\",\"duration\":3600}}", &p, &d), OT_OK);
+    assert_int_equal(p.type, OT_WIRE_TYPE_DOWNLOAD_ONLY);
+    assert_string_equal(p.window_tz, "UTC");
+    assert_int_equal(parse("{\"maintenance_window\":null}", &p, &d), OT_OK);
+    assert_false(p.has_window);
 }
 
 static void test_full_policy_and_round_trip(void **state)
@@ -94,7 +110,9 @@ static void test_full_policy_and_round_trip(void **state)
               "\"min_executed\":4,\"on_failure\":\"abort\",\"max_per_minute\":10,"
               "\"ramp_factor\":1.5,\"max_in_progress\":50,\"start_at\":\"2026-11-23T02:00:00Z\","
               "\"end_at\":1795500000,\"on_end\":\"cancel\",\"approvals\":1,"
-              "\"device_timeout\":\"2h\"}",
+              "\"device_timeout\":\"2h\",\"type\":\"soft\",\"retries\":3,"
+              "\"maintenance_window\":{\"cron\":\"30 1 * * sat,sun\",\"duration\":\"4h\","
+              "\"timezone\":\"Europe/Berlin\"}}",
               &p, &d),
         OT_OK);
     assert_int_equal(p.nphases, 3);
@@ -109,6 +127,12 @@ static void test_full_policy_and_round_trip(void **state)
     assert_int_equal(p.start_at, 1795399200);
     assert_int_equal(p.device_timeout_s, 7200);
     assert_true(p.abort_on_failure && p.cancel_at_end);
+    assert_int_equal(p.type, OT_WIRE_TYPE_SOFT);
+    assert_int_equal(p.retries, 3);
+    assert_true(p.has_window);
+    assert_string_equal(p.window_cron, "30 1 * * sat,sun");
+    assert_int_equal(p.window_s, 4 * 3600);
+    assert_string_equal(p.window_tz, "Europe/Berlin");
     /* what is stored parses back to the same policy */
     json_t *j = srv_policy_json(&p);
     assert_non_null(j);
@@ -147,6 +171,17 @@ static void test_refusals(void **state)
         {"{\"soak\":\"forever\"}", "soak"},
         {"{\"device_timeout\":-5}", "device_timeout"},
         {"{\"approvals\":17}", "approvals"},
+        {"{\"type\":\"later\"}", "type"},
+        {"{\"type\":1}", "type"},
+        {"{\"retries\":11}", "retries"},
+        {"{\"maintenance_window\":\"0 2 * * *\"}", "maintenance_window"},
+        {"{\"maintenance_window\":{\"duration\":60}}", "cron"},
+        {"{\"maintenance_window\":{\"cron\":\"0 2 * * *\"}}", "duration"},
+        {"{\"maintenance_window\":{\"cron\":\"0 2 * *\",\"duration\":60}}", "cron"},
+        {"{\"maintenance_window\":{\"cron\":\"0 2 * * *\",\"duration\":30}}", "duration"},
+        {"{\"maintenance_window\":{\"cron\":\"0 2 * * *\",\"duration\":60,"
+         "\"timezone\":\"Mars/Olympus\"}}", "Mars"},
+        {"{\"maintenance_window\":{\"cron\":\"0 2 * * *\",\"duration\":60,\"x\":1}}", "x"},
     };
     for (size_t i = 0; i < OT_ARRAY_SIZE(bad); i++) {
         struct srv_policy p;
