@@ -17,15 +17,18 @@
 #include "app.h"
 #include "blob.h"
 #include "fleet.h"
-#include "rollout.h"
+#include "groups.h"
 #include "otter/hash.h"
 #include "otter/json.h"
 #include "otter/log.h"
 #include "otter/parse.h"
+#include "rollout.h"
 
 #define DEVICE_META "ddi.device."
 #define TOKEN_META "ddi.token."
 #define TOKEN_OF_META "ddi.token_of."
+#define TENANT_META "ddi.tenant." /* + controller id: its tenant; absent: the first (registered
+                                   * before otterd served several tenants) */
 #define DDI_TOKEN_PREFIX "ddi_"
 #define DDI_TOKEN_MAX 64
 #define HOST_MAX 255
@@ -34,6 +37,7 @@
 #define CONFIG_FIELD_MAX 128   /* hawkBit's limit for configData keys and values */
 #define DETAILS_MAX 64         /* detail lines of one feedback kept */
 #define SKIP_ROUNDS 8
+#define DDI_RANGES_MAX 16      /* range-specs of one download answered (more: the whole file) */
 #define OFFERED_META "ddi.offered." /* + device id: the action offered last (deployment id) */
 #define KEEP_META "ddi.keep."       /* + device id: a cancel the device refused (deployment id) */
 
@@ -73,6 +77,38 @@ int64_t srv_ddi_device(struct srv_app *app, const char *controller_id)
     return srv_ddi_id_valid(controller_id) ? meta_id(app, DEVICE_META, controller_id) : 0;
 }
 
+const struct srv_ddi_tenant *srv_ddi_tenant_find(const struct srv_app *app, const char *name)
+{
+    for (size_t i = 0; name && i < app->ddi_ntenants; i++)
+        if (strcasecmp(app->ddi_tenants[i].name, name) == 0)
+            return &app->ddi_tenants[i];
+    return NULL;
+}
+
+/* The tenant a controller belongs to: meta "ddi.tenant.<controllerId>", or the first tenant for
+ * one registered before there were several. NULL when that tenant is no longer configured (its
+ * controllers are refused everywhere) or the store failed. */
+static const struct srv_ddi_tenant *controller_tenant(struct srv_app *app, const char *cid)
+{
+    char key[SRV_META_KEY_MAX + 1];
+    _cleanup_free_ char *v = NULL;
+    struct ot_diag d = {0};
+    snprintf(key, sizeof(key), "%s%s", TENANT_META, cid);
+    enum ot_err err = srv_store_meta_get(app->store, key, &v, &d);
+    if (err == OT_ERR_NOENT || (!err && !v[0]))
+        return &app->ddi_tenants[0];
+    if (err)
+        ot_log(OT_LOG_ERR, "ddi: %s", d.msg);
+    return err ? NULL : srv_ddi_tenant_find(app, v);
+}
+
+/* The device of a controller registered in tenant t; 0 when unknown or in another tenant. */
+static int64_t tenant_device(struct srv_app *app, const struct srv_ddi_tenant *t, const char *cid)
+{
+    int64_t id = srv_ddi_device(app, cid);
+    return id && controller_tenant(app, cid) == t ? id : 0;
+}
+
 static enum ot_err meta_set_id(struct srv_app *app, const char *prefix, const char *name,
                                int64_t id, struct ot_diag *d)
 {
@@ -91,15 +127,33 @@ static enum ot_err ddi_pubkey(const char *controller_id, uint8_t out[SRV_DEVICE_
     return ot_sha256_buf(text, strlen(text), out);
 }
 
-enum ot_err srv_ddi_register(struct srv_app *app, const char *controller_id,
-                             const char *device_type, const char *principal, int64_t *ret_id,
-                             bool *ret_created, struct ot_diag *d)
+/* A controller known already (same public key) is found, if it is in tenant t. */
+static enum ot_err find_registered(struct srv_app *app, const struct srv_ddi_tenant *t,
+                                   const char *cid, struct srv_device *dev, struct ot_diag *d)
 {
+    uint8_t pk[SRV_DEVICE_PUBKEY_LEN];
+    memcpy(pk, dev->pubkey, sizeof(pk));
+    srv_device_release(dev);
+    enum ot_err err = srv_store_device_by_pubkey(app->store, pk, dev, d);
+    const struct srv_ddi_tenant *has = err ? NULL : controller_tenant(app, cid);
+    if (!err && has != t)
+        err = ot_diag_set(d, OT_ERR_EXISTS, "controller '%s' is registered in %s%s%s", cid,
+                          has ? "tenant '" : "a tenant no longer configured",
+                          has ? has->name : "", has ? "'" : "");
+    return err;
+}
+
+enum ot_err srv_ddi_register(struct srv_app *app, const struct srv_ddi_tenant *tenant,
+                             const char *controller_id, const char *device_type,
+                             const char *principal, int64_t *ret_id, bool *ret_created,
+                             struct ot_diag *d)
+{
+    const struct srv_ddi_tenant *t = tenant ? tenant : &app->ddi_tenants[0];
     if (!srv_ddi_id_valid(controller_id))
         return ot_diag_set(d, OT_ERR_FORMAT, "a controller id is 1..%d characters of "
                            "[A-Za-z0-9._:-]", SRV_DDI_ID_MAX);
     struct srv_device dev = {.status = SRV_DEVICE_ACCEPTED, .created_at = app->now()};
-    json_t *ident = json_pack("{s:s}", "controller_id", controller_id);
+    json_t *ident = json_pack("{s:s, s:s}", "controller_id", controller_id, "tenant", t->name);
     dev.identity = ident ? json_dumps(ident, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(ident);
     snprintf(dev.device_type, sizeof(dev.device_type), "%s", device_type ? device_type : "");
@@ -111,12 +165,12 @@ enum ot_err srv_ddi_register(struct srv_app *app, const char *controller_id,
         err = srv_store_device_create(app->store, &dev, d);
         created = !err;
     }
-    if (err == OT_ERR_EXISTS) {
-        uint8_t pk[SRV_DEVICE_PUBKEY_LEN];
-        memcpy(pk, dev.pubkey, sizeof(pk));
-        srv_device_release(&dev);
-        err = srv_store_device_by_pubkey(app->store, pk, &dev, d);
-    }
+    if (err == OT_ERR_EXISTS)
+        err = find_registered(app, t, controller_id, &dev, d);
+    char key[SRV_META_KEY_MAX + 1];
+    snprintf(key, sizeof(key), "%s%s", TENANT_META, controller_id);
+    if (!err)
+        err = srv_store_meta_set(app->store, key, t->name, d);
     if (!err)
         err = meta_set_id(app, DEVICE_META, controller_id, dev.id, d);
     if (!err && created) {
@@ -126,8 +180,8 @@ enum ot_err srv_ddi_register(struct srv_app *app, const char *controller_id,
                                 dev.identity, d) != OT_OK)
             ot_log(OT_LOG_ERR, "audit log write failed for device %lld: %s", (long long)dev.id,
                    d->msg);
-        ot_log(OT_LOG_NOTICE, "device %lld registered for DDI: %s", (long long)dev.id,
-               controller_id);
+        ot_log(OT_LOG_NOTICE, "device %lld registered for DDI: %s (tenant %s)",
+               (long long)dev.id, controller_id, t->name);
     }
     if (!err) {
         *ret_id = dev.id;
@@ -137,13 +191,15 @@ enum ot_err srv_ddi_register(struct srv_app *app, const char *controller_id,
     return err;
 }
 
-/* POST /api/v1/devices/ddi {"controller_id": "...", "device_type": "..."}: registers (or finds)
- * the controller, accepted, and returns a new target token once (an older one stops working). */
+/* POST /api/v1/devices/ddi {"controller_id": "...", "device_type": "...", "tenant": "..."}:
+ * registers (or finds) the controller in the tenant (default: the first), accepted, and returns a
+ * new target token once (an older one stops working). */
 void srv_api_device_ddi_register(void *app_, struct srv_request *req)
 {
     struct srv_app *app = app_;
-    static const char *const keys[] = {"controller_id", "device_type", NULL};
-    const char *cid = NULL, *type = "";
+    static const char *const keys[] = {"controller_id", "device_type", "tenant", NULL};
+    const char *cid = NULL, *type = "", *tname = NULL;
+    const struct srv_ddi_tenant *tenant = &app->ddi_tenants[0];
     struct ot_diag d = {0};
     json_t *body = srv_req_json(req);
     if (!body)
@@ -154,10 +210,17 @@ void srv_api_device_ddi_register(void *app_, struct srv_request *req)
     if (!err)
         err = ot_json_get_str(body, "device_type", false, SRV_DEVICE_TYPE_MAX - 1, "ddi device",
                               &type, &d);
+    if (!err)
+        err = ot_json_get_str(body, "tenant", false, SRV_DDI_TENANT_MAX, "ddi device", &tname,
+                              &d);
+    if (!err && tname && !(tenant = srv_ddi_tenant_find(app, tname)))
+        err = ot_diag_set(&d, OT_ERR_INVALID, "ddi device: no tenant '%s' is configured "
+                          "(ddi_tenant)", tname);
     int64_t id = 0;
     bool created = false;
     if (!err)
-        err = srv_ddi_register(app, cid, type, srv_req_principal(req), &id, &created, &d);
+        err = srv_ddi_register(app, tenant, cid, type, srv_req_principal(req), &id, &created,
+                               &d);
     char text[DDI_TOKEN_MAX] = DDI_TOKEN_PREFIX, hex[OT_SHA256_HEX_LEN];
     uint8_t raw[32], hash[SRV_TOKEN_HASH_LEN];
     if (!err) {
@@ -189,9 +252,11 @@ void srv_api_device_ddi_register(void *app_, struct srv_request *req)
     srv_device_changed(app, id);
     char object[32];
     snprintf(object, sizeof(object), "device:%lld", (long long)id);
-    srv_audit(app, req, "device.ddi_token", object, json_pack("{s:s}", "controller_id", cid));
-    json_t *out = json_pack("{s:I, s:s, s:s}", "id", (json_int_t)id, "controller_id", cid,
-                            "target_token", text); /* the only time it is shown */
+    srv_audit(app, req, "device.ddi_token", object,
+              json_pack("{s:s, s:s}", "controller_id", cid, "tenant", tenant->name));
+    json_t *out = json_pack("{s:I, s:s, s:s, s:s}", "id", (json_int_t)id, "controller_id", cid,
+                            "tenant", tenant->name, "target_token",
+                            text); /* the only time it is shown */
     json_decref(body);
     sodium_memzero(text, sizeof(text));
     srv_reply_json(req, created ? 201 : 200, out);
@@ -221,49 +286,53 @@ static int64_t target_token_device(struct srv_app *app, const char *text)
 }
 
 /* A gateway token compared in constant time (through hashes, so lengths leak nothing either). */
-static bool gateway_token_ok(struct srv_app *app, const char *text)
+static bool gateway_token_ok(const struct srv_ddi_tenant *t, const char *text)
 {
-    if (!app->ddi_gateway_token || !app->ddi_gateway_token[0])
+    if (!t->gateway_token || !t->gateway_token[0])
         return false;
     uint8_t a[SRV_TOKEN_HASH_LEN], b[SRV_TOKEN_HASH_LEN];
     srv_token_hash(text, a);
-    srv_token_hash(app->ddi_gateway_token, b);
+    srv_token_hash(t->gateway_token, b);
     return sodium_memcmp(a, b, sizeof(a)) == 0;
 }
 
-/* Which device the request's credentials make it, for the path's controller; 0: none. */
-static int64_t ddi_credentials(struct srv_app *app, struct srv_request *req, const char *cid)
+/* Which device the request's credentials make it, for the path's controller in tenant t (a
+ * controller of another tenant is nobody here); 0: none. */
+static int64_t ddi_credentials(struct srv_app *app, const struct srv_ddi_tenant *t,
+                               struct srv_request *req, const char *cid)
 {
-    const char *t;
-    if (app->ddi_target_token && (t = auth_value(req, "TargetToken"))) {
-        int64_t id = target_token_device(app, t);
-        return id && id == srv_ddi_device(app, cid) ? id : 0;
+    const char *tok;
+    if (t->target_token && (tok = auth_value(req, "TargetToken"))) {
+        int64_t id = target_token_device(app, tok);
+        return id && id == tenant_device(app, t, cid) ? id : 0;
     }
-    if ((t = auth_value(req, "GatewayToken")) && gateway_token_ok(app, t)) {
-        int64_t id = srv_ddi_device(app, cid);
+    if ((tok = auth_value(req, "GatewayToken")) && gateway_token_ok(t, tok)) {
+        if (srv_ddi_device(app, cid))
+            return tenant_device(app, t, cid);
+        int64_t id = 0;
         bool created;
         struct ot_diag d = {0};
-        if (!id && srv_ddi_register(app, cid, "", "ddi-gateway", &id, &created, &d) != OT_OK) {
+        if (srv_ddi_register(app, t, cid, "", "ddi-gateway", &id, &created, &d) != OT_OK) {
             ot_log(OT_LOG_ERR, "ddi: cannot register a controller: %s", d.msg);
             return 0;
         }
         return id;
     }
     const char *h = srv_req_header(req, "X-Controller-Id");
-    if (app->ddi_trust_controller_header && h && strcmp(h, cid) == 0)
-        return srv_ddi_device(app, cid);
+    if (t->trust_controller_header && h && strcmp(h, cid) == 0)
+        return tenant_device(app, t, cid);
     return 0;
 }
 
 int srv_ddi_auth(struct srv_app *app, struct srv_request *req, char *msg, size_t msg_len)
 {
-    const char *tenant = srv_req_param(req, "tenant");
+    const struct srv_ddi_tenant *t = srv_ddi_tenant_find(app, srv_req_param(req, "tenant"));
     const char *cid = srv_req_param(req, "controllerId");
-    if (!tenant || strcasecmp(tenant, app->ddi_tenant) != 0) {
+    if (!t) {
         snprintf(msg, msg_len, "no such tenant");
         return 404;
     }
-    int64_t id = srv_ddi_id_valid(cid) ? ddi_credentials(app, req, cid) : 0;
+    int64_t id = srv_ddi_id_valid(cid) ? ddi_credentials(app, t, req, cid) : 0;
     if (!id)
         return 401;
     struct srv_fleet_dev dev;
@@ -453,7 +522,38 @@ static json_t *href(const char *url)
     return json_pack("{s:s}", "href", url);
 }
 
-static json_t *deployment_json(struct srv_request *req, const struct action *x, const char *base)
+/* How the action is to be carried out, from its deployment's rollout policy (rollout.h). */
+struct handling {
+    enum ot_wire_deploy_type type;
+    bool held;       /* the maintenance window is closed now: download only, for now */
+    bool has_window;
+};
+
+static struct handling handling_of(struct srv_app *app, int64_t dep)
+{
+    struct handling h = {0};
+    srv_rollouts_action(app->rollouts, dep, &h.type, &h.held);
+    h.has_window = h.held || srv_rollouts_has_window(app->rollouts, dep);
+    return h;
+}
+
+/* deploymentBase's "deployment" handling fields (hawkBit's mapping, spec notes): download is
+ * "forced", or "attempt" for a soft action; update is "skip" for a download-only action or while
+ * the maintenance window is closed, else the same as download; "maintenanceWindow" only when the
+ * policy has a window. "update" is always sent: a missing one makes SWUpdate skip the install. */
+static void handling_json(json_t *deployment, const struct handling *h)
+{
+    const char *download = h->type == OT_WIRE_TYPE_SOFT ? "attempt" : "forced";
+    bool skip = h->type == OT_WIRE_TYPE_DOWNLOAD_ONLY || h->held;
+    json_object_set_new(deployment, "download", json_string(download));
+    json_object_set_new(deployment, "update", json_string(skip ? "skip" : download));
+    if (h->has_window)
+        json_object_set_new(deployment, "maintenanceWindow",
+                            json_string(h->held ? "unavailable" : "available"));
+}
+
+static json_t *deployment_json(struct srv_request *req, const struct action *x, const char *base,
+                               const struct handling *h)
 {
     char ctl[HREF_MAX], file[HREF_MAX + 320], md5[HREF_MAX + 330], id[24];
     ctl_url(req, base, ctl, sizeof(ctl));
@@ -467,10 +567,10 @@ static json_t *deployment_json(struct srv_request *req, const struct action *x, 
                             href(file), "download-http", href(file), "md5sum-http", href(md5));
     json_t *chunk = json_pack("{s:s, s:s, s:s, s:[o], s:[]}", "part", "os", "version",
                               x->a.version, "name", x->a.name, "artifacts", art, "metadata");
-    /* always "forced": the clients do not implement consent, and "update" must be sent (a
-     * missing one makes SWUpdate skip the install) */
-    return json_pack("{s:s, s:{s:s, s:s, s:[o]}}", "id", id, "deployment", "download", "forced",
-                     "update", "forced", "chunks", chunk);
+    json_t *out = json_pack("{s:s, s:{s:[o]}}", "id", id, "deployment", "chunks", chunk);
+    if (out)
+        handling_json(json_object_get(out, "deployment"), h);
+    return out;
 }
 
 static void reply_bad_host(struct srv_request *req)
@@ -524,9 +624,10 @@ void srv_ddi_poll(void *app_, struct srv_request *req)
     if (x.id && cancel) { /* no query string: SWUpdate appends "/feedback" to it */
         snprintf(url, sizeof(url), "%s/cancelAction/%lld", ctl, (long long)x.id);
         json_object_set_new(links, "cancelAction", href(url));
-    } else if (x.id) {
+    } else if (x.id) { /* c changes with what the action says: the poll's ETag follows it */
+        bool held = handling_of(app, x.id).held;
         snprintf(url, sizeof(url), "%s/deploymentBase/%lld?c=%d", ctl, (long long)x.id,
-                 (int)x.status);
+                 (int)x.status * 2 + held);
         json_object_set_new(links, "deploymentBase", href(url));
     }
     if (strcmp(dev.attributes ? dev.attributes : "{}", "{}") == 0) {
@@ -560,7 +661,9 @@ static bool my_action(struct srv_app *app, struct srv_request *req, struct srv_d
     return !err;
 }
 
-static void reply_action(struct srv_app *app, struct srv_request *req, int64_t dep)
+/* deploymentBase (open: with the handling of now) or installedBase (a finished action: held no
+ * more). */
+static void reply_action(struct srv_app *app, struct srv_request *req, int64_t dep, bool open)
 {
     char base[HOST_MAX + 16];
     if (!base_url(req, base, sizeof(base)))
@@ -574,7 +677,10 @@ static void reply_action(struct srv_app *app, struct srv_request *req, int64_t d
         action_release(&x);
         return srv_reply_error(req, err, "%s", err == OT_ERR_NOENT ? "no such action" : d.msg);
     }
-    json_t *out = deployment_json(req, &x, base);
+    struct handling h = handling_of(app, dep);
+    if (!open)
+        h.held = false;
+    json_t *out = deployment_json(req, &x, base, &h);
     action_release(&x);
     srv_reply_json(req, 200, out);
 }
@@ -591,7 +697,7 @@ void srv_ddi_deployment(void *app_, struct srv_request *req)
     if (final)
         return srv_reply_error(req, OT_ERR_NOENT, "this action is closed");
     srv_fleet_seen(app->fleet, srv_req_device(req), app->now());
-    reply_action(app, req, dep);
+    reply_action(app, req, dep, true);
 }
 
 void srv_ddi_installed(void *app_, struct srv_request *req)
@@ -606,7 +712,7 @@ void srv_ddi_installed(void *app_, struct srv_request *req)
     srv_dd_release(&dd);
     if (!done)
         return srv_reply_error(req, OT_ERR_NOENT, "this action is not finished");
-    reply_action(app, req, dep);
+    reply_action(app, req, dep, false);
 }
 
 /* ---- feedback -------------------------------------------------------------------------------- */
@@ -616,6 +722,7 @@ struct feedback {
     int progress;                  /* 0..100, -1 unknown */
     bool skipped;                  /* SWUpdate's "Skipped Update." */
     bool chunks_installed;         /* SWUpdate's "All Chunks Installed." */
+    bool failed;                   /* closed with result failure: the device says it failed */
     char message[SRV_DD_MESSAGE_MAX];
     struct ot_buf log;             /* the detail lines, one per line */
 };
@@ -688,19 +795,48 @@ static enum ot_err feedback_parse(const json_t *body, struct feedback *f, struct
     return err;
 }
 
-/* The device state a feedback means (0: only an event for the current state). */
-static enum srv_dd_status feedback_status(struct feedback *f, enum srv_dd_status current)
+/* A row's place in an action's life, so that a late or repeated feedback never moves it back:
+ * WAITING (downloaded, the install held) comes after DOWNLOADING and before INSTALLING. */
+static int stage(enum srv_dd_status s)
+{
+    return s == SRV_DD_WAITING ? 2 * SRV_DD_DOWNLOADING + 1 : 2 * (int)s;
+}
+
+static enum srv_dd_status at_least(enum srv_dd_status current, enum srv_dd_status want)
+{
+    return stage(current) > stage(want) ? current : want;
+}
+
+/* closed: failure fails (f->failed: the device reported it, the policy's retries apply), success
+ * or none succeeds - unless it is SWUpdate's "Skipped Update." answer to update "skip": while the
+ * maintenance window is closed that is the device waiting for it (the row WAITING, the action
+ * offered again and installed once the window opens), otherwise no install happened: a failure. */
+static enum srv_dd_status feedback_closed(struct feedback *f, const struct handling *h)
+{
+    if (strcmp(f->finished, "failure") == 0) {
+        f->failed = true;
+        return SRV_DD_FAILURE;
+    }
+    if (!f->skipped)
+        return SRV_DD_SUCCESS;
+    if (h->held && h->type != OT_WIRE_TYPE_DOWNLOAD_ONLY) {
+        snprintf(f->message, sizeof(f->message), "the maintenance window is closed: the device "
+                 "skipped the update; it is offered again when the window opens");
+        return SRV_DD_WAITING;
+    }
+    snprintf(f->message, sizeof(f->message), "the device skipped the update%s",
+             h->type == OT_WIRE_TYPE_DOWNLOAD_ONLY ? " (it cannot download only)" : "");
+    return SRV_DD_FAILURE;
+}
+
+/* The device state a feedback means (0: only an event for the current state), for an action
+ * handled as h says. */
+static enum srv_dd_status feedback_status(struct feedback *f, enum srv_dd_status current,
+                                          const struct handling *h)
 {
     const char *e = f->execution;
-    if (strcmp(e, "closed") == 0) {
-        if (strcmp(f->finished, "failure") == 0)
-            return SRV_DD_FAILURE;
-        if (f->skipped) { /* SWUpdate did not install: no successful update */
-            snprintf(f->message, sizeof(f->message), "the device skipped the update");
-            return SRV_DD_FAILURE;
-        }
-        return SRV_DD_SUCCESS;
-    }
+    if (strcmp(e, "closed") == 0)
+        return feedback_closed(f, h);
     if (strcmp(e, "canceled") == 0 || strcmp(e, "rejected") == 0) {
         if (!f->message[0])
             snprintf(f->message, sizeof(f->message), "the device %s the action",
@@ -708,13 +844,20 @@ static enum srv_dd_status feedback_status(struct feedback *f, enum srv_dd_status
         return SRV_DD_FAILURE;
     }
     if (strcmp(e, "download") == 0)
-        return current > SRV_DD_DOWNLOADING ? current : SRV_DD_DOWNLOADING;
-    if (strcmp(e, "downloaded") == 0)
-        return current > SRV_DD_INSTALLING ? current : SRV_DD_INSTALLING;
+        return at_least(current, SRV_DD_DOWNLOADING);
+    if (strcmp(e, "downloaded") == 0) { /* closes a download-only action (hawkBit's rule) */
+        if (h->type == OT_WIRE_TYPE_DOWNLOAD_ONLY) {
+            snprintf(f->message, sizeof(f->message), "downloaded (download only)");
+            return SRV_DD_SUCCESS;
+        }
+        return at_least(current, h->held ? SRV_DD_WAITING : SRV_DD_INSTALLING);
+    }
     /* proceeding, scheduled, resumed: the action goes on */
     if (f->chunks_installed) /* SWUpdate waits for the restart into the new software */
         return SRV_DD_REBOOTING;
-    return current == SRV_DD_PENDING ? SRV_DD_DOWNLOADING : current;
+    if (current == SRV_DD_PENDING || (current == SRV_DD_WAITING && !h->held))
+        return SRV_DD_DOWNLOADING;
+    return current;
 }
 
 void srv_ddi_feedback(void *app_, struct srv_request *req)
@@ -733,14 +876,18 @@ void srv_ddi_feedback(void *app_, struct srv_request *req)
         return;
     struct feedback f = {0};
     struct ot_diag d = {0};
+    struct handling h = handling_of(app, dep);
     ot_buf_init(&f.log, SRV_DD_LOG_MAX);
     enum ot_err err = feedback_parse(body, &f, &d);
-    enum srv_dd_status want = err ? 0 : feedback_status(&f, current);
+    enum srv_dd_status want = err ? 0 : feedback_status(&f, current, &h);
+    /* a failure the device reported may be retried (the policy's retries): the row goes back to
+     * pending and the action is offered again */
+    uint32_t retries = f.failed ? srv_rollouts_retries(app->rollouts, dep) : 0;
     bool applied = false;
     if (!err)
-        err = srv_store_dd_report(app->store, dep, dev, want, f.progress, f.message,
-                                  f.log.len ? ot_buf_str(&f.log) : NULL, app->now(), &applied,
-                                  &current, &d);
+        err = srv_store_dd_report_retry(app->store, dep, dev, want, f.progress, f.message,
+                                        f.log.len ? ot_buf_str(&f.log) : NULL, app->now(),
+                                        retries, &applied, NULL, &current, &d);
     json_decref(body);
     ot_buf_release(&f.log);
     if (err)
@@ -829,6 +976,7 @@ void srv_ddi_config_data(void *app_, struct srv_request *req)
     if (err)
         return srv_reply_error(req, err, "%s", d.msg);
     srv_fleet_seen(app->fleet, id, app->now());
+    srv_groups_device_changed(app->groups, id); /* it may join a dynamic group */
     srv_reply_empty(req, 200);
 }
 
@@ -881,7 +1029,7 @@ void srv_ddi_artifact(void *app_, struct srv_request *req)
         return srv_reply_error(req, err == OT_ERR_NOENT ? OT_ERR_IO : err,
                                "the artifact's file is missing from the blob store: %s", d.msg);
     srv_fleet_seen(app->fleet, dev, app->now());
-    srv_reply_file(req, fd, size, etag, "application/octet-stream");
+    srv_reply_file_ranges(req, fd, size, etag, "application/octet-stream", DDI_RANGES_MAX);
 }
 
 /* ---- cancel ---------------------------------------------------------------------------------- */

@@ -25,6 +25,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <sys/random.h>
 #include <time.h>
 
 #include <microhttpd.h>
@@ -595,24 +596,29 @@ void srv_reply_buf(struct srv_request *req, unsigned status, struct ot_buf *json
 
 /* ---- files: Range, If-Range, ETag ------------------------------------------------------------ */
 
+#define RANGES_MAX 64            /* hard cap of srv_reply_file_ranges' max_ranges */
+#define MP_BOUNDARY_LEN 32       /* hex digits of a multipart boundary */
+#define MP_HEAD_MAX 384          /* one part's delimiter and headers */
+#define MP_BLOCK (64 * 1024)     /* bytes libmicrohttpd asks the multipart reader for at once */
+
 enum range_result { RANGE_NONE, RANGE_OK, RANGE_UNSATISFIABLE };
 
-/* One "bytes=" range of a resource of size bytes (RFC 9110 §14.1.2). Anything this does not
- * understand (other units, several ranges, syntax errors) is ignored: the whole resource is sent,
- * which the RFC allows. */
-static enum range_result parse_range(const char *h, uint64_t size, uint64_t *ret_off,
-                                     uint64_t *ret_len)
+struct byte_range {
+    uint64_t off, len;
+};
+
+/* One range-spec ("a-b", "a-", "-n"; n bytes of s) of a resource of size bytes (RFC 9110
+ * §14.1.2). RANGE_NONE for a syntax error. */
+static enum range_result parse_spec(const char *s, size_t n, uint64_t size, struct byte_range *ret)
 {
-    if (!h || strncmp(h, "bytes=", 6) != 0 || strchr(h, ','))
-        return RANGE_NONE;
-    const char *spec = h + 6, *dash = strchr(spec, '-');
+    const char *dash = memchr(s, '-', n);
     if (!dash)
         return RANGE_NONE;
     char first[24], last[24];
-    size_t fl = (size_t)(dash - spec), ll = strlen(dash + 1);
+    size_t fl = (size_t)(dash - s), ll = n - fl - 1;
     if (fl >= sizeof(first) || ll >= sizeof(last) || (fl == 0 && ll == 0))
         return RANGE_NONE;
-    memcpy(first, spec, fl), first[fl] = '\0';
+    memcpy(first, s, fl), first[fl] = '\0';
     memcpy(last, dash + 1, ll), last[ll] = '\0';
     uint64_t a = 0, b = 0;
     if ((fl && ot_parse_u64(first, 0, UINT64_MAX, &a) != OT_OK) ||
@@ -621,17 +627,72 @@ static enum range_result parse_range(const char *h, uint64_t size, uint64_t *ret
     if (!fl) { /* suffix: the last b bytes */
         if (b == 0 || size == 0)
             return RANGE_UNSATISFIABLE;
-        *ret_len = OT_MIN(b, size);
-        *ret_off = size - *ret_len;
+        ret->len = OT_MIN(b, size);
+        ret->off = size - ret->len;
         return RANGE_OK;
     }
     if (a >= size)
         return RANGE_UNSATISFIABLE;
     if (!ll || b >= size)
         b = size - 1;
-    *ret_off = a;
-    *ret_len = b - a + 1;
+    *ret = (struct byte_range){a, b - a + 1};
     return RANGE_OK;
+}
+
+/* The satisfiable ranges of a "bytes=" header, in the order asked, at most max range-specs (the
+ * list syntax of RFC 9110 §5.6.1: blanks around commas, empty elements skipped). Anything this
+ * does not understand (other units, a syntax error in any spec, more than max specs) is ignored:
+ * RANGE_NONE, the whole resource is sent, which the RFC allows. RANGE_UNSATISFIABLE when no spec
+ * is satisfiable. */
+static enum range_result parse_ranges(const char *h, uint64_t size, size_t max,
+                                      struct byte_range *ret, size_t *ret_n)
+{
+    size_t n = 0, specs = 0;
+    if (!h || strncmp(h, "bytes=", 6) != 0 || (max < 2 && strchr(h, ',')))
+        return RANGE_NONE;
+    for (const char *p = h + 6; *p;) {
+        p += strspn(p, " \t");
+        size_t k = strcspn(p, ",");
+        size_t t = k;
+        while (t > 0 && (p[t - 1] == ' ' || p[t - 1] == '\t'))
+            t--;
+        if (t > 0) {
+            if (++specs > max)
+                return RANGE_NONE;
+            enum range_result r = parse_spec(p, t, size, &ret[n]);
+            if (r == RANGE_NONE)
+                return RANGE_NONE;
+            n += r == RANGE_OK;
+        }
+        p += k + (p[k] == ',');
+    }
+    if (specs == 0)
+        return RANGE_NONE;
+    *ret_n = n;
+    return n ? RANGE_OK : RANGE_UNSATISFIABLE;
+}
+
+/* Coalesces ranges that overlap or touch (RFC 9110 §14.6 allows it), until none do; a merged
+ * range keeps the place of the earlier one, so the parts stay in the order asked (its SHOULD). */
+static size_t coalesce_ranges(struct byte_range *r, size_t n)
+{
+    for (bool merged = true; merged;) {
+        merged = false;
+        for (size_t i = 0; i < n && !merged; i++)
+            for (size_t j = i + 1; j < n && !merged; j++) {
+                uint64_t lo = OT_MAX(r[i].off, r[j].off);
+                uint64_t hi = OT_MIN(r[i].off + r[i].len, r[j].off + r[j].len);
+                if (lo > hi)
+                    continue; /* a gap between them */
+                uint64_t end = OT_MAX(r[i].off + r[i].len, r[j].off + r[j].len);
+                r[i].off = OT_MIN(r[i].off, r[j].off);
+                r[i].len = end - r[i].off;
+                memmove(&r[j], &r[j + 1], (n - j - 1) * sizeof(*r));
+                n--;
+                merged = true;
+            }
+    }
+    return n;
 }
 
 /* Whether an If-None-Match list names etag (weak comparison: W/ prefixes ignored, "*" matches). */
@@ -654,8 +715,147 @@ static bool etag_listed(const char *list, const char *etag)
     return false;
 }
 
+static void file_headers(struct MHD_Response *r, const char *content_type, const char *etag)
+{
+    add_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    add_header(r, MHD_HTTP_HEADER_ACCEPT_RANGES, "bytes");
+    add_header(r, MHD_HTTP_HEADER_ETAG, etag);
+    add_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "private, no-transform");
+    add_header(r, "X-Content-Type-Options", "nosniff");
+}
+
+/* A multipart/byteranges body (RFC 9110 §14.6), produced as libmicrohttpd asks for it: each part
+ * is its delimiter and headers from memory, then its bytes read from the file; then the close
+ * delimiter. */
+struct multipart {
+    int fd;
+    size_t tail_len;
+    char tail[MP_BOUNDARY_LEN + 16];
+    size_t n;
+    struct mp_part {
+        uint64_t off, len; /* in the file */
+        size_t head_len;
+        char head[MP_HEAD_MAX];
+    } part[];
+};
+
+static void multipart_free(void *cls)
+{
+    struct multipart *m = cls;
+    close(m->fd);
+    free(m);
+}
+
+static ssize_t copy_from(const char *s, size_t len, uint64_t at, char *buf, size_t max)
+{
+    size_t k = OT_MIN(max, len - (size_t)at);
+    memcpy(buf, s + at, k);
+    return (ssize_t)k;
+}
+
+static ssize_t multipart_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct multipart *m = cls;
+    uint64_t at = 0;
+    for (size_t i = 0; i < m->n; i++) {
+        const struct mp_part *p = &m->part[i];
+        if (pos < at + p->head_len)
+            return copy_from(p->head, p->head_len, pos - at, buf, max);
+        at += p->head_len;
+        if (pos < at + p->len) {
+            size_t k = (size_t)OT_MIN((uint64_t)max, at + p->len - pos);
+            ssize_t got;
+            do
+                got = pread(m->fd, buf, k, (off_t)(p->off + (pos - at)));
+            while (got < 0 && errno == EINTR);
+            return got > 0 ? got : MHD_CONTENT_READER_END_WITH_ERROR; /* 0: the file shrank */
+        }
+        at += p->len;
+    }
+    if (pos < at + m->tail_len)
+        return copy_from(m->tail, m->tail_len, pos - at, buf, max);
+    return MHD_CONTENT_READER_END_OF_STREAM;
+}
+
+/* A boundary that cannot be predicted, so no file can be made to contain it. */
+static void mp_boundary(char out[MP_BOUNDARY_LEN + 1])
+{
+    uint8_t raw[MP_BOUNDARY_LEN / 2];
+    if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw)) {
+        struct timespec ts; /* getrandom does not fail for 16 bytes once booted; still */
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t v[2] = {(uint64_t)ts.tv_nsec ^ (uint64_t)getpid() << 32, (uint64_t)ts.tv_sec};
+        memcpy(raw, v, sizeof(raw));
+    }
+    for (size_t i = 0; i < sizeof(raw); i++)
+        snprintf(out + 2 * i, 3, "%02x", raw[i]);
+}
+
+/* The 206 multipart/byteranges reply for n >= 2 ranges; takes fd. */
+static void reply_multipart(struct srv_request *req, int fd, uint64_t size, const char *etag,
+                            const char *content_type, const struct byte_range *r, size_t n)
+{
+    struct multipart *m = calloc(1, sizeof(*m) + n * sizeof(m->part[0]));
+    char boundary[MP_BOUNDARY_LEN + 1], type[MP_BOUNDARY_LEN + 64];
+    if (!m) {
+        close(fd);
+        return reply_internal(req);
+    }
+    mp_boundary(boundary);
+    m->fd = fd;
+    m->n = n;
+    uint64_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct mp_part *p = &m->part[i];
+        int k = snprintf(p->head, sizeof(p->head),
+                         "%s--%s\r\nContent-Type: %s\r\n"
+                         "Content-Range: bytes %llu-%llu/%llu\r\n\r\n",
+                         i ? "\r\n" : "", boundary, content_type, (unsigned long long)r[i].off,
+                         (unsigned long long)(r[i].off + r[i].len - 1), (unsigned long long)size);
+        if (k < 0 || (size_t)k >= sizeof(p->head)) { /* a content type no caller uses */
+            multipart_free(m);
+            return reply_internal(req);
+        }
+        p->off = r[i].off;
+        p->len = r[i].len;
+        p->head_len = (size_t)k;
+        total += p->head_len + p->len;
+    }
+    m->tail_len = (size_t)snprintf(m->tail, sizeof(m->tail), "\r\n--%s--\r\n", boundary);
+    total += m->tail_len;
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(total, MP_BLOCK, multipart_read, m, multipart_free);
+    if (!resp) {
+        multipart_free(m);
+        return reply_internal(req);
+    }
+    snprintf(type, sizeof(type), "multipart/byteranges; boundary=%s", boundary);
+    file_headers(resp, type, etag);
+    req->response = resp;
+    req->status = 206;
+    req->reply_bytes = (size_t)total;
+}
+
+/* 416 with "Content-Range: bytes * /size" (RFC 9110 §15.5.17); takes fd. */
+static void reply_unsatisfiable(struct srv_request *req, int fd, uint64_t size)
+{
+    char content_range[48];
+    close(fd);
+    srv_reply_status(req, 416, "range_not_satisfiable",
+                     "the requested range is outside the %llu-byte file", (unsigned long long)size);
+    snprintf(content_range, sizeof(content_range), "bytes */%llu", (unsigned long long)size);
+    if (req->response)
+        add_header(req->response, MHD_HTTP_HEADER_CONTENT_RANGE, content_range);
+}
+
 void srv_reply_file(struct srv_request *req, int fd, uint64_t size, const char *etag,
                     const char *content_type)
+{
+    srv_reply_file_ranges(req, fd, size, etag, content_type, 1);
+}
+
+void srv_reply_file_ranges(struct srv_request *req, int fd, uint64_t size, const char *etag,
+                           const char *content_type, size_t max_ranges)
 {
     if (req->response) {
         close(fd);
@@ -664,7 +864,8 @@ void srv_reply_file(struct srv_request *req, int fd, uint64_t size, const char *
     const char *inm = srv_req_header(req, MHD_HTTP_HEADER_IF_NONE_MATCH);
     const char *range = srv_req_header(req, MHD_HTTP_HEADER_RANGE);
     const char *if_range = srv_req_header(req, MHD_HTTP_HEADER_IF_RANGE);
-    uint64_t off = 0, len = size;
+    struct byte_range ranges[RANGES_MAX] = {{0, size}};
+    size_t n = 1;
     unsigned status = 200;
     if (inm && etag_listed(inm, etag)) {
         close(fd);
@@ -676,18 +877,19 @@ void srv_reply_file(struct srv_request *req, int fd, uint64_t size, const char *
     /* If-Range with a strong validator: the range only if the client's copy is this one. */
     enum range_result rr = RANGE_NONE;
     if (range && (!if_range || strcmp(if_range, etag) == 0))
-        rr = parse_range(range, size, &off, &len);
-    char content_range[96];
-    if (rr == RANGE_UNSATISFIABLE) {
-        close(fd);
-        srv_reply_status(req, 416, "range_not_satisfiable",
-                         "the requested range is outside the %llu-byte file",
-                         (unsigned long long)size);
-        snprintf(content_range, sizeof(content_range), "bytes */%llu", (unsigned long long)size);
-        if (req->response)
-            add_header(req->response, MHD_HTTP_HEADER_CONTENT_RANGE, content_range);
-        return;
+        rr = parse_ranges(range, size, OT_MAX(OT_MIN(max_ranges, (size_t)RANGES_MAX), 1), ranges,
+                          &n);
+    if (rr == RANGE_NONE) {
+        ranges[0] = (struct byte_range){0, size};
+        n = 1;
     }
+    if (rr == RANGE_UNSATISFIABLE)
+        return reply_unsatisfiable(req, fd, size);
+    n = coalesce_ranges(ranges, n);
+    if (n > 1) /* never a multipart reply for a single range (RFC 9110 §14.6) */
+        return reply_multipart(req, fd, size, etag, content_type, ranges, n);
+    uint64_t off = ranges[0].off, len = ranges[0].len;
+    char content_range[96];
     if (rr == RANGE_OK) {
         status = 206;
         snprintf(content_range, sizeof(content_range), "bytes %llu-%llu/%llu",
@@ -700,11 +902,7 @@ void srv_reply_file(struct srv_request *req, int fd, uint64_t size, const char *
         close(fd);
         return reply_internal(req);
     }
-    add_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
-    add_header(r, MHD_HTTP_HEADER_ACCEPT_RANGES, "bytes");
-    add_header(r, MHD_HTTP_HEADER_ETAG, etag);
-    add_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "private, no-transform");
-    add_header(r, "X-Content-Type-Options", "nosniff");
+    file_headers(r, content_type, etag);
     if (status == 206)
         add_header(r, MHD_HTTP_HEADER_CONTENT_RANGE, content_range);
     req->response = r;

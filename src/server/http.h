@@ -143,9 +143,18 @@ void srv_reply_buf(struct srv_request *req, unsigned status, struct ot_buf *json
  * (quoted, e.g. "\"<sha256 hex>\""): HEAD; If-None-Match (304); Range with one range
  * ("bytes=a-b", "a-", "-n"; 206 with Content-Range; an unsatisfiable one 416 with
  * "Content-Range: bytes * / size"; several ranges are answered with the whole file, as RFC 9110
- * allows); If-Range (the range only while the ETag matches). */
+ * allows: see srv_reply_file_ranges); If-Range (the range only while the ETag matches). */
 void srv_reply_file(struct srv_request *req, int fd, uint64_t size, const char *etag,
                     const char *content_type);
+/* srv_reply_file that also answers several ranges ("bytes=0-9,20-29", at most max_ranges
+ * range-specs, capped at 64; more: the whole file, 200). Unsatisfiable specs are dropped (none
+ * left: 416); ranges that overlap or touch are coalesced, a merged one taking the place of the
+ * earlier, so the parts come in the order asked. One range left: a plain 206 as srv_reply_file;
+ * several: 206 multipart/byteranges (RFC 9110 §14.6) with a random boundary, each part with
+ * Content-Type content_type and its Content-Range, and an exact Content-Length. The multipart body
+ * is read from fd as it is sent (no sendfile). With max_ranges 1 this is srv_reply_file. */
+void srv_reply_file_ranges(struct srv_request *req, int fd, uint64_t size, const char *etag,
+                           const char *content_type, size_t max_ranges);
 unsigned srv_status_for_err(enum ot_err err);
 
 #endif
