@@ -61,6 +61,11 @@ const struct ot_cfg_key ag_config_keys[] = {
      "the health command is killed and counts as failed after this"},
     {NULL, "reboot_command", OT_CFG_STRING, CFG(reboot_command), 0, 4095, "/sbin/reboot",
      "how to reboot into a new slot (empty: exit with status 75 and let the caller do it)"},
+    {NULL, "consent_command", OT_CFG_STRING, CFG(consent_command), 0, 4095, "",
+     "soft updates: program (absolute path, no shell) asked before installing: exit 0 = now, "
+     "else postpone (empty: install at once)"},
+    {NULL, "consent_timeout", OT_CFG_DURATION, CFG(consent_timeout_ms), 1000, DAY_MS, "60s",
+     "the consent command is killed and counts as \"postpone\" after this"},
     {NULL, "control_socket", OT_CFG_STRING, CFG(control_socket), 1, 107,
      "/run/otter-agent.sock", "local control socket (otter-agent status, check-now, pause)"},
     {NULL, "inventory_dir", OT_CFG_STRING, CFG(inventory_dir), 1, 4095,
@@ -91,6 +96,9 @@ enum ot_err ag_config_check(const struct ag_config *cfg, struct ot_diag *d)
         if (!strchr(cfg->identity.v[i], '=') || cfg->identity.v[i][0] == '=')
             return ot_diag_set(d, OT_ERR_CONFIG, "identity '%s': expected key=value",
                                cfg->identity.v[i]);
+    if (cfg->consent_command[0] && cfg->consent_command[0] != '/')
+        return ot_diag_set(d, OT_ERR_CONFIG, "consent_command '%s': must be an absolute path "
+                           "(it is run without a shell)", cfg->consent_command);
     const char *w = cfg->download_window;
     unsigned h1, m1, h2, m2;
     char extra;

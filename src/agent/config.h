@@ -31,6 +31,9 @@ struct ag_config {
     char *health_command;
     uint64_t health_timeout_ms;
     char *reboot_command;          /* "" : exit with status 75 and let the caller reboot */
+    char *consent_command;         /* soft updates: absolute path run without a shell, exit 0 =
+                                      install now ("": soft updates install like forced ones) */
+    uint64_t consent_timeout_ms;
     char *control_socket;
     char *inventory_dir;           /* executables printing key=value lines */
 };

@@ -5,6 +5,7 @@
  * Crash safety rests on three rules: a phase is saved before its side effects start; a side effect
  * can be repeated (handlers and boot backends promise it); and what the bootloader did while we
  * were away is read back on start (booted slot, armed trial) rather than assumed. */
+#include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <signal.h>
@@ -25,6 +26,8 @@
 
 #define DOWNLOAD_FILE "download.part"
 #define WORK_DIR "work"
+#define CACHE_DIR "cache"          /* the last download-only artifact: <sha256>.otter */
+#define CACHE_SUFFIX ".otter"
 #define MAX_ATTEMPTS 5
 #define RETRY_MIN_MS 2000
 /* A device's memory is scarce: read and decode in small steps (the CLI uses 1 MiB, a little
@@ -54,6 +57,8 @@ struct ag_engine {
     unsigned last_progress;        /* percent reported */
     bool report_in_flight;
     int64_t report_deployment;     /* the deployment the progress report in flight is for */
+    int report_status;             /* ... and its status */
+    char report_reason[16];        /* ... a waiting one's reason (st.wait_reason when sent) */
     int pending_status;            /* a progress report waiting for the one in flight, 0 none */
     int pending_progress;
     bool reboot_after_report;      /* reboot once the "rebooting" report went out */
@@ -62,7 +67,7 @@ struct ag_engine {
     bool inventory_sent;
     int64_t last_checkin;          /* Unix seconds */
     char last_error[256];
-    char *work_dir, *download_path;
+    char *work_dir, *download_path, *cache_dir;
     struct ot_kv *provides;        /* from the configuration: what the device provides */
     size_t nprovides;
     struct ot_wire_kv *wire_provides;
@@ -136,6 +141,49 @@ static void finish(struct ag_engine *e, const char *result, const char *fmt, ...
            msg);
     bool undo = e->st.activated || e->st.boot_armed || strcmp(result, "rolled_back") == 0;
     go(e, undo && strcmp(result, "success") ? AG_ROLLBACK : AG_REPORT);
+}
+
+/* Saves the state without a phase change. */
+static bool save(struct ag_engine *e)
+{
+    struct ot_diag d = {0};
+    if (ag_state_save(e->cfg->state_dir, &e->st, &d) == OT_OK)
+        return true;
+    note_error(e, "cannot save the state: %s", d.msg);
+    return false;
+}
+
+static const char *wait_message(const char *reason)
+{
+    return strcmp(reason, AG_WAIT_POSTPONED) == 0 ? AG_WAIT_POSTPONED_MESSAGE
+                                                  : AG_WAIT_HELD_MESSAGE;
+}
+
+/* SHA-256 of the first limit bytes of fd (fewer at its end); *ret_total says how many. */
+static enum ot_err hash_fd(int fd, uint64_t limit, uint8_t sum[OT_SHA256_LEN],
+                           uint64_t *ret_total, struct ot_diag *d)
+{
+    struct ot_sha256 h = {0};
+    _cleanup_free_ uint8_t *buf = malloc(INSTALL_READ_CHUNK);
+    if (!buf || ot_sha256_init(&h) != OT_OK)
+        return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+    uint64_t total = 0;
+    while (total < limit) {
+        ssize_t n = read(fd, buf, (size_t)OT_MIN((uint64_t)INSTALL_READ_CHUNK, limit - total));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            ot_sha256_release(&h);
+            return ot_diag_errno(d, OT_ERR_IO, errno, "read");
+        }
+        if (n == 0)
+            break;
+        ot_sha256_update(&h, buf, (size_t)n);
+        total += (uint64_t)n;
+    }
+    ot_sha256_final(&h, sum);
+    *ret_total = total;
+    return OT_OK;
 }
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -388,6 +436,293 @@ static void after_install(struct ag_engine *e)
     go(e, e->st.needs_reboot ? AG_REBOOT_PENDING : AG_VERIFY_AFTER_BOOT);
 }
 
+static void abandon(struct ag_engine *e, const char *why);
+
+/* ---- the download cache ------------------------------------------------------------------------ */
+
+/* A download-only deployment leaves its verified artifact in STATE_DIR/cache/<sha256>.otter; a
+ * later deployment of the same file (same SHA-256) takes it from there instead of downloading it.
+ * At most one file is kept: a new one replaces it, a download that needs its space drops it, and
+ * it goes once the artifact is installed. It is never trusted: VERIFY hashes it as any download. */
+
+static char *cache_file(const struct ag_engine *e, const char *sha_hex)
+{
+    char *p = NULL;
+    return asprintf(&p, "%s/%s%s", e->cache_dir, sha_hex, CACHE_SUFFIX) < 0 ? NULL : p;
+}
+
+/* Removes every file in the cache but the one named keep (NULL: all of them). */
+static void cache_prune(struct ag_engine *e, const char *keep)
+{
+    DIR *dir = opendir(e->cache_dir);
+    struct dirent *de;
+    while (dir && (de = readdir(dir)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
+            (keep && strcmp(de->d_name, keep) == 0))
+            continue;
+        if (unlinkat(dirfd(dir), de->d_name, 0) == 0)
+            ot_log(OT_LOG_INFO, "dropped the cached artifact %s", de->d_name);
+    }
+    if (dir)
+        closedir(dir);
+}
+
+/* Bytes the cache holds (what dropping it would free). */
+static uint64_t cache_bytes(struct ag_engine *e)
+{
+    DIR *dir = opendir(e->cache_dir);
+    struct dirent *de;
+    struct stat st;
+    uint64_t n = 0;
+    while (dir && (de = readdir(dir)) != NULL)
+        if (fstatat(dirfd(dir), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode))
+            n += (uint64_t)st.st_blocks * 512;
+    if (dir)
+        closedir(dir);
+    return n;
+}
+
+/* The cached copy of this deployment's artifact, if any, becomes the download: a second name for
+ * the same file (renamed instead where the file system has no hard links). True when it did. */
+static bool take_from_cache(struct ag_engine *e)
+{
+    _cleanup_free_ char *path = cache_file(e, e->st.artifact_sha256);
+    struct stat st;
+    if (!path || stat(path, &st) < 0 || !S_ISREG(st.st_mode))
+        return false;
+    unlink(e->download_path);
+    if (link(path, e->download_path) < 0 && rename(path, e->download_path) < 0) {
+        note_error(e, "cannot use the cached artifact %s: %s", path, strerror(errno));
+        return false;
+    }
+    struct ot_diag d = {0};
+    if (ot_fsync_parent(e->download_path, &d) != OT_OK)
+        ot_log(OT_LOG_WARNING, "%s", d.msg);
+    ot_log(OT_LOG_NOTICE, "deployment %lld: using the cached artifact %s (no download)",
+           (long long)e->st.deployment_id, path);
+    return true;
+}
+
+static void cache_drop(struct ag_engine *e, const char *sha_hex)
+{
+    _cleanup_free_ char *path = sha_hex[0] ? cache_file(e, sha_hex) : NULL;
+    if (path && unlink(path) == 0)
+        ot_log(OT_LOG_INFO, "dropped the cached artifact %s", path);
+}
+
+/* Download only: the verified download becomes the cached artifact, the only one, and the
+ * deployment is done. A power cut before the report is saved restarts in VERIFY: the download is
+ * gone, DOWNLOAD finds it in the cache, VERIFY hashes it again and this runs again. */
+static void keep_download(struct ag_engine *e)
+{
+    _cleanup_free_ char *path = cache_file(e, e->st.artifact_sha256);
+    struct ot_diag d = {0};
+    enum ot_err err = path ? OT_OK : ot_diag_set(&d, OT_ERR_NOMEM, "out of memory");
+    if (!err && mkdir(e->cache_dir, 0700) < 0 && errno != EEXIST)
+        err = ot_diag_errno(&d, OT_ERR_IO, errno, "cannot create %s", e->cache_dir);
+    /* A download taken from the cache is the cached file itself: rename(2) then does nothing,
+     * and the unlink drops the second name. */
+    if (!err && rename(e->download_path, path) < 0)
+        err = ot_diag_errno(&d, OT_ERR_IO, errno, "cannot keep the download as %s", path);
+    if (!err && unlink(e->download_path) < 0 && errno != ENOENT)
+        err = ot_diag_errno(&d, OT_ERR_IO, errno, "cannot remove %s", e->download_path);
+    if (!err)
+        err = ot_fsync_parent(path, &d);
+    if (!err)
+        err = ot_fsync_parent(e->download_path, &d);
+    if (err)
+        return finish(e, "failure", "download only: %s", d.msg);
+    cache_prune(e, strrchr(path, '/') + 1);
+    ot_log(OT_LOG_NOTICE, "deployment %lld: kept as %s", (long long)e->st.deployment_id, path);
+    finish(e, "success", "downloaded (download only)");
+}
+
+/* ---- the hold point ----------------------------------------------------------------------------- */
+
+/* The hold point is where the artifact is downloaded and verified and nothing on the running
+ * system has changed yet (docs/agent.md, "Waiting"): in stored mode right after VERIFY, before any
+ * handler sees a byte; in streaming mode after the slot image was written and verified, before
+ * "activated" is saved and the bootloader is touched. There a deployment is kept (download
+ * only), waits (the server holds the install, or the device postpones a soft update), or goes on.
+ */
+
+static bool consent_possible(const struct ag_engine *e)
+{
+    return HOOK(e, consent) || e->cfg->consent_command[0];
+}
+
+static bool has_prefix(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+/* consent_command, without a shell, with the deployment in its environment. Exit 0 = now. */
+static bool run_consent(struct ag_engine *e, const struct ot_manifest *m)
+{
+    static const char *const ours[] = {"OTTER_DEPLOYMENT_ID=", "OTTER_ARTIFACT_NAME=",
+                                       "OTTER_ARTIFACT_VERSION="};
+    _cleanup_free_ char *dep = NULL, *name = NULL, *version = NULL;
+    size_t n = 0, k = 0;
+    while (environ[n])
+        n++;
+    _cleanup_free_ char **envp = calloc(n + OT_ARRAY_SIZE(ours) + 1, sizeof(*envp));
+    _cleanup_free_ struct ag_run_result *r = malloc(sizeof(*r));
+    struct ot_diag d = {0};
+    if (!envp || !r || asprintf(&dep, "%s%lld", ours[0], (long long)e->st.deployment_id) < 0 ||
+        asprintf(&name, "%s%s", ours[1], m->name) < 0 ||
+        asprintf(&version, "%s%s", ours[2], m->version) < 0) {
+        note_error(e, "the consent command: out of memory");
+        return false;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (!has_prefix(environ[i], ours[0]) && !has_prefix(environ[i], ours[1]) &&
+            !has_prefix(environ[i], ours[2]))
+            envp[k++] = environ[i];
+    envp[k++] = dep;
+    envp[k++] = name;
+    envp[k++] = version;
+    const char *argv[] = {e->cfg->consent_command, NULL};
+    unsigned timeout_s = (unsigned)OT_MAX((e->cfg->consent_timeout_ms + 999) / 1000, 1);
+    enum ot_err err = ag__run_env(argv, envp, "/", timeout_s, r, &d);
+    err = ag__run_verdict(err, r, "the consent command", &d);
+    if (err)
+        ot_log(OT_LOG_NOTICE, "deployment %lld: not now: %s", (long long)e->st.deployment_id,
+               d.msg);
+    return err == OT_OK;
+}
+
+static bool ask_consent(struct ag_engine *e)
+{
+    if (!consent_possible(e))
+        return true; /* nobody to ask: a soft update installs like a forced one */
+    struct ot_manifest m = {0};
+    struct ot_diag d = {0};
+    if (state_manifest(e, &m, &d) != OT_OK) {
+        note_error(e, "consent: %s", d.msg);
+        return false;
+    }
+    bool yes = HOOK(e, consent) ? e->env.hooks->consent(e->env.hooks->userdata,
+                                                        e->st.deployment_id, m.name, m.version)
+                                : run_consent(e, &m);
+    ot_manifest_release(&m);
+    return yes;
+}
+
+/* Why the install cannot go ahead now (NULL: it can). The device is asked only when the server
+ * allows the install, and once: a deployment that left waiting is approved. */
+static const char *hold_reason(struct ag_engine *e)
+{
+    if (e->st.install_held)
+        return AG_WAIT_HELD;
+    if (e->st.type == OT_WIRE_TYPE_SOFT && !e->st.approved && !ask_consent(e))
+        return AG_WAIT_POSTPONED;
+    return NULL;
+}
+
+/* Saves phase waiting with its reason; phase_waiting tells the server (once per reason) and the
+ * next regular check-in asks again. */
+static void enter_waiting(struct ag_engine *e, const char *reason)
+{
+    if (e->st.phase == AG_WAITING && strcmp(e->st.wait_reason, reason) == 0)
+        return;
+    snprintf(e->st.wait_reason, sizeof(e->st.wait_reason), "%s", reason);
+    if (ag_state_set(&e->st.message, wait_message(reason)) != OT_OK)
+        ot_log(OT_LOG_ERR, "out of memory");
+    ot_log(OT_LOG_NOTICE, "deployment %lld: %s", (long long)e->st.deployment_id,
+           wait_message(reason));
+    if (e->st.phase == AG_WAITING ? !save(e) : !go(e, AG_WAITING))
+        return schedule(e, RETRY_MIN_MS);
+    uint64_t ms = e->poll_interval_s ? (uint64_t)e->poll_interval_s * 1000
+                                     : e->cfg->poll_interval_ms;
+    schedule(e, jittered(ms, (uint64_t)e->poll_jitter_s * 1000));
+}
+
+/* Downloaded and verified (stored: download.part; streamed: the image in the slot). */
+static void at_hold_point(struct ag_engine *e, bool streamed)
+{
+    if (e->st.type == OT_WIRE_TYPE_DOWNLOAD_ONLY)
+        return keep_download(e);
+    const char *why = hold_reason(e);
+    if (why) {
+        e->st.staged = streamed;
+        return enter_waiting(e, why);
+    }
+    if (streamed)
+        return after_install(e);
+    go(e, AG_INSTALL);
+}
+
+/* The hold is lifted, and a soft update has the device's consent: on to the install. Stored:
+ * through VERIFY, so that a file that sat on disk for days is hashed once more before it is used
+ * (a damaged one is downloaded again); streamed: INSTALL checks the image in the slot. */
+static void leave_waiting(struct ag_engine *e)
+{
+    e->st.approved = true;
+    e->st.wait_reason[0] = '\0';
+    if (ag_state_set(&e->st.message, NULL) != OT_OK)
+        ot_log(OT_LOG_ERR, "out of memory");
+    ot_log(OT_LOG_NOTICE, "deployment %lld: the install may go ahead",
+           (long long)e->st.deployment_id);
+    go(e, e->st.staged ? AG_INSTALL : AG_VERIFY);
+}
+
+/* A check-in while waiting: the server's latest word on the deployment. */
+static void waiting_answer(struct ag_engine *e, const struct ot_wire_checkin_resp *w)
+{
+    char hex[65] = "";
+    if (w->action == OT_WIRE_ACTION_INSTALL)
+        ot_hex_encode(w->artifact_sha256, sizeof(w->artifact_sha256), hex);
+    if (w->action != OT_WIRE_ACTION_INSTALL || w->deployment_id != e->st.deployment_id ||
+        strcmp(hex, e->st.artifact_sha256) != 0)
+        return abandon(e, "the server does not offer it any more");
+    if (w->install_held != e->st.install_held) {
+        e->st.install_held = w->install_held;
+        if (!save(e))
+            return; /* asked again at the next check-in */
+    }
+    const char *why = hold_reason(e);
+    if (why)
+        return enter_waiting(e, why);
+    leave_waiting(e);
+}
+
+/* The waiting report for report_reason got through: not sent again for that reason. */
+static void waiting_reported(struct ag_engine *e)
+{
+    if (e->st.phase != AG_WAITING || strcmp(e->st.wait_reported, e->report_reason) == 0)
+        return;
+    snprintf(e->st.wait_reported, sizeof(e->st.wait_reported), "%s", e->report_reason);
+    (void)save(e);
+}
+
+/* Streamed and then held: the image has been in the inactive slot since before the wait. Check
+ * it is still the verified one (days may have passed and the power gone more than once) before
+ * the bootloader is pointed at it; if not, stream it again. */
+static void install_staged(struct ag_engine *e)
+{
+    struct ot_manifest m = {0};
+    struct ot_diag d = {0};
+    if (state_manifest(e, &m, &d) != OT_OK)
+        return finish(e, "failure", "%s", d.msg);
+    struct ag_install_ctx ctx = install_ctx(e);
+    bool ok = false;
+    if (m.npayloads == 1 && uses_slot(&m.payloads[0]) && ctx.slot_path) {
+        uint8_t sum[OT_SHA256_LEN];
+        uint64_t got = 0;
+        _cleanup_close_ int fd = open(ctx.slot_path, O_RDONLY | O_CLOEXEC);
+        ok = fd >= 0 && hash_fd(fd, m.payloads[0].size, sum, &got, &d) == OT_OK &&
+             got == m.payloads[0].size && memcmp(sum, m.payloads[0].sha256, sizeof(sum)) == 0;
+    }
+    ot_manifest_release(&m);
+    if (!ok) {
+        note_error(e, "the image in slot %s is not the verified one any more: downloading it "
+                   "again", e->st.target_slot);
+        e->st.staged = false;
+        return (void)go(e, AG_DOWNLOAD);
+    }
+    after_install(e);
+}
+
 /* ---- phases ----------------------------------------------------------------------------------- */
 
 static void report_progress(struct ag_engine *e, enum ot_wire_status status, int progress);
@@ -614,6 +949,7 @@ static void phase_commit(struct ag_engine *e)
         return schedule(e, backoff_ms(e));
     }
     ag_crash_point("after:commit");
+    cache_drop(e, e->st.artifact_sha256); /* installed: the copy has done its job */
     snprintf(e->st.result, sizeof(e->st.result), "success");
     if (ag_state_set(&e->st.message, "installed") != OT_OK)
         ot_log(OT_LOG_ERR, "out of memory");
@@ -671,6 +1007,8 @@ static void phase_install(struct ag_engine *e)
     }
     if (e->env.net && e->st.deployment_id)
         report_progress(e, OT_WIRE_INSTALLING, -1);
+    if (e->st.staged)
+        return install_staged(e);
     const char *src = e->st.deployment_id ? e->download_path : e->st.url;
     int fd = open(src, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -708,27 +1046,19 @@ static void phase_verify(struct ag_engine *e)
     int fd = open(e->download_path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return (void)go(e, AG_DOWNLOAD);
-    struct ot_sha256 h = {0};
-    uint8_t *buf = ot_sha256_init(&h) == OT_OK ? malloc(INSTALL_READ_CHUNK) : NULL;
     uint64_t total = 0;
-    ssize_t n = 0;
-    while (buf && (n = read(fd, buf, INSTALL_READ_CHUNK)) > 0) {
-        ot_sha256_update(&h, buf, (size_t)n);
-        total += (uint64_t)n;
-    }
+    struct ot_diag d = {0};
+    enum ot_err err = hash_fd(fd, UINT64_MAX, sum, &total, &d);
     close(fd);
-    if (!buf || n < 0) { /* out of memory or a read error: nothing was decided, try again */
-        free(buf);
-        ot_sha256_release(&h);
-        note_error(e, "cannot read the download to verify it: retrying");
+    if (err) { /* out of memory or a read error: nothing was decided, try again */
+        note_error(e, "cannot read the download to verify it (%s): retrying", d.msg);
         return schedule(e, RETRY_MIN_MS);
     }
-    free(buf);
-    ot_sha256_final(&h, sum);
     ot_hex_encode(sum, sizeof(sum), hex);
     if (ot_hex_decode(e->st.artifact_sha256, want, sizeof(want)) != OT_OK ||
         memcmp(sum, want, sizeof(sum)) != 0 || total != e->st.artifact_size) {
         unlink(e->download_path);
+        cache_drop(e, e->st.artifact_sha256); /* if that is where it came from: never again */
         if (++e->st.attempts > MAX_ATTEMPTS)
             return finish(e, "failure", "the download does not match its SHA-256 (got %.16s..., "
                           "%llu bytes)", hex, (unsigned long long)total);
@@ -736,7 +1066,7 @@ static void phase_verify(struct ag_engine *e)
         return (void)go(e, AG_DOWNLOAD);
     }
     e->st.attempts = 0;
-    go(e, AG_INSTALL);
+    at_hold_point(e, false);
 }
 
 /* ---- download ---------------------------------------------------------------------------------- */
@@ -807,7 +1137,7 @@ static void on_dl_done(void *userdata, const struct ag_net_result *r)
         e->stream = NULL;
         if (verified) {
             e->failures = 0;
-            return after_install(e), run(e);
+            return at_hold_point(e, true), run(e);
         }
         /* a verification error ends the update; a network one restarts it from the start */
         if (err && err != OT_ERR_IO && err != OT_ERR_RANGE)
@@ -831,10 +1161,52 @@ static void on_dl_done(void *userdata, const struct ag_net_result *r)
     run(e);
 }
 
+/* Streaming installs while it downloads, so its hold point comes after the slot image was written
+ * and verified, before activation. That is harmless only for a single image for the inactive
+ * slot: any other payload's handler would run before the hold is lifted. So a deployment that may
+ * have to wait (held by the server, or soft with someone to ask) is downloaded in stored mode
+ * unless it is such an image; and a download-only one, whose file is kept, always is. */
+static bool streams(const struct ag_engine *e)
+{
+    if (!e->cfg->streaming || e->st.type == OT_WIRE_TYPE_DOWNLOAD_ONLY)
+        return false;
+    bool may_wait = e->st.install_held ||
+                    (e->st.type == OT_WIRE_TYPE_SOFT && !e->st.approved && consent_possible(e));
+    return !may_wait || e->st.slot_only;
+}
+
+/* Stored mode: is there room for the rest of the download? The cached artifact (never the one
+ * being downloaded: that would have been taken) counts as free space, and is dropped when the
+ * download needs it. */
+static bool room_for_download(struct ag_engine *e, uint64_t offset)
+{
+    struct statvfs vfs;
+    if (fstatvfs(e->dl_fd, &vfs) != 0)
+        return true; /* unknown: the writes will tell */
+    uint64_t need = e->st.artifact_size - offset;
+    uint64_t avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+    if (avail >= need)
+        return true;
+    uint64_t cached = cache_bytes(e);
+    if (cached && avail + cached >= need) {
+        ot_log(OT_LOG_NOTICE, "dropping the cached artifact to make room for the download");
+        cache_prune(e, NULL);
+        return true;
+    }
+    close(e->dl_fd);
+    e->dl_fd = -1;
+    finish(e, "failure", "not enough free space for the download: %llu bytes needed, %llu free%s",
+           (unsigned long long)need, (unsigned long long)(avail + cached),
+           cached ? " (with the cached artifact)" : "");
+    return false;
+}
+
 static void phase_download(struct ag_engine *e)
 {
     if (e->dl || e->paused)
         return;
+    if (e->st.deployment_id && take_from_cache(e))
+        return (void)go(e, AG_VERIFY);
     if (!e->env.net)
         return finish(e, "failure", "no server to download from");
     if (!in_window(e->cfg->download_window))
@@ -848,7 +1220,7 @@ static void phase_download(struct ag_engine *e)
         return;
     }
     uint64_t offset = 0;
-    if (e->cfg->streaming) {
+    if (streams(e)) {
         if (pl_new(e, &e->stream, &d) != OT_OK)
             return finish(e, "failure", "%s", d.msg);
         e->dl_fd = -1;
@@ -868,15 +1240,8 @@ static void phase_download(struct ag_engine *e)
             e->dl_fd = -1;
             return (void)go(e, AG_VERIFY);
         }
-        struct statvfs vfs;
-        if (fstatvfs(e->dl_fd, &vfs) == 0 &&
-            (uint64_t)vfs.f_bavail * vfs.f_frsize < e->st.artifact_size - offset) {
-            close(e->dl_fd);
-            e->dl_fd = -1;
-            return finish(e, "failure", "not enough free space for the download: %llu bytes "
-                          "needed, %llu free", (unsigned long long)(e->st.artifact_size - offset),
-                          (unsigned long long)vfs.f_bavail * vfs.f_frsize);
-        }
+        if (!room_for_download(e, offset))
+            return;
     }
     char etag[72];
     snprintf(etag, sizeof(etag), "\"%s\"", e->st.artifact_sha256);
@@ -889,9 +1254,10 @@ static void phase_download(struct ag_engine *e)
 
 /* ---- check-in ----------------------------------------------------------------------------------- */
 
-/* The server closed the deployment (cancelled it) before this device's first report reached it:
- * nothing was activated, so the device drops it as if it had never come. */
-static void abandon(struct ag_engine *e)
+/* The server closed the deployment (cancelled it) before this device's first report reached it,
+ * or stopped offering a deployment that waits here: nothing was activated, so the device drops it
+ * as if it had never come. (A slot written by a streamed download is never booted.) */
+static void abandon(struct ag_engine *e, const char *why)
 {
     if (e->dl)
         ag_net_download_cancel(e->dl);
@@ -902,8 +1268,8 @@ static void abandon(struct ag_engine *e)
         close(e->dl_fd);
     e->dl_fd = -1;
     e->pending_status = 0;
-    ot_log(OT_LOG_WARNING, "deployment %lld: the server closed it before it started here: "
-           "dropping it", (long long)e->st.deployment_id);
+    ot_log(OT_LOG_WARNING, "deployment %lld: %s: dropping it", (long long)e->st.deployment_id,
+           why);
     cleanup_files(e);
     enum ag_phase from = e->st.phase;
     ag_state_release(&e->st);
@@ -911,18 +1277,23 @@ static void abandon(struct ag_engine *e)
     go(e, AG_IDLE);
 }
 
+static void waiting_reported(struct ag_engine *e);
+
 static void on_report(void *userdata, const struct ag_net_result *r)
 {
     struct ag_engine *e = userdata;
     e->report_in_flight = false;
+    bool ours = e->report_deployment == e->st.deployment_id && e->st.deployment_id;
     /* 409: the row is final on the server already. Before anything was activated that means
      * the deployment was cancelled as this device took it: drop it rather than install it. */
-    if (r->err == OT_ERR_EXISTS && e->report_deployment == e->st.deployment_id &&
-        e->st.deployment_id && !e->st.activated &&
-        (e->st.phase == AG_DOWNLOAD || e->st.phase == AG_VERIFY || e->st.phase == AG_INSTALL))
-        return abandon(e), run(e);
+    if (r->err == OT_ERR_EXISTS && ours && !e->st.activated &&
+        (e->st.phase == AG_DOWNLOAD || e->st.phase == AG_VERIFY || e->st.phase == AG_INSTALL ||
+         e->st.phase == AG_WAITING))
+        return abandon(e, "the server closed it before it was installed here"), run(e);
     if (r->err)
         ot_log(OT_LOG_INFO, "progress report not delivered: %s", r->diag.msg);
+    else if (ours && e->report_status == OT_WIRE_WAITING)
+        waiting_reported(e);
     if (e->pending_status) {
         int s = e->pending_status;
         e->pending_status = 0;
@@ -939,14 +1310,21 @@ static void report_progress(struct ag_engine *e, enum ot_wire_status status, int
 {
     if (!e->env.net || !e->st.deployment_id)
         return;
+    if (status == OT_WIRE_WAITING && e->st.phase != AG_WAITING)
+        return; /* queued while waiting, and the wait is over */
     if (e->report_in_flight) {
         e->pending_status = (int)status;
         e->pending_progress = progress;
         return;
     }
     struct ot_wire_status_report r = {.status = status, .progress = progress, .message = ""};
+    if (status == OT_WIRE_WAITING) { /* the message says why; which why was told is noted */
+        r.message = (char *)wait_message(e->st.wait_reason);
+        snprintf(e->report_reason, sizeof(e->report_reason), "%s", e->st.wait_reason);
+    }
     e->report_in_flight = true;
     e->report_deployment = e->st.deployment_id;
+    e->report_status = (int)status;
     ag_net_report(e->env.net, e->st.deployment_id, &r, on_report, e);
 }
 
@@ -994,18 +1372,25 @@ static void take_work(struct ag_engine *e, const struct ot_wire_checkin_resp *w)
     e->st.deployment_id = w->deployment_id;
     snprintf(e->st.artifact_sha256, sizeof(e->st.artifact_sha256), "%s", hex);
     e->st.artifact_size = w->artifact_size;
+    e->st.type = w->type;
+    e->st.install_held = w->install_held;
     if (ag_state_set(&e->st.url, w->download[0]) != OT_OK ||
         ag_state_set(&e->st.manifest, w->manifest) != OT_OK) {
         note_error(e, "out of memory");
         return;
     }
-    ot_log(OT_LOG_NOTICE, "deployment %lld: %s %s (%llu bytes)", (long long)w->deployment_id,
-           w->artifact_name, w->artifact_version, (unsigned long long)w->artifact_size);
+    ot_log(OT_LOG_NOTICE, "deployment %lld: %s %s (%llu bytes)%s%s%s",
+           (long long)w->deployment_id, w->artifact_name, w->artifact_version,
+           (unsigned long long)w->artifact_size, w->type ? ", " : "",
+           w->type ? ot_wire_deploy_type_name(w->type) : "",
+           w->install_held ? ", install held" : "");
     if (check_announced(e, w->manifest, w->signatures, &m, &d) != OT_OK)
         return finish(e, "failure", "refused before download: %s", d.msg);
     e->st.needs_reboot = needs_reboot(&m);
+    e->st.slot_only = m.npayloads == 1 && uses_slot(&m.payloads[0]);
     ot_manifest_release(&m);
-    if (e->st.needs_reboot) {
+    /* download only installs nothing: which slot is running does not matter */
+    if (e->st.needs_reboot && e->st.type != OT_WIRE_TYPE_DOWNLOAD_ONLY) {
         struct ag_boot_state bs;
         if (ag_boot_read(e->env.boot, &bs, &d) != OT_OK)
             return finish(e, "failure", "cannot read the boot environment: %s", d.msg);
@@ -1038,10 +1423,12 @@ static void on_checkin(void *userdata, const struct ag_net_result *r,
     e->poll_jitter_s = resp->poll_jitter;
     if (!e->inventory_sent)
         send_inventory(e);
+    if (e->st.phase == AG_WAITING && !e->paused)
+        waiting_answer(e, resp); /* may drop it: then the answer may be new work */
     if (e->st.phase == AG_IDLE && resp->action == OT_WIRE_ACTION_INSTALL && !e->paused)
         take_work(e, resp);
-    if (e->st.phase == AG_IDLE && !e->timer) /* the next check-in, at the server's interval
-                                                * (unless a retry is due sooner) */
+    if ((e->st.phase == AG_IDLE || e->st.phase == AG_WAITING) && !e->timer)
+        /* the next check-in, at the server's interval (unless a retry is due sooner) */
         schedule(e, jittered((uint64_t)e->poll_interval_s * 1000,
                              (uint64_t)e->poll_jitter_s * 1000));
     run(e);
@@ -1054,6 +1441,19 @@ static void phase_idle(struct ag_engine *e)
     if (e->timer)
         return; /* the next check-in is scheduled */
     checkin_request(e, on_checkin);
+}
+
+/* Waiting checks in like idle (waiting_answer reads the answers), and tells the server why it
+ * waits, once per reason (a report that did not get through goes again). */
+static void phase_waiting(struct ag_engine *e)
+{
+    bool told = strcmp(e->st.wait_reported, e->st.wait_reason) == 0;
+    bool telling = (e->report_in_flight && e->report_status == OT_WIRE_WAITING &&
+                    strcmp(e->report_reason, e->st.wait_reason) == 0) ||
+                   e->pending_status == OT_WIRE_WAITING;
+    if (!told && !telling && e->st.wait_reason[0])
+        report_progress(e, OT_WIRE_WAITING, -1);
+    phase_idle(e);
 }
 
 /* ---- driving ------------------------------------------------------------------------------------ */
@@ -1079,6 +1479,10 @@ static void run_phase(struct ag_engine *e)
         return phase_rollback(e);
     case AG_REPORT:
         return phase_report(e);
+    case AG_WAITING:
+        return phase_waiting(e);
+    case AG_PHASE__MAX:
+        break;
     }
 }
 
@@ -1097,9 +1501,9 @@ static void run(struct ag_engine *e)
             break;
     }
     e->in_run = false;
-    /* idle: the next check-in */
-    if (e->st.phase == AG_IDLE && !e->timer && !e->checkin_in_flight && e->env.loop &&
-        e->last_checkin) {
+    /* idle or waiting: the next check-in */
+    if ((e->st.phase == AG_IDLE || e->st.phase == AG_WAITING) && !e->timer &&
+        !e->checkin_in_flight && e->env.loop && e->last_checkin) {
         uint64_t ms = e->poll_interval_s ? (uint64_t)e->poll_interval_s * 1000
                                          : e->cfg->poll_interval_ms;
         schedule(e, jittered(ms, (uint64_t)e->poll_jitter_s * 1000));
@@ -1118,7 +1522,8 @@ enum ot_err ag_engine_new(const struct ag_engine_env *env, struct ag_engine **re
     e->cfg = env->cfg;
     e->dl_fd = -1;
     if (asprintf(&e->work_dir, "%s/%s", e->cfg->state_dir, WORK_DIR) < 0 ||
-        asprintf(&e->download_path, "%s/%s", e->cfg->state_dir, DOWNLOAD_FILE) < 0) {
+        asprintf(&e->download_path, "%s/%s", e->cfg->state_dir, DOWNLOAD_FILE) < 0 ||
+        asprintf(&e->cache_dir, "%s/%s", e->cfg->state_dir, CACHE_DIR) < 0) {
         ag_engine_free(e);
         return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
     }
@@ -1185,6 +1590,7 @@ void ag_engine_free(struct ag_engine *e)
     free(e->wire_provides);
     free(e->work_dir);
     free(e->download_path);
+    free(e->cache_dir);
     free(e);
 }
 
@@ -1194,7 +1600,7 @@ void ag_engine_start(struct ag_engine *e)
 {
     ot_log(OT_LOG_INFO, "starting in phase %s", ag_phase_name(e->st.phase));
     /* a streamed install cut short starts over: nothing of it was activated */
-    if (e->st.phase == AG_DOWNLOAD && e->cfg->streaming) {
+    if (e->st.phase == AG_DOWNLOAD && streams(e)) {
         struct ot_diag d = {0};
         e->st.attempts++;
         if (ag_state_save(e->cfg->state_dir, &e->st, &d) != OT_OK)
@@ -1226,12 +1632,16 @@ void ag_engine_pause(struct ag_engine *e, bool paused)
 
 json_t *ag_engine_status(struct ag_engine *e)
 {
-    return json_pack("{s:s, s:I, s:s, s:b, s:I, s:s, s:s?, s:I, s:I, s:s}", "phase",
-                     ag_phase_name(e->st.phase), "deployment_id", (json_int_t)e->st.deployment_id,
-                     "result", e->st.result, "paused", e->paused, "downloaded",
-                     (json_int_t)e->dl_offset, "target_slot", e->st.target_slot, "message",
-                     e->st.message, "artifact_size", (json_int_t)e->st.artifact_size,
-                     "last_checkin", (json_int_t)e->last_checkin, "last_error", e->last_error);
+    bool waiting = e->st.phase == AG_WAITING;
+    return json_pack("{s:s, s:I, s:s, s:b, s:I, s:s, s:s?, s:I, s:I, s:s, s:s, s:b, s:s?}",
+                     "phase", ag_phase_name(e->st.phase), "deployment_id",
+                     (json_int_t)e->st.deployment_id, "result", e->st.result, "paused",
+                     e->paused, "downloaded", (json_int_t)e->dl_offset, "target_slot",
+                     e->st.target_slot, "message", e->st.message, "artifact_size",
+                     (json_int_t)e->st.artifact_size, "last_checkin",
+                     (json_int_t)e->last_checkin, "last_error", e->last_error, "type",
+                     ot_wire_deploy_type_name(e->st.type), "install_held", e->st.install_held,
+                     "waiting", waiting ? e->st.wait_reason : NULL);
 }
 
 /* Runs the synchronous phases until one needs the network, a reboot, or is done. */

@@ -24,6 +24,12 @@ struct ag_engine_hooks {
      * hook is then asked again), < 0 to fail it with d's message: a download attempt fails like a
      * broken transfer (retried with backoff), an install fails the update. */
     long (*before)(void *userdata, enum ag_phase phase, struct ot_diag *d);
+    /* A soft update is downloaded, verified and allowed by the server: may it be installed now?
+     * Replaces consent_command (run with OTTER_DEPLOYMENT_ID, OTTER_ARTIFACT_NAME and
+     * OTTER_ARTIFACT_VERSION). true: install now; false: postpone (the engine reports waiting,
+     * "postponed by the device", and asks again at the next check-in). */
+    bool (*consent)(void *userdata, int64_t deployment_id, const char *artifact_name,
+                    const char *artifact_version);
     /* Replaces health_command. */
     enum ot_err (*health)(void *userdata, struct ot_diag *d);
     /* Replaces the reboot (reboot_command or exit 75): the engine stops working; the caller

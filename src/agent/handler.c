@@ -534,7 +534,8 @@ static bool read_output(int fd, struct ag_run_result *r)
 
 /* In the child, between fork and exec: only async-signal-safe calls. An exec failure is reported
  * through errfd (close-on-exec, so the parent reads EOF when exec succeeds). */
-static _Noreturn void child(const char *const argv[], const char *cwd, int outfd, int errfd)
+static _Noreturn void child(const char *const argv[], char *const envp[], const char *cwd,
+                            int outfd, int errfd)
 {
     int e = 0;
     sigset_t none;
@@ -552,7 +553,10 @@ static _Noreturn void child(const char *const argv[], const char *cwd, int outfd
     if (null == 0)
         fcntl(0, F_SETFD, 0); /* dup2 onto itself keeps O_CLOEXEC */
     if (!e) {
-        execv(argv[0], (char *const *)argv);
+        if (envp)
+            execve(argv[0], (char *const *)argv, envp);
+        else
+            execv(argv[0], (char *const *)argv);
         e = errno;
     }
     ssize_t w = write(errfd, &e, sizeof(e));
@@ -560,8 +564,8 @@ static _Noreturn void child(const char *const argv[], const char *cwd, int outfd
     _exit(127);
 }
 
-static enum ot_err start(const char *const argv[], const char *cwd, pid_t *ret_pid, int *ret_out,
-                         struct ot_diag *d)
+static enum ot_err start(const char *const argv[], char *const envp[], const char *cwd,
+                         pid_t *ret_pid, int *ret_out, struct ot_diag *d)
 {
     int out[2], err[2];
     if (pipe2(out, O_CLOEXEC) < 0)
@@ -574,7 +578,7 @@ static enum ot_err start(const char *const argv[], const char *cwd, pid_t *ret_p
     }
     pid_t pid = fork();
     if (pid == 0)
-        child(argv, cwd, out[1], err[1]);
+        child(argv, envp, cwd, out[1], err[1]);
     int fork_errno = errno;
     close(out[1]);
     close(err[1]);
@@ -628,10 +632,16 @@ static bool wait_until(pid_t pid, int *outfd, int64_t deadline, struct ag_run_re
 enum ot_err ag__run(const char *const argv[], const char *cwd, unsigned timeout_s,
                     struct ag_run_result *r, struct ot_diag *d)
 {
+    return ag__run_env(argv, NULL, cwd, timeout_s, r, d);
+}
+
+enum ot_err ag__run_env(const char *const argv[], char *const envp[], const char *cwd,
+                        unsigned timeout_s, struct ag_run_result *r, struct ot_diag *d)
+{
     *r = (struct ag_run_result){0};
     pid_t pid = -1;
     int outfd = -1;
-    enum ot_err err = start(argv, cwd, &pid, &outfd, d);
+    enum ot_err err = start(argv, envp, cwd, &pid, &outfd, d);
     if (err)
         return err;
     if (!wait_until(pid, &outfd, now_ms() + (int64_t)timeout_s * 1000, r)) {

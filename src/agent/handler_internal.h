@@ -129,6 +129,11 @@ struct ag_run_result {
  * (look at r->status), OT_ERR_LIMIT on timeout, an I/O error when it could not be started. */
 enum ot_err ag__run(const char *const argv[], const char *cwd, unsigned timeout_s,
                     struct ag_run_result *r, struct ot_diag *d) OT_MUST_CHECK;
+/* The same with envp (NULL-terminated "NAME=value" strings) as the program's whole environment
+ * (NULL: the agent's own). */
+enum ot_err ag__run_env(const char *const argv[], char *const envp[], const char *cwd,
+                        unsigned timeout_s, struct ag_run_result *r, struct ot_diag *d)
+    OT_MUST_CHECK;
 /* Turns a finished run into the handler's verdict: OT_OK for exit 0, else OT_ERR_INVALID
  * "<what>: exited with status N: <last output>" (or killed by signal N, or timed out). Also logs
  * the output at info level, one line each. */

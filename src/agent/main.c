@@ -277,9 +277,11 @@ static int status(struct ag_device *a)
     struct ot_diag d = {0};
     if (ag_state_load(a->cfg.state_dir, &st, &d) != OT_OK)
         return fail(1, "status", &d);
-    json_t *o = json_pack("{s:s, s:I, s:s, s:s?, s:b}", "phase", ag_phase_name(st.phase),
-                          "deployment_id", (json_int_t)st.deployment_id, "target_slot",
-                          st.target_slot, "message", st.message, "daemon", 0);
+    json_t *o = json_pack("{s:s, s:I, s:s, s:s?, s:s, s:b, s:s?, s:b}", "phase",
+                          ag_phase_name(st.phase), "deployment_id", (json_int_t)st.deployment_id,
+                          "target_slot", st.target_slot, "message", st.message, "type",
+                          ot_wire_deploy_type_name(st.type), "install_held", st.install_held,
+                          "waiting", st.phase == AG_WAITING ? st.wait_reason : NULL, "daemon", 0);
     char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
     if (text)
         printf("%s\n", text);

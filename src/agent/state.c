@@ -21,7 +21,9 @@ static const char *const phase_names[] = {
     [AG_COMMIT] = "commit",
     [AG_ROLLBACK] = "rollback",
     [AG_REPORT] = "report",
+    [AG_WAITING] = "waiting",
 };
+_Static_assert(OT_ARRAY_SIZE(phase_names) == AG_PHASE__MAX, "a phase without a name");
 
 const char *ag_phase_name(enum ag_phase p)
 {
@@ -137,6 +139,17 @@ enum ot_err ag_state_load(const char *dir, struct ag_state *ret, struct ot_diag 
     ret->boot_armed = json_is_true(json_object_get(o, "boot_armed"));
     ret->activated = json_is_true(json_object_get(o, "activated"));
     ret->attempts = (unsigned)json_integer_value(json_object_get(o, "attempts"));
+    const char *type = str_or(o, "type", "forced");
+    for (int t = 0; t < OT_WIRE_TYPE__MAX; t++)
+        if (strcmp(type, ot_wire_deploy_type_name((enum ot_wire_deploy_type)t)) == 0)
+            ret->type = (enum ot_wire_deploy_type)t;
+    ret->install_held = json_is_true(json_object_get(o, "install_held"));
+    ret->slot_only = json_is_true(json_object_get(o, "slot_only"));
+    ret->staged = json_is_true(json_object_get(o, "staged"));
+    ret->approved = json_is_true(json_object_get(o, "approved"));
+    snprintf(ret->wait_reason, sizeof(ret->wait_reason), "%s", str_or(o, "wait_reason", ""));
+    snprintf(ret->wait_reported, sizeof(ret->wait_reported), "%s",
+             str_or(o, "wait_reported", ""));
     err = ag_state_set(&ret->url, json_string_value(json_object_get(o, "url")));
     if (!err)
         err = ag_state_set(&ret->manifest, json_string_value(json_object_get(o, "manifest")));
@@ -161,6 +174,19 @@ enum ot_err ag_state_save(const char *dir, const struct ag_state *s, struct ot_d
                           "target_slot", s->target_slot, "previous_slot", s->previous_slot,
                           "boot_armed", s->boot_armed, "activated", s->activated, "result",
                           s->result, "message", s->message, "attempts", (json_int_t)s->attempts);
+    /* Written by this version on: a file without them (an older agent's) loads as a forced,
+     * not held deployment that never waited. */
+    const char *type = ot_wire_deploy_type_name(s->type);
+    json_t *more = json_pack("{s:s, s:b, s:b, s:b, s:b, s:s, s:s}", "type",
+                             type ? type : "forced", "install_held", s->install_held,
+                             "slot_only", s->slot_only, "staged", s->staged, "approved",
+                             s->approved, "wait_reason", s->wait_reason, "wait_reported",
+                             s->wait_reported);
+    if (o && (!more || json_object_update(o, more) < 0)) {
+        json_decref(o);
+        o = NULL;
+    }
+    json_decref(more);
     enum ot_err err = write_json(dir, STATE_FILE, o, d);
     if (!err) {
         char point[48];

@@ -4,8 +4,11 @@
  * effects can simply be done again.
  *
  *   idle -> download -> verify -> install -> reboot_pending -> verify_after_boot -> commit -> report
- *                                    |                              |  (in place: no reboot)
- *                                    +-> (failure) report           +-> rollback -> report
+ *                         |  ^          |                              |  (in place: no reboot)
+ *                         v  |          +-> (failure) report           +-> rollback -> report
+ *                        waiting  (held by the server, or a soft update postponed; nothing live
+ *                         |        changed yet)     download only: verify -> report (success)
+ *                         +-> idle (the deployment went away)
  *
  * Beside it, installed.json: what is installed per payload (name, version, sha256) and the
  * minimum security version, updated atomically at commit. */
@@ -25,7 +28,16 @@ enum ag_phase {
     AG_COMMIT,
     AG_ROLLBACK,
     AG_REPORT,
+    AG_WAITING,                    /* downloaded and verified, the install waits for the server
+                                      (install held) or the device (soft update postponed) */
+    AG_PHASE__MAX
 };
+
+/* Why a deployment waits in AG_WAITING (ag_state.wait_reason), and what the server is told. */
+#define AG_WAIT_HELD "held"
+#define AG_WAIT_HELD_MESSAGE "waiting for the maintenance window"
+#define AG_WAIT_POSTPONED "postponed"
+#define AG_WAIT_POSTPONED_MESSAGE "postponed by the device"
 
 struct ag_state {
     enum ag_phase phase;
@@ -42,6 +54,18 @@ struct ag_state {
     char result[16];               /* report: success, failure or rolled_back */
     char *message;                 /* report: what happened */
     unsigned attempts;             /* times install started (a crash loop ends in failure) */
+    /* How the server wants the deployment treated (the check-in's "type" and "install_allowed",
+     * the latest answer about it): */
+    enum ot_wire_deploy_type type;
+    bool install_held;
+    bool slot_only;                /* one payload, a raw image for the A/B slot: may be streamed
+                                      even when the install may have to wait (docs/agent.md) */
+    bool staged;                   /* streamed: the payload is in the slot and verified, nothing
+                                      activated; the install re-checks it and activates */
+    bool approved;                 /* left waiting: the hold was lifted and the device consented,
+                                      so the install goes ahead without asking again */
+    char wait_reason[16];          /* waiting: AG_WAIT_HELD or AG_WAIT_POSTPONED */
+    char wait_reported[16];        /* the reason the server was told about ("": none yet) */
 };
 
 const char *ag_phase_name(enum ag_phase p);

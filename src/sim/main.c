@@ -33,7 +33,7 @@ enum { EXIT_USAGE = 2 };
 #define BOOT_FAIL_MAX_POWER_ONS 16
 #define LAT_SUB 16                 /* latency histogram: buckets per power of two */
 #define LAT_BUCKETS (40 * LAT_SUB)
-#define NPHASES (AG_REPORT + 1)
+#define NPHASES AG_PHASE__MAX
 
 /* ---- behaviour profiles ------------------------------------------------------------------------ */
 
@@ -48,6 +48,7 @@ struct profile {
     double power_cut;
     double offline;
     uint64_t offline_ms;
+    double postpone;               /* per consent question (soft updates) */
 };
 
 struct options {
@@ -101,6 +102,7 @@ struct dev {
     uint64_t cut_delay_ms, install_ms;
     bool install_held, cut_done, offline_done, health_done;
     uint32_t dl_attempts;
+    uint32_t consent_asks;
     uint64_t last_ok_ms;           /* the last successful check-in (loop time) */
     char target_slot[2];
     struct result *results;
@@ -123,7 +125,7 @@ struct sim {
     uint64_t results_success, results_failure, results_rolled_back, results_refused;
     uint64_t first_result_ms, last_result_ms;
     uint64_t done_devices;         /* devices with until_done results */
-    uint64_t reboots, power_cuts, offline_spells, boot_failures, start_errors;
+    uint64_t reboots, power_cuts, offline_spells, boot_failures, start_errors, postponed;
     char last_error[300];
 };
 
@@ -149,7 +151,7 @@ static double draw(const struct dev *v, int64_t dep, uint64_t what)
 }
 
 enum { D_INSTALL_FAIL = 1, D_HEALTH, D_BOOT, D_CUT, D_CUT_PHASE, D_CUT_DELAY, D_OFFLINE,
-       D_INSTALL_MS, D_PROFILE, D_DOWNLOAD = 1000 };
+       D_INSTALL_MS, D_PROFILE, D_DOWNLOAD = 1000, D_POSTPONE = 1000000 };
 
 static void dev_name(const struct dev *v, char *out, size_t len)
 {
@@ -190,7 +192,7 @@ static void decide(struct dev *v)
     uint64_t span = p->install_max_ms - p->install_min_ms;
     v->install_ms = p->install_min_ms + (span ? draw_u64(v, dep, D_INSTALL_MS) % (span + 1) : 0);
     v->install_held = v->cut_done = v->offline_done = v->health_done = false;
-    v->dl_attempts = 0;
+    v->dl_attempts = v->consent_asks = 0;
 }
 
 /* ---- power ------------------------------------------------------------------------------------- */
@@ -282,6 +284,21 @@ static long hook_before(void *userdata, enum ag_phase phase, struct ot_diag *d)
         return -1;
     }
     return 0;
+}
+
+/* A soft update asks the device's user: each question is a fresh draw, so a device that
+ * postponed may agree at a later check-in. */
+static bool hook_consent(void *userdata, int64_t deployment_id, const char *artifact_name,
+                         const char *artifact_version)
+{
+    (void)deployment_id, (void)artifact_name, (void)artifact_version;
+    struct dev *v = userdata;
+    decide(v);
+    if (draw(v, v->dep, D_POSTPONE + v->consent_asks++) < v->prof->postpone) {
+        v->sim->postponed++;
+        return false;
+    }
+    return true;
 }
 
 static enum ot_err hook_health(void *userdata, struct ot_diag *d)
@@ -523,12 +540,13 @@ static void on_progress(void *userdata)
     uint64_t rate = (n - s->last_checkins) * 1000 / OT_MAX(s->o.progress_ms, 1);
     s->last_checkins = n;
     fprintf(stderr,
-            "[%5llus] on %llu off %llu | idle %llu download %llu install %llu reboot %llu "
-            "verify %llu report %llu | check-ins %llu/s failed %llu | success %llu failure %llu "
-            "rolled_back %llu\n",
+            "[%5llus] on %llu off %llu | idle %llu download %llu waiting %llu install %llu "
+            "reboot %llu verify %llu report %llu | check-ins %llu/s failed %llu | success %llu "
+            "failure %llu rolled_back %llu\n",
             (unsigned long long)(now / 1000), (unsigned long long)s->on,
             (unsigned long long)s->off, (unsigned long long)s->phase_count[AG_IDLE],
             (unsigned long long)(s->phase_count[AG_DOWNLOAD] + s->phase_count[AG_VERIFY]),
+            (unsigned long long)s->phase_count[AG_WAITING],
             (unsigned long long)s->phase_count[AG_INSTALL],
             (unsigned long long)s->phase_count[AG_REBOOT_PENDING],
             (unsigned long long)(s->phase_count[AG_VERIFY_AFTER_BOOT] +
@@ -575,7 +593,7 @@ static int summary(struct sim *s)
                             json_integer((json_int_t)s->phase_count[p]));
     json_t *j = json_pack(
         "{s:I, s:f, s:I, s:I, s:o*, s:{s:I, s:I, s:f, s:f, s:f, s:f}, s:{s:I, s:I, s:I, s:I}, "
-        "s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s}",
+        "s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s}",
         "devices", (json_int_t)s->o.ndevices, "elapsed_s", elapsed, "on", (json_int_t)s->on,
         "off", (json_int_t)s->off, "phases", phases, "checkins", "ok",
         (json_int_t)s->checkins_ok, "failed", (json_int_t)s->checkins_failed, "per_s",
@@ -589,7 +607,8 @@ static int summary(struct sim *s)
         (double)s->first_result_ms / 1000.0, "last_result_s", (double)s->last_result_ms / 1000.0,
         "reboots", (json_int_t)s->reboots, "power_cuts", (json_int_t)s->power_cuts,
         "offline_spells", (json_int_t)s->offline_spells, "boot_failures",
-        (json_int_t)s->boot_failures, "start_errors", (json_int_t)s->start_errors,
+        (json_int_t)s->boot_failures, "start_errors", (json_int_t)s->start_errors, "postponed",
+        (json_int_t)s->postponed,
         "stale_devices", (json_int_t)stale_devices(s), "rss_kib",
         (json_int_t)rss_kib(), "last_error", s->last_error);
     if (j && s->o.json_devices) {
@@ -663,7 +682,8 @@ static void usage(FILE *f)
           "\n"
           "Profile keys (probabilities per update unless said): install_time=DURATION[-DURATION],\n"
           "download_fail=P (per attempt), install_fail=P, health_fail=P (rolled back),\n"
-          "boot_fail=P (the new slot does not boot), power_cut=P, offline=P, offline_time=DURATION.\n"
+          "boot_fail=P (the new slot does not boot), power_cut=P, offline=P, offline_time=DURATION,\n"
+          "postpone=P (per consent question of a soft update).\n"
           "Without --profile every device is 'ok:1' (everything succeeds).\n",
           f);
 }
@@ -686,7 +706,8 @@ static bool parse_profile_key(struct profile *p, const char *key, const char *v)
         double *field;
     } probs[] = {{"download_fail", &p->download_fail}, {"install_fail", &p->install_fail},
                  {"health_fail", &p->health_fail},     {"boot_fail", &p->boot_fail},
-                 {"power_cut", &p->power_cut},         {"offline", &p->offline}};
+                 {"power_cut", &p->power_cut},         {"offline", &p->offline},
+                 {"postpone", &p->postpone}};
     for (size_t i = 0; i < OT_ARRAY_SIZE(probs); i++)
         if (strcmp(key, probs[i].key) == 0)
             return parse_prob(v, probs[i].field);
@@ -910,6 +931,7 @@ static int setup(struct sim *s)
         v->prof = pick_profile(s, v);
         v->hooks = (struct ag_engine_hooks){.userdata = v,
                                             .before = hook_before,
+                                            .consent = hook_consent,
                                             .health = hook_health,
                                             .reboot = hook_reboot,
                                             .phase = hook_phase,

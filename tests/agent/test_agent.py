@@ -369,3 +369,304 @@ def test_an_idle_agent_checks_in_at_the_poll_interval(make_server, tmp_path):
     dev.stop()
     checkins = server.log().count("POST /api/device/v1/checkin")
     assert 2 <= checkins <= 6, f"{checkins} check-ins in 3.5 s at a 1 s interval"
+
+
+# ---- deployment types, maintenance windows, retries (docs/agent.md, DEPLOYMENT TYPES AND WAITING)
+
+
+class Clock:
+    """otterd's clock offset in seconds (OTTERD_TEST_CLOCK_FILE, read by otterd every 50 ms)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.set(0)
+
+    def set(self, offset):
+        self.offset = offset
+        self.path.write_text(f"{offset}\n")
+        time.sleep(0.3)  # otterd reads it again, and a rollout tick passes
+
+    def advance(self, seconds):
+        self.set(self.offset + seconds)
+
+
+WINDOW = {"cron": "0 3 * * *", "duration": "1h", "timezone": "UTC"}
+
+
+def outside_window(clock):
+    """otterd's clock at the next 01:00 UTC: two hours before the window opens."""
+    now = time.time()
+    target = now // 86400 * 86400 + 3600
+    if target <= now:
+        target += 86400
+    clock.set(int(target - now))
+
+
+def open_window(clock):
+    clock.advance(2 * 3600 + 60)
+
+
+@pytest.fixture
+def clock(tmp_path, monkeypatch):
+    c = Clock(tmp_path / "clock")
+    monkeypatch.setenv("OTTERD_TEST_CLOCK_FILE", str(c.path))
+    return c
+
+
+@pytest.fixture
+def policy_fleet(make_server, tmp_path, clock):
+    """otterd answering check-ins every second, with a fast rollout engine and a test clock."""
+    conf = tmp_path / "otterd.conf"
+    conf.write_text("poll_interval = 1s\npoll_jitter = 0s\nrollout_tick = 200ms\n")
+    server = make_server(args=["--config", conf])
+    rel = Release(server, tmp_path / "rel")
+    enroll = server.create_token(["devices:enroll"], name="fleet")["token"]
+    return server, rel, enroll
+
+
+def deploy_policy(server, art_id, dev_id, policy, name="x"):
+    r = server.request("POST", "/api/v1/deployments",
+                       {"name": name, "artifact_id": art_id, "devices": [dev_id],
+                        "policy": policy}, token=server.token)
+    assert r.status == 201, r
+    return r.json()["id"]
+
+
+def downloads(server, dep):
+    """Artifact requests of deployment dep in otterd's log."""
+    return server.log().count(f"GET /api/device/v1/deployments/{dep}/artifact ")
+
+
+def state(dev):
+    try:
+        return json.loads((dev.state / "state.json").read_text())
+    except FileNotFoundError:
+        return {"phase": "idle"}
+
+
+def wait_running(dev, cond, what, timeout=30):
+    """Polls cond() while the agent started with dev.start() runs (bounded)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        assert dev.proc.poll() is None, f"the agent exited ({dev.proc.returncode})\n" \
+                                         f"{dev.log_text()}"
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}\n{dev.log_text()}")
+
+
+def full_log(dev):
+    return dev.log.read_text(errors="replace")
+
+
+def events(server, dep, dev_id):
+    return [(e["status"], e["message"]) for e in row(server, dep, dev_id)["events"]]
+
+
+def conf_artifact(rel, version):
+    p = rel.dir / f"app-{version}.conf"
+    p.write_text(f"{version}\n")
+    out = rel.dir / f"app-{version}.otter"
+    otter("pack", "-q", "-o", out, "--name", "app", "--version", version, "-T", "gw-1",
+          "-p", f"name=conf,file={p},type=file,target=/etc/app.conf",
+          "-k", rel.dir / "release.key")
+    return out
+
+
+def test_held_install_waits_for_the_maintenance_window(policy_fleet, tmp_path, clock):
+    server, rel, _ = policy_fleet
+    outside_window(clock)
+    dev = device(policy_fleet, tmp_path)
+    dev_id = enrolled(dev)
+    image = new_image("w1")
+    dep = deploy_policy(server, rel.upload(pack_ab(rel, "w1", image)).json()["id"], dev_id,
+                        {"maintenance_window": WINDOW})
+    dev.start()
+    try:
+        # downloaded and verified, then waiting, the server told once
+        wait_running(dev, lambda: state(dev).get("wait_reported") == "held", "the waiting report")
+        r = row(server, dep, dev_id)
+        assert r["status"] == "waiting", r
+        assert r["message"] == "waiting for the maintenance window", r
+        st = json.loads(dev.agent("status").stdout)
+        assert st["phase"] == "waiting" and st["waiting"] == "held", st
+        assert st["message"] == "waiting for the maintenance window", st
+        assert (dev.state / "download.part").stat().st_size > 0
+        # nothing on the device changed
+        assert dev.slot["b"].read_bytes() == b"\0" * 1024
+        assert not dev.boot_vars().get("otter_try")
+    finally:
+        dev.kill()  # a power cut while waiting
+    assert downloads(server, dep) == 1
+    assert dev.power_on() == "a"
+    # the next start resumes waiting: it checks in, does not download again, does not report again
+    checkins = server.log().count("POST /api/device/v1/checkin ")
+    dev.start()
+    try:
+        wait_running(dev, lambda: server.log().count("POST /api/device/v1/checkin ") >= checkins + 3,
+                     "three check-ins")
+        st = json.loads(dev.agent("status").stdout)
+        assert st["phase"] == "waiting" and st["waiting"] == "held", st
+    finally:
+        dev.stop()
+    assert "starting in phase waiting" in full_log(dev)
+    assert downloads(server, dep) == 1
+    # no daemon: the state file says the same
+    st = json.loads(dev.agent("status").stdout)
+    assert st["phase"] == "waiting" and st["waiting"] == "held" and st["daemon"] is False, st
+    # the window opens: the agent installs what it has, reboots, commits
+    open_window(clock)
+    assert dev.run_until(lambda: False, timeout=30) == EXIT_REBOOT, dev.log_text()
+    assert dev.power_on() == "b"
+    assert dev.run_until(final(server, dep, dev_id)) is None, dev.log_text()
+    assert row(server, dep, dev_id)["status"] == "success", dev.log_text()
+    assert [s for s, _ in events(server, dep, dev_id)].count("waiting") == 1
+    assert downloads(server, dep) == 1
+    assert dev.slot_sha("b", len(image)) == sha(image)
+    assert not (dev.state / "download.part").exists()
+
+
+def test_streamed_slot_image_waits_in_the_slot(policy_fleet, tmp_path, clock):
+    server, rel, _ = policy_fleet
+    outside_window(clock)
+    dev = device(policy_fleet, tmp_path, extra_config="streaming = true\n")
+    dev_id = enrolled(dev)
+    image = new_image("w2", size=1_000_000)
+    dep = deploy_policy(server, rel.upload(pack_ab(rel, "w2", image)).json()["id"], dev_id,
+                        {"maintenance_window": WINDOW})
+    dev.start()
+    try:
+        wait_running(dev, lambda: state(dev).get("wait_reported") == "held", "the waiting report")
+    finally:
+        dev.kill()
+    # written into the inactive slot and verified, nothing activated, no local copy
+    assert state(dev)["staged"] is True
+    assert dev.slot_sha("b", len(image)) == sha(image)
+    assert not dev.boot_vars().get("otter_try")
+    assert not (dev.state / "download.part").exists()
+    dev.power_on()
+    open_window(clock)
+    assert dev.run_until(lambda: False, timeout=30) == EXIT_REBOOT, dev.log_text()
+    assert downloads(server, dep) == 1  # the slot was checked, not streamed again
+    assert dev.power_on() == "b"
+    assert dev.run_until(final(server, dep, dev_id)) is None
+    assert row(server, dep, dev_id)["status"] == "success"
+
+
+def test_waiting_device_drops_a_cancelled_deployment(policy_fleet, tmp_path, clock):
+    server, rel, _ = policy_fleet
+    outside_window(clock)
+    dev = device(policy_fleet, tmp_path)
+    dev_id = enrolled(dev)
+    dep = deploy_policy(server, rel.upload(pack_ab(rel, "w3", new_image("w3"))).json()["id"],
+                        dev_id, {"maintenance_window": WINDOW})
+    dev.start()
+    try:
+        wait_running(dev, lambda: state(dev).get("wait_reported") == "held", "the waiting report")
+        r = server.request("POST", f"/api/v1/deployments/{dep}/cancel", token=server.token)
+        assert r.status < 300, r
+        wait_running(dev, lambda: state(dev)["phase"] == "idle", "the agent to drop it")
+    finally:
+        dev.stop()
+    assert "does not offer it any more" in full_log(dev)
+    assert not (dev.state / "download.part").exists()
+    assert dev.slot["b"].read_bytes() == b"\0" * 1024 and dev.booted() == "a"
+
+
+def test_soft_update_waits_for_the_devices_consent(policy_fleet, tmp_path):
+    server, rel, _ = policy_fleet
+    asked = tmp_path / "asked"
+    script = tmp_path / "consent.sh"
+    script.write_text("#!/bin/sh\n"
+                      f'echo "$OTTER_DEPLOYMENT_ID $OTTER_ARTIFACT_NAME $OTTER_ARTIFACT_VERSION" '
+                      f'>> {asked}\n'
+                      f'[ "$(wc -l < {asked})" -ge 2 ] || {{ echo "the user said later"; exit 1; }}\n')
+    script.chmod(0o755)
+    dev = device(policy_fleet, tmp_path, extra_config=f"consent_command = {script}\n")
+    conf = dev.dir / "root" / "etc" / "app.conf"
+    conf.parent.mkdir(parents=True)
+    conf.write_text("old\n")
+    dev_id = enrolled(dev)
+    dep = deploy_policy(server, rel.upload(conf_artifact(rel, "7")).json()["id"], dev_id,
+                        {"type": "soft"})
+    assert dev.run_until(final(server, dep, dev_id)) is None, dev.log_text()
+    assert row(server, dep, dev_id)["status"] == "success", dev.log_text()
+    ev = events(server, dep, dev_id)
+    assert ("waiting", "postponed by the device") in ev, ev
+    assert [s for s, _ in ev].index("waiting") < [s for s, _ in ev].index("installing"), ev
+    # asked twice (no, then yes at the next check-in), with the deployment in its environment
+    assert asked.read_text().splitlines() == [f"{dep} app 7"] * 2
+    assert "the consent command: the user said later" in full_log(dev)
+    assert conf.read_text() == "7\n"
+
+
+def download_only_then(fleet, tmp_path, version):
+    """A download-only deployment of an A/B artifact; returns (device, id, artifact, its file,
+    the cached file)."""
+    server, rel, _ = fleet
+    dev = device(fleet, tmp_path)
+    dev_id = enrolled(dev)
+    art = pack_ab(rel, version, new_image(version))
+    art_id = rel.upload(art).json()["id"]
+    dep = deploy_policy(server, art_id, dev_id, {"type": "download_only"})
+    assert dev.run_until(final(server, dep, dev_id)) is None, dev.log_text()
+    r = row(server, dep, dev_id)
+    assert r["status"] == "success" and r["message"] == "downloaded (download only)", r
+    cached = dev.state / "cache" / f"{sha(art.read_bytes())}.otter"
+    assert cached.read_bytes() == art.read_bytes()
+    assert not (dev.state / "download.part").exists()
+    # nothing installed
+    assert dev.slot["b"].read_bytes() == b"\0" * 1024 and dev.booted() == "a"
+    assert not dev.boot_vars().get("otter_try")
+    return dev, dev_id, art_id, art, cached
+
+
+def test_download_only_then_install_from_the_cache(policy_fleet, tmp_path):
+    server = policy_fleet[0]
+    dev, dev_id, art_id, art, cached = download_only_then(policy_fleet, tmp_path, "d1")
+    dep = deploy(server, art_id, dev_id)  # forced: installs the cached file
+    assert dev.run_until(lambda: False, timeout=30) == EXIT_REBOOT, dev.log_text()
+    assert downloads(server, dep) == 0, server.log()[-3000:]
+    assert "using the cached artifact" in full_log(dev)
+    assert dev.power_on() == "b"
+    assert dev.run_until(final(server, dep, dev_id)) is None
+    assert row(server, dep, dev_id)["status"] == "success", dev.log_text()
+    assert not cached.exists()  # installed: the copy is dropped
+
+
+def test_a_damaged_cache_is_downloaded_again(policy_fleet, tmp_path):
+    server = policy_fleet[0]
+    dev, dev_id, art_id, art, cached = download_only_then(policy_fleet, tmp_path, "d2")
+    data = bytearray(cached.read_bytes())
+    data[len(data) // 2] ^= 1
+    cached.write_bytes(bytes(data))
+    dep = deploy(server, art_id, dev_id)
+    assert dev.run_until(lambda: False, timeout=30) == EXIT_REBOOT, dev.log_text()
+    assert "does not match its SHA-256" in full_log(dev)
+    assert downloads(server, dep) == 1
+    assert not cached.exists()
+    assert dev.power_on() == "b"
+    assert dev.run_until(final(server, dep, dev_id)) is None
+    assert row(server, dep, dev_id)["status"] == "success", dev.log_text()
+
+
+def test_a_retry_after_a_failure_is_installed_again(policy_fleet, tmp_path):
+    server, rel, _ = policy_fleet
+    marker = tmp_path / "failed-once"
+    dev = device(policy_fleet, tmp_path,
+                 health_command=f"test -e {marker} || {{ touch {marker}; exit 1; }}")
+    conf = dev.dir / "root" / "etc" / "app.conf"
+    conf.parent.mkdir(parents=True)
+    conf.write_text("old\n")
+    dev_id = enrolled(dev)
+    dep = deploy_policy(server, rel.upload(conf_artifact(rel, "8")).json()["id"], dev_id,
+                        {"retries": 1})
+    assert dev.run_until(final(server, dep, dev_id), timeout=60) is None, dev.log_text()
+    assert row(server, dep, dev_id)["status"] == "success", (row(server, dep, dev_id),
+                                                             dev.log_text())
+    statuses = [s for s, _ in events(server, dep, dev_id)]
+    assert "rolled_back" in statuses and statuses[-1] == "success", statuses
+    assert full_log(dev).count(f"deployment {dep}: app 8") == 2  # taken twice
+    assert downloads(server, dep) == 2
+    assert conf.read_text() == "8\n"
