@@ -17,8 +17,9 @@ const char tool_usage_deployments[] =
     "\n"
     "list     deployments, newest first\n"
     "show     a deployment: its artifact, target, the devices per state, and every device's\n"
-    "         state, progress and last message; with --device, one device's timeline\n"
-    "         and, for a staged rollout, its phases\n"
+    "         state, progress and last message; with --device, one device's timeline;\n"
+    "         for a staged rollout, its phases, ETA and install settings (type, retries,\n"
+    "         maintenance window)\n"
     "cancel   stop an active deployment: devices that have not started will not; devices\n"
     "         already under way finish and report\n"
     "pause    a staged rollout releases no more devices (those under way go on)\n"
@@ -58,19 +59,37 @@ static int print_json_or_fail(const struct tool_ctx *ctx, const json_t *v)
     return tool_failf(ctx, OT_ERR_IO, "cannot write JSON");
 }
 
-/* {"devices":[1,2]} as "devices 1,2", {"tag":"lab"} as "tag lab". */
-static const char *target_text(const json_t *target, char *buf, size_t len)
+/* Seconds for humans, at most max_units units: 725 as "12m5s" (2) or "12m" (1), 10800 as "3h". */
+static const char *duration_text(int64_t secs, int max_units, char *buf, size_t len)
 {
-    char list[512];
-    const json_t *tag = json_object_get(target, "tag");
-    if (json_is_string(tag))
-        snprintf(buf, len, "tag %s", json_string_value(tag));
-    else if (json_is_array(json_object_get(target, "devices")))
-        snprintf(buf, len, "devices %s",
-                 tool_jflat(json_object_get(target, "devices"), list, sizeof(list)));
-    else
-        tool_jflat(target, buf, len);
-    return buf;
+    static const struct {
+        int64_t s;
+        char unit;
+    } units[] = {{86400, 'd'}, {3600, 'h'}, {60, 'm'}, {1, 's'}};
+    size_t pos = 0;
+    int used = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < OT_ARRAY_SIZE(units) && used < max_units && pos < len; i++) {
+        int64_t n = secs / units[i].s;
+        secs %= units[i].s;
+        if (n == 0 && used == 0)
+            continue; /* leading zero units are left out, inner ones count */
+        used++;
+        if (n == 0)
+            continue;
+        int w = snprintf(buf + pos, len - pos, "%lld%c", (long long)n, units[i].unit);
+        pos = w > 0 ? OT_MIN(pos + (size_t)w, len - 1) : pos;
+    }
+    return buf[0] ? buf : "0s";
+}
+
+/* "eta_s": seconds, or null when the server cannot tell (nothing finished yet, paused, ...). */
+static const char *eta_text(const json_t *obj, char *buf, size_t len)
+{
+    const json_t *eta = json_object_get(obj, "eta_s");
+    if (!json_is_integer(eta) || json_integer_value(eta) < 0)
+        return "-";
+    return duration_text(json_integer_value(eta), 2, buf, len);
 }
 
 /* ---- list ------------------------------------------------------------------------------------ */
@@ -91,7 +110,7 @@ static int print_list(const struct tool_ctx *ctx, const json_t *deps)
         const char *row[] = {
             tool_jint_str(dep, "id", id, sizeof(id)), tool_jstr(dep, "status"),
             tool_jstr(dep, "name"), art,
-            target_text(json_object_get(dep, "target"), target, sizeof(target)),
+            tool_target_text(json_object_get(dep, "target"), target, sizeof(target)),
             tool_jint_str(dep, "device_count", n, sizeof(n)),
             tool_jtime(dep, "created_at", "-", created, sizeof(created)),
         };
@@ -124,9 +143,9 @@ static int run_list(struct tool_ctx *ctx, const struct deployments_opts *o, stru
 
 /* ---- show ------------------------------------------------------------------------------------ */
 
-static const char *const rollup_order[] = {"pending",   "downloading", "installing", "rebooting",
-                                           "verifying", "success",     "failure",    "rolled_back",
-                                           "cancelled", "skipped"};
+static const char *const rollup_order[] = {"pending",   "downloading", "waiting",     "installing",
+                                           "rebooting", "verifying",   "success",     "failure",
+                                           "rolled_back", "cancelled", "skipped"};
 
 /* The non-zero counts: "pending 2, success 1". */
 static const char *rollup_text(const json_t *rollup, char *buf, size_t len)
@@ -153,7 +172,8 @@ static void print_deployment(const struct tool_ctx *ctx, const json_t *dep)
              tool_jstr(dep, "artifact_version"),
              tool_jint_str(dep, "artifact_id", buf2, sizeof(buf2)));
     tool_out_field(ctx, "artifact", buf);
-    tool_out_field(ctx, "target", target_text(json_object_get(dep, "target"), buf, sizeof(buf)));
+    tool_out_field(ctx, "target",
+                   tool_target_text(json_object_get(dep, "target"), buf, sizeof(buf)));
     tool_out_field(ctx, "status", tool_jstr(dep, "status"));
     tool_out_field(ctx, "created", tool_jtime(dep, "created_at", "-", buf, sizeof(buf)));
     tool_out_field(ctx, "created by", tool_jstr(dep, "created_by"));
@@ -162,36 +182,70 @@ static void print_deployment(const struct tool_ctx *ctx, const json_t *dep)
     tool_out_field(ctx, "states", rollup_text(json_object_get(dep, "rollup"), buf, sizeof(buf)));
 }
 
-/* A staged rollout: its state and each phase's counts. */
+/* How the policy has devices install, where it differs from the defaults (forced, no retries,
+ * any time): "type soft, retries 2, window 0 2 * * * for 3h (Europe/Berlin)". */
+static const char *install_text(const json_t *policy, char *buf, size_t len)
+{
+    const char *type = json_string_value(json_object_get(policy, "type"));
+    int64_t retries = tool_jint(policy, "retries");
+    const json_t *w = json_object_get(policy, "maintenance_window");
+    size_t pos = 0;
+    buf[0] = '\0';
+    if (type && strcmp(type, "forced") != 0)
+        pos += (size_t)OT_MAX(snprintf(buf, len, "type %s", type), 0);
+    if (retries > 0 && pos < len)
+        pos += (size_t)OT_MAX(snprintf(buf + pos, len - pos, "%sretries %lld", pos ? ", " : "",
+                                       (long long)retries), 0);
+    if (json_is_object(w) && pos < len) {
+        char dur[32];
+        snprintf(buf + pos, len - pos, "%swindow %s for %s (%s)", pos ? ", " : "",
+                 tool_jstr(w, "cron"), duration_text(tool_jint(w, "duration"), 4, dur, sizeof(dur)),
+                 json_is_string(json_object_get(w, "timezone")) ? tool_jstr(w, "timezone") : "UTC");
+    }
+    return buf;
+}
+
+static void print_phase(const struct tool_ctx *ctx, const json_t *ph, size_t i, bool current)
+{
+    char buf[1024], states[512], rate[16] = "-", field[96], eta[48] = "", e[32];
+    const json_t *sr = json_object_get(ph, "success_rate");
+    if (json_is_integer(sr))
+        snprintf(rate, sizeof(rate), "%lld%%", (long long)json_integer_value(sr));
+    const json_t *counts = json_object_get(ph, "counts");
+    rollup_text(counts, states, sizeof(states)); /* states stays "" when all are 0 */
+    long long unreleased = (long long)tool_jint(counts, "unreleased");
+    if (current)
+        snprintf(eta, sizeof(eta), ", eta %s", eta_text(ph, e, sizeof(e)));
+    snprintf(field, sizeof(field), "  %zu %s", i + 1, tool_jstr(ph, "name"));
+    snprintf(buf, sizeof(buf), "%s: devices %lld..%lld, success %s; %s%s%lld not released%s%s",
+             tool_jstr(ph, "state"), (long long)tool_jint(ph, "first"),
+             (long long)tool_jint(ph, "last"), rate, states, states[0] ? ", " : "", unreleased,
+             eta, tool_jint(ph, "approvals_needed") ? " (approvals needed)" : "");
+    tool_out_field(ctx, field, buf);
+}
+
+/* A staged rollout: its state, how devices install, and each phase's counts. */
 static void print_rollout(const struct tool_ctx *ctx, const json_t *ro)
 {
     if (!ro)
         return;
-    char buf[1024];
-    snprintf(buf, sizeof(buf), "%s, phase %lld of %zu (%s), %lld of %lld devices released",
-             tool_jstr(ro, "state"), (long long)tool_jint(ro, "phase"),
+    char buf[1024], eta[32];
+    int64_t phase = tool_jint(ro, "phase");
+    snprintf(buf, sizeof(buf),
+             "%s, phase %lld of %zu (%s), %lld of %lld devices released, eta %s",
+             tool_jstr(ro, "state"), (long long)phase,
              json_array_size(json_object_get(ro, "phases")), tool_jstr(ro, "phase_name"),
-             (long long)tool_jint(ro, "released"), (long long)tool_jint(ro, "devices"));
+             (long long)tool_jint(ro, "released"), (long long)tool_jint(ro, "devices"),
+             eta_text(ro, eta, sizeof(eta)));
     tool_out_field(ctx, "rollout", buf);
-    if (tool_jstr(ro, "reason")[0])
+    if (tool_jstr(ro, "reason")[0] != '-')
         tool_out_field(ctx, "reason", tool_jstr(ro, "reason"));
+    if (install_text(json_object_get(ro, "policy"), buf, sizeof(buf))[0])
+        tool_out_field(ctx, "install", buf);
     size_t i;
     json_t *ph;
-    json_array_foreach(json_object_get(ro, "phases"), i, ph) {
-        char states[512], rate[16] = "-", field[96];
-        const json_t *sr = json_object_get(ph, "success_rate");
-        if (json_is_integer(sr))
-            snprintf(rate, sizeof(rate), "%lld%%", (long long)json_integer_value(sr));
-        const json_t *counts = json_object_get(ph, "counts");
-        rollup_text(counts, states, sizeof(states));
-        long long waiting = (long long)tool_jint(counts, "waiting");
-        snprintf(field, sizeof(field), "  %zu %s", i + 1, tool_jstr(ph, "name"));
-        snprintf(buf, sizeof(buf), "%s: devices %lld..%lld, success %s; %s%s%lld waiting%s",
-                 tool_jstr(ph, "state"), (long long)tool_jint(ph, "first"),
-                 (long long)tool_jint(ph, "last"), rate, states, states[0] ? ", " : "", waiting,
-                 tool_jint(ph, "approvals_needed") ? " (approvals needed)" : "");
-        tool_out_field(ctx, field, buf);
-    }
+    json_array_foreach(json_object_get(ro, "phases"), i, ph)
+        print_phase(ctx, ph, i, (int64_t)i + 1 == phase);
 }
 
 static const char *progress_text(const json_t *row, char *buf, size_t len)
@@ -203,23 +257,47 @@ static const char *progress_text(const json_t *row, char *buf, size_t len)
     return buf;
 }
 
-static int print_rows(const struct tool_ctx *ctx, const json_t *rows)
+/* The RETRIES column only where retries can happen: a policy with "retries", or a row that
+ * took some (a policy otterd no longer reports). */
+static bool shows_retries(const json_t *dep, const json_t *rows)
 {
-    static const char *const head[] = {"DEVICE", "STATUS", "PROGRESS", "UPDATED", "MESSAGE"};
+    if (tool_jint(json_object_get(json_object_get(dep, "rollout"), "policy"), "retries") > 0)
+        return true;
+    size_t i;
+    json_t *r;
+    json_array_foreach(rows, i, r)
+        if (tool_jint(r, "retries") > 0)
+            return true;
+    return false;
+}
+
+static int print_rows(const struct tool_ctx *ctx, const json_t *rows, bool retries)
+{
+    static const char *const head[] = {"DEVICE", "STATUS", "PROGRESS", "RETRIES", "UPDATED",
+                                       "MESSAGE"};
+    /* without retries, the same table minus that column */
+    static const size_t cols_all[] = {0, 1, 2, 3, 4, 5}, cols_plain[] = {0, 1, 2, 4, 5};
+    const size_t *cols = retries ? cols_all : cols_plain;
+    size_t ncols = retries ? OT_ARRAY_SIZE(cols_all) : OT_ARRAY_SIZE(cols_plain);
     struct tool_table t;
-    tool_table_init(&t, OT_ARRAY_SIZE(head));
-    enum ot_err err = tool_table_row(&t, head);
+    tool_table_init(&t, ncols);
+    const char *cells[OT_ARRAY_SIZE(head)];
+    for (size_t k = 0; k < ncols; k++)
+        cells[k] = head[cols[k]];
+    enum ot_err err = tool_table_row(&t, cells);
     size_t i;
     json_t *r;
     json_array_foreach(rows, i, r) {
-        char id[32], prog[16], upd[32];
+        char id[32], prog[16], upd[32], tries[32];
         const char *row[] = {
             tool_jint_str(r, "device_id", id, sizeof(id)), tool_jstr(r, "status"),
-            progress_text(r, prog, sizeof(prog)),
+            progress_text(r, prog, sizeof(prog)), tool_jint_str(r, "retries", tries, sizeof(tries)),
             tool_jtime(r, "updated_at", "-", upd, sizeof(upd)), tool_jstr(r, "message"),
         };
+        for (size_t k = 0; k < ncols; k++)
+            cells[k] = row[cols[k]];
         if (!err)
-            err = tool_table_row(&t, row);
+            err = tool_table_row(&t, cells);
     }
     if (!err) {
         tool_out(ctx, "\n");
@@ -248,7 +326,7 @@ static int show_deployment(struct tool_ctx *ctx, const struct deployments_opts *
     } else if (!rc) {
         print_deployment(ctx, dep);
         print_rollout(ctx, json_object_get(dep, "rollout"));
-        rc = print_rows(ctx, rows);
+        rc = print_rows(ctx, rows, shows_retries(dep, rows));
     }
     json_decref(dep);
     json_decref(rows);
@@ -269,16 +347,18 @@ static int watch_deployment(struct tool_ctx *ctx, const struct deployments_opts 
         if (rc)
             return rc;
         const json_t *ro = json_object_get(dep, "rollout");
-        char when[16];
+        char when[16], eta[32];
         time_t now = time(NULL);
         strftime(when, sizeof(when), "%H:%M:%S", localtime(&now));
         rollup_text(json_object_get(dep, "rollup"), buf, sizeof(buf));
         if (ro)
-            tool_out_line(ctx, "%s %s | rollout %s, phase %lld (%s), released %lld/%lld | %s",
+            tool_out_line(ctx,
+                          "%s %s | rollout %s, phase %lld (%s), released %lld/%lld, eta %s | %s",
                           when, tool_jstr(dep, "status"), tool_jstr(ro, "state"),
                           (long long)tool_jint(ro, "phase"), tool_jstr(ro, "phase_name"),
                           (long long)tool_jint(ro, "released"),
-                          (long long)tool_jint(ro, "devices"), buf);
+                          (long long)tool_jint(ro, "devices"), eta_text(ro, eta, sizeof(eta)),
+                          buf);
         else
             tool_out_line(ctx, "%s %s | %s", when, tool_jstr(dep, "status"), buf);
         bool active = strcmp(tool_jstr(dep, "status"), "active") == 0;
@@ -330,6 +410,8 @@ static int show_device(struct tool_ctx *ctx, const struct deployments_opts *o,
         tool_out_field(ctx, "device", tool_jint_str(row, "device_id", buf, sizeof(buf)));
         tool_out_field(ctx, "status", tool_jstr(row, "status"));
         tool_out_field(ctx, "progress", progress_text(row, buf, sizeof(buf)));
+        if (json_is_integer(json_object_get(row, "retries")))
+            tool_out_field(ctx, "retries", tool_jint_str(row, "retries", buf, sizeof(buf)));
         tool_out_field(ctx, "message", tool_jstr(row, "message"));
         tool_out_field(ctx, "updated", tool_jtime(row, "updated_at", "-", buf, sizeof(buf)));
         tool_out(ctx, "events:\n");

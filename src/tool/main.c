@@ -27,6 +27,8 @@ const struct tool_cmd tool_cmds[] = {
      tool_usage_devices},
     {"deployments", tool_cmd_deployments, "list, show and cancel deployments",
      tool_usage_deployments},
+    {"templates", tool_cmd_templates, "deployment templates: what a push to a channel deploys",
+     tool_usage_templates},
 };
 const size_t tool_ncmds = OT_ARRAY_SIZE(tool_cmds);
 
@@ -43,8 +45,9 @@ static void print_main_help(FILE *f)
         fprintf(f, "  %-12s %s\n", tool_cmds[i].name, tool_cmds[i].summary);
     fputs("\n"
           "Run 'otter COMMAND --help' for a command's options. The server commands (push,\n"
-          "deploy, devices, deployments) read the server URL and API token from --server and\n"
-          "--token-file, OTTER_SERVER and OTTER_TOKEN, or ~/.config/otter/client.conf.\n"
+          "deploy, devices, deployments, templates) read the server URL and API token from\n"
+          "--server and --token-file, OTTER_SERVER and OTTER_TOKEN, or\n"
+          "~/.config/otter/client.conf.\n"
           "\n"
           "Exit status: 0 success, 1 failure, 2 usage error, 3 artifact rejected.\n",
           f);

@@ -51,10 +51,11 @@ int tool_cmd_push(struct tool_ctx *ctx, int argc, char **argv);
 int tool_cmd_deploy(struct tool_ctx *ctx, int argc, char **argv);
 int tool_cmd_devices(struct tool_ctx *ctx, int argc, char **argv);
 int tool_cmd_deployments(struct tool_ctx *ctx, int argc, char **argv);
+int tool_cmd_templates(struct tool_ctx *ctx, int argc, char **argv);
 
 extern const char tool_usage_keygen[], tool_usage_trust[], tool_usage_pack[], tool_usage_sign[],
     tool_usage_verify[], tool_usage_unpack[], tool_usage_inspect[], tool_usage_push[],
-    tool_usage_deploy[], tool_usage_devices[], tool_usage_deployments[];
+    tool_usage_deploy[], tool_usage_devices[], tool_usage_deployments[], tool_usage_templates[];
 
 /* ---- errors and exit statuses (util.c) ---- */
 
@@ -130,6 +131,8 @@ int tool_entry_time(const struct tool_ctx *ctx, int64_t *ret);
 /* Prints a JSON value (pretty, sorted keys) on stdout. */
 enum ot_err tool_print_json(const json_t *v) OT_MUST_CHECK;
 const char *tool_sig_status_name(enum ot_sig_status s);
+/* A release channel name as otterd takes it: 1..63 characters of [A-Za-z0-9._-]. */
+bool tool_channel_valid(const char *s);
 
 /* ---- reading artifacts (read.c) ---- */
 
@@ -266,5 +269,83 @@ const char *tool_jflat(const json_t *v, char *buf, size_t len);
 void tool_out_line(const struct tool_ctx *ctx, const char *fmt, ...) OT_PRINTF(2, 3);
 /* "label:       value" lines of the show commands, via tool_out_line. */
 void tool_out_field(const struct tool_ctx *ctx, const char *label, const char *value);
+
+/* ---- deployment targets and rollout policies (deploy_spec.c) ---- */
+
+/* What `deploy` and `templates create` share: whom to deploy to (device ids, a tag, or a query
+ * with an optional cap) and the rollout policy (--policy, plus flags for its type, retries and
+ * maintenance window, merged into it). Add TOOL_SPEC_LONGOPTS and TOOL_SPEC_SHORTOPTS to the
+ * getopt tables and TOOL_TARGET_HELP and TOOL_POLICY_HELP to --help. */
+enum {
+    TOOL_OPT_DEVICES = 0x1100,
+    TOOL_OPT_QUERY,
+    TOOL_OPT_CAP,
+    TOOL_OPT_NO_CONTINUOUS,
+    TOOL_OPT_TYPE,
+    TOOL_OPT_RETRIES,
+    TOOL_OPT_WINDOW,
+    TOOL_OPT_WINDOW_DURATION,
+    TOOL_OPT_WINDOW_TZ,
+};
+#define TOOL_SPEC_SHORTOPTS "d:t:p:"
+#define TOOL_SPEC_LONGOPTS                                                                         \
+    {"device", required_argument, NULL, 'd'},                                                      \
+        {"devices", required_argument, NULL, TOOL_OPT_DEVICES},                                    \
+        {"tag", required_argument, NULL, 't'},                                                     \
+        {"query", required_argument, NULL, TOOL_OPT_QUERY},                                        \
+        {"cap", required_argument, NULL, TOOL_OPT_CAP},                                            \
+        {"no-continuous", no_argument, NULL, TOOL_OPT_NO_CONTINUOUS},                              \
+        {"policy", required_argument, NULL, 'p'},                                                  \
+        {"type", required_argument, NULL, TOOL_OPT_TYPE},                                          \
+        {"retries", required_argument, NULL, TOOL_OPT_RETRIES},                                    \
+        {"window", required_argument, NULL, TOOL_OPT_WINDOW},                                      \
+        {"window-duration", required_argument, NULL, TOOL_OPT_WINDOW_DURATION},                    \
+        {"window-tz", required_argument, NULL, TOOL_OPT_WINDOW_TZ}
+#define TOOL_TARGET_HELP                                                                           \
+    "Target (one of):\n"                                                                           \
+    "  -d, --device ID               a device (repeatable)\n"                                      \
+    "      --devices ID,ID,...       devices, comma-separated (adds to --device)\n"                \
+    "  -t, --tag TAG                 every accepted device with this tag\n"                        \
+    "      --query FILTER            a dynamic group: the accepted devices matching FILTER\n"      \
+    "                                (docs/query-language.md), and those that match later\n"       \
+    "      --cap N                   with --query: at most N devices in all\n"                     \
+    "      --no-continuous           with --query: only the devices matching now\n"
+#define TOOL_POLICY_HELP                                                                           \
+    "Rollout policy (the flags are merged into --policy; a key set both ways must agree):\n"       \
+    "  -p, --policy FILE|JSON        phases, thresholds, pace, schedule, approvals (a JSON\n"      \
+    "                                file, or the JSON itself; see docs/rollouts.md)\n"            \
+    "      --type TYPE               forced (default), soft (the device may postpone) or\n"        \
+    "                                download-only\n"                                              \
+    "      --retries N               offer the update again to a device that failed, N times\n"    \
+    "      --window CRON             install only in a maintenance window opening at CRON\n"       \
+    "                                (\"0 2 * * *\"; needs --window-duration)\n"                   \
+    "      --window-duration D       how long the window stays open (\"3h\", \"90m\")\n"           \
+    "      --window-tz TZ            the time zone of CRON (default UTC), e.g. Europe/Berlin\n"
+
+struct tool_deploy_spec {
+    json_t *devices;          /* device ids in the order given, no duplicates (NULL: none) */
+    const char *tag, *query;  /* pointers into argv */
+    uint64_t cap;             /* 0: none */
+    bool no_continuous;
+    json_t *policy;           /* --policy's object; after tool_deploy_spec_check, merged */
+    json_t *flags;            /* the policy keys the convenience flags set */
+    const char *window, *window_duration, *window_tz;
+};
+
+/* Takes option c (with optarg) when it is one of TOOL_SPEC_LONGOPTS: returns true and sets
+ * *ret_rc (TOOL_EXIT_OK, or the exit status of the error it printed). False: not one of them. */
+bool tool_deploy_spec_opt(const struct tool_ctx *ctx, struct tool_deploy_spec *s, int c,
+                          int *ret_rc);
+/* After the options: exactly one target, --cap and --no-continuous only with --query, the window
+ * flags complete, and the policy flags merged into s->policy (created when there was none).
+ * Prints usage errors. */
+int tool_deploy_spec_check(const struct tool_ctx *ctx, struct tool_deploy_spec *s);
+/* Adds the target's keys ("devices", "tag" or "query" with "cap" and "continuous") to obj. */
+enum ot_err tool_deploy_spec_target(const struct tool_deploy_spec *s, json_t *obj) OT_MUST_CHECK;
+void tool_deploy_spec_release(struct tool_deploy_spec *s);
+
+/* A target as the server shows it: "devices 1,2", "tag lab", "query FILTER (cap 10, continuous)"
+ * (or "fixed" when it does not grow). */
+const char *tool_target_text(const json_t *target, char *buf, size_t len);
 
 #endif

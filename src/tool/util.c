@@ -278,6 +278,14 @@ const char *tool_sig_status_name(enum ot_sig_status s)
     return "?";
 }
 
+/* The same rule as otterd's: a channel becomes part of URLs and deployment names. */
+bool tool_channel_valid(const char *s)
+{
+    size_t n = strlen(s);
+    return n >= 1 && n <= 63 &&
+           strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
+}
+
 int tool_entry_time(const struct tool_ctx *ctx, int64_t *ret)
 {
     const char *env = getenv("SOURCE_DATE_EPOCH");

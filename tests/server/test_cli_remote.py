@@ -1,6 +1,7 @@
 """The otter CLI's server commands (push, deploy, devices, deployments) against the real otterd on
 loopback: where the connection settings come from (flags, environment, config file), how errors
-and exit statuses are reported, and each command's human and JSON output.
+and exit statuses are reported, and each command's human and JSON output. Release channels,
+templates, dynamic groups and the rollout options are in test_cli_templates.py.
 
 Every run of otter gets a private HOME and no OTTER_* variables, so nothing from the machine's own
 configuration leaks in."""
@@ -220,13 +221,13 @@ def api(server, method, path, body=None):
 # ==== connection settings ====
 
 def test_help_of_every_server_command(home):
-    for cmd in ("push", "deploy", "devices", "deployments"):
+    for cmd in ("push", "deploy", "devices", "deployments", "templates"):
         r = otter(home, cmd, "--help")
         assert r.returncode == 0 and r.stdout.startswith(f"Usage: otter {cmd}"), r
         assert "--token-file" in r.stdout and "OTTER_SERVER" in r.stdout
         assert otter(home, "help", cmd).stdout == r.stdout
     r = otter(home, "--help")
-    for cmd in ("push", "deploy", "devices", "deployments"):
+    for cmd in ("push", "deploy", "devices", "deployments", "templates"):
         assert f"  {cmd} " in r.stdout
     assert "otterd" in r.stdout
 
