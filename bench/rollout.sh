@@ -7,7 +7,8 @@
 #      released): every device has a row in an active deployment, but only those may start.
 #      Measured twice: the first pass looks up each device's next action once (any new
 #      deployment costs that), the second is the steady state;
-#   3. the same rollout running, releasing MAX_PER_MINUTE devices per minute while wrk runs.
+#   3. the same rollout running, releasing MAX_PER_MINUTE devices per minute while wrk runs;
+#   4. the fleet as a dynamic group: a continuous deployment on a query matching every device.
 # A rollout must add no database work per check-in: (2) and (3) should answer about as fast as (1).
 # Also reports how long the engine's tick takes over the deployment's rows (from its decisions).
 #
@@ -88,4 +89,22 @@ r1=$(released)
 printf '  released during run 3: %s -> %s devices\n' "$r0" "$r1"
 printf '  throughput with a rollout vs without: paused %s, running %s\n' \
   "$(echo "scale=2; $RPS_paused / $RPS_none" | bc -l)" "$(echo "scale=2; $RPS_running / $RPS_none" | bc -l)"
+# 4. the same fleet as a dynamic group: a continuous deployment on a query that matches every
+#    device (each one's reported version is read at creation). Membership is matched when what a
+#    device reports changes, never per plain check-in, so the steady state must stay as in (2b).
+api -X POST "$URL/api/v1/deployments/1/cancel" > /dev/null
+printf '{"name":"group","artifact_id":1,"query":"device_type = \\"gw-1\\" and version(\\"rootfs\\") < \\"2.0\\"","policy":{"max_per_minute":%s}}' \
+  "$MAX_PER_MINUTE" > "$W/group.json"
+t0=$(date +%s.%N)
+api -X POST -H 'Content-Type: application/json' --data-binary @"$W/group.json" \
+  "$URL/api/v1/deployments" > "$W/group.out"
+printf '  creating the dynamic-group rollout (query matched against %s devices) took %.2f s: %s devices\n' \
+  "$DEVICES" "$(echo "$(date +%s.%N) - $t0" | bc -l)" \
+  "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["device_count"])' "$W/group.out")"
+sleep 1
+api -X POST "$URL/api/v1/deployments/2/pause" > /dev/null || true
+measure "4a. dynamic group: first pass after the creation" groupfirst
+measure "4b. dynamic group, continuous, paused (steady state)" group
+printf '  throughput with a continuous dynamic group vs without: %s\n' \
+  "$(echo "scale=2; $RPS_group / $RPS_none" | bc -l)"
 printf '  otterd peak RSS %s MiB\n' "$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$OPID/status")"
