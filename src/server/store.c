@@ -921,6 +921,29 @@ static bool device_reports(enum srv_dd_status status)
            status == SRV_DD_WAITING;
 }
 
+/* Whether this failure report was already taken as the cause of the row's latest retry (a device
+ * whose answer got lost sends its report again): the row is PENDING, and its message is the one
+ * that report made. Such a repeat must not use up another retry. */
+static enum ot_err repeated_failure(struct srv_store *s, int64_t deployment_id, int64_t device_id,
+                                    enum srv_dd_status status, const char *message,
+                                    uint32_t retries, bool *ret, struct ot_diag *d)
+{
+    struct srv_dd row = {0};
+    *ret = false;
+    enum ot_err err = srv_store_dd_get(s, deployment_id, device_id, &row, d);
+    if (err == OT_ERR_NOENT) { /* the report itself says so */
+        ot_diag_clear(d);
+        return OT_OK;
+    }
+    if (!err && row.status == SRV_DD_PENDING && row.attempts > 0) {
+        char expect[SRV_DD_MESSAGE_MAX + 1];
+        srv__store_retry_message(expect, row.attempts, retries, status, message);
+        *ret = strcmp(expect, row.message ? row.message : "") == 0;
+    }
+    srv_dd_release(&row);
+    return err;
+}
+
 enum ot_err srv_store_dd_report_retry(struct srv_store *s, int64_t deployment_id,
                                       int64_t device_id, enum srv_dd_status status, int progress,
                                       const char *message, const char *log, int64_t at,
@@ -943,6 +966,19 @@ enum ot_err srv_store_dd_report_retry(struct srv_store *s, int64_t deployment_id
         return err;
     enum srv_dd_status current = 0;
     bool retried = false;
+    if (retries && (status == SRV_DD_FAILURE || status == SRV_DD_ROLLED_BACK) &&
+        (err = repeated_failure(s, deployment_id, device_id, status, message ? message : "",
+                                retries, &retried, d)) == OT_OK &&
+        retried) { /* a repeat of the report that caused the retry: nothing changes */
+        *ret_applied = false;
+        if (ret_current)
+            *ret_current = SRV_DD_PENDING;
+        if (ret_retried)
+            *ret_retried = false;
+        return OT_OK;
+    }
+    if (err)
+        return err;
     err = s->ops->dd_report(s, deployment_id, device_id, status, progress, message ? message : "",
                             log, at, retries, ret_applied, &retried, &current, d);
     if (!err && ret_current)

@@ -3401,6 +3401,20 @@ static void test_dd_report_retry(void **state)
     assert_int_equal(row.status, SRV_DD_PENDING);
     assert_int_equal(row.attempts, 1);
     srv_dd_release(&row);
+    /* The same report again (its answer was lost): not a second failure, no retry used up. */
+    bool applied = true, retried = true;
+    enum srv_dd_status current = 0;
+    assert_int_equal(srv_store_dd_report_retry(s, dep, dev[0], SRV_DD_FAILURE, 70, "disk full",
+                                               "the log", T0 + 11, 2, &applied, &retried,
+                                               &current, &d),
+                     OT_OK);
+    assert_false(applied);
+    assert_false(retried);
+    assert_int_equal(current, SRV_DD_PENDING);
+    row = dd_of(s, dep, dev[0]);
+    assert_int_equal(row.attempts, 1);
+    assert_int_equal(row.updated_at, T0 + 10);
+    srv_dd_release(&row);
 
     report(s, dep, dev[0], SRV_DD_DOWNLOADING, T0 + 20);
     assert_true(report_retry(s, dep, dev[0], SRV_DD_ROLLED_BACK, "no boot", T0 + 30, 2));
@@ -3428,8 +3442,9 @@ static void test_dd_report_retry(void **state)
     assert_int_equal(got.finished_at, T0 + 40);
     srv_deployment_release(&got);
     /* Final: nothing changes, retries or not. */
-    bool applied = true, retried = true;
-    enum srv_dd_status current = 0;
+    applied = true;
+    retried = true;
+    current = 0;
     assert_int_equal(srv_store_dd_report_retry(s, dep, dev[0], SRV_DD_FAILURE, 0, NULL, NULL,
                                                T0 + 50, 9, &applied, &retried, &current, &d),
                      OT_OK);
