@@ -21,7 +21,7 @@ static const char *const status_names[] = {
     [SRV_DEVICE_DECOMMISSIONED] = "decommissioned",
 };
 
-static const char *device_status_name(enum srv_device_status s)
+const char *srv_device_status_name(enum srv_device_status s)
 {
     return (size_t)s < OT_ARRAY_SIZE(status_names) && status_names[s] ? status_names[s] : "?";
 }
@@ -44,7 +44,7 @@ json_t *srv_device_json(const struct srv_device *dev)
         json_array_append_new(tags, json_string(dev->tags[i]));
     return json_pack("{s:I, s:o, s:s, s:s, s:s, s:I, s:I, s:I, s:o, s:o, s:o}", "id",
                      (json_int_t)dev->id, "identity", srv_json_text(dev->identity), "public_key",
-                     pk, "status", device_status_name(dev->status), "device_type",
+                     pk, "status", srv_device_status_name(dev->status), "device_type",
                      dev->device_type, "created_at", (json_int_t)dev->created_at, "updated_at",
                      (json_int_t)dev->updated_at, "last_seen", (json_int_t)dev->last_seen,
                      "attributes", srv_json_text(dev->attributes), "installed",
@@ -132,7 +132,7 @@ static void set_status(struct srv_app *app, struct srv_request *req, enum srv_de
     struct ot_diag d = {0};
     if (dev.status != to && !(allowed_from & (1u << dev.status))) {
         srv_reply_status(req, 409, "conflict", "device %lld is %s: it cannot be %s", (long long)dev.id,
-                         device_status_name(dev.status), action);
+                         srv_device_status_name(dev.status), action);
         srv_device_release(&dev);
         return;
     }

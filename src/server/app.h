@@ -136,6 +136,8 @@ bool srv_channel_valid(const char *s);
  * {"template":2,"error":"..."}] (each also in the audit log). */
 json_t *srv_templates_fire(struct srv_app *app, const struct srv_artifact *a);
 
+/* "pending", "accepted", ... (api_devices.c); "?" out of range. */
+const char *srv_device_status_name(enum srv_device_status s);
 /* Whether the device type is in an artifact's device_types (JSON array text). */
 bool srv_device_type_listed(const char *device_types_json, const char *type);
 /* A device's status changed: every otterd instance's device cache must forget it (fleet.h). */

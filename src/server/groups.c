@@ -49,14 +49,6 @@ void srv_group_target_release(struct srv_group_target *t)
     *t = (struct srv_group_target){0};
 }
 
-static const char *const device_status_names[] = {
-    [SRV_DEVICE_PENDING] = "pending",
-    [SRV_DEVICE_ACCEPTED] = "accepted",
-    [SRV_DEVICE_REJECTED] = "rejected",
-    [SRV_DEVICE_PREAUTHORIZED] = "preauthorized",
-    [SRV_DEVICE_DECOMMISSIONED] = "decommissioned",
-};
-
 void srv_group_view(const struct srv_device *dev, struct srv_query_device *v, json_t *js[3])
 {
     js[0] = srv_json_text(dev->attributes);
@@ -65,9 +57,7 @@ void srv_group_view(const struct srv_device *dev, struct srv_query_device *v, js
     *v = (struct srv_query_device){
         .id = dev->id,
         .device_type = dev->device_type,
-        .status = (size_t)dev->status < OT_ARRAY_SIZE(device_status_names)
-                      ? device_status_names[dev->status]
-                      : NULL,
+        .status = srv_device_status_name(dev->status),
         .attributes = js[0],
         .installed = js[1],
         .identity = js[2],
