@@ -263,6 +263,18 @@ def test_a_continuous_deployment_reopens_when_a_device_joins_and_cap_holds(srv, 
     assert work(later) is None
 
 
+def test_continuous_membership_survives_a_restart(srv, release, make_server):
+    a = accepted_device(srv)
+    inventory(a, site="berlin")
+    dep = deploy(srv, release.uploaded()["id"], query='attr.site = "berlin"').json()["id"]
+    srv.stop()
+    again = make_server(data_dir=srv.data_dir, args=srv.args, name="restarted")
+    again.token = srv.token
+    b = accepted_device(again)
+    inventory(b, site="berlin")
+    assert set(rows(again, dep)) == {a.id, b.id}
+
+
 def test_a_non_continuous_query_is_fixed_at_creation(srv, release):
     a = accepted_device(srv)
     api(srv, "PUT", f"/api/v1/devices/{a.id}/tags", {"tags": ["lab"]}, status=200)
