@@ -123,6 +123,38 @@ static void test_zstd_round_trip(void **state)
     ot_buf_release(&back);
 }
 
+/* What otter pack makes decodes within a 1 MiB window at every level, even for inputs far larger
+ * than zstd's own windows (2..8 MiB from level 3 up): a device's install memory. */
+static void test_zstd_window_is_one_mib(void **state)
+{
+    (void)state;
+    size_t n = 12 * 1024 * 1024;
+    uint8_t *data = malloc(n), *back = malloc(n);
+    assert_non_null(data);
+    assert_non_null(back);
+    fill(data, n, 7);
+    memcpy(data + n - 4 * 1024 * 1024, data, 4 * 1024 * 1024); /* a long-distance repeat */
+    for (int level = 1; level <= 19; level += 6) {
+        struct ot_buf z;
+        ot_buf_init(&z, 64 << 20);
+        compress_to(data, n, level, &z);
+        ZSTD_DCtx *dc = ZSTD_createDCtx();
+        assert_false(ZSTD_isError(ZSTD_DCtx_setParameter(dc, ZSTD_d_windowLogMax, 20)));
+        ZSTD_inBuffer in = {z.data, z.len, 0};
+        ZSTD_outBuffer out = {back, n, 0};
+        size_t rc = ZSTD_decompressStream(dc, &out, &in);
+        if (ZSTD_isError(rc))
+            fail_msg("level %d: %s", level, ZSTD_getErrorName(rc));
+        assert_int_equal(rc, 0);
+        assert_int_equal(out.pos, n);
+        assert_memory_equal(back, data, n);
+        ZSTD_freeDCtx(dc);
+        ot_buf_release(&z);
+    }
+    free(data);
+    free(back);
+}
+
 static void test_zstd_empty_input(void **state)
 {
     (void)state;
@@ -296,6 +328,7 @@ int main(void)
         cmocka_unit_test(test_hash_sink_matches_oneshot),
         cmocka_unit_test(test_hash_sink_enforces_max),
         cmocka_unit_test(test_zstd_round_trip),
+        cmocka_unit_test(test_zstd_window_is_one_mib),
         cmocka_unit_test(test_zstd_empty_input),
         cmocka_unit_test(test_zstd_bomb_stops_at_limit),
         cmocka_unit_test(test_zstd_truncated_and_garbage),
