@@ -20,6 +20,7 @@ struct srv_groups {
     pthread_mutex_t lock;
     struct member_of *list;
     size_t n;
+    int64_t generation;         /* the deployments generation the list was loaded at */
 };
 
 enum ot_err srv_group_target_parse(const json_t *t, struct srv_group_target *ret,
@@ -165,17 +166,43 @@ static void drop(struct srv_groups *g, int64_t deployment_id)
         }
 }
 
+/* Whether the device may still join: the deployment's count from the store (other otterd
+ * instances add devices too), under its cap. */
+static bool below_cap(struct srv_groups *g, int64_t deployment_id, uint64_t cap)
+{
+    if (!cap)
+        return true;
+    struct srv_deployment dep = {0};
+    struct ot_diag d = {0};
+    bool ok = srv_store_deployment_get(g->app->store, deployment_id, &dep, &d) == OT_OK &&
+              dep.ndevices < cap;
+    srv_deployment_release(&dep);
+    return ok;
+}
+
+static enum ot_err reload(struct srv_groups *g, struct ot_diag *d);
+
 void srv_groups_device_changed(struct srv_groups *g, int64_t device_id)
 {
     if (!g)
         return;
+    struct ot_diag d = {0};
+    /* with several instances, one of the others may have created a continuous deployment */
+    if (srv_store_is_shared(g->app->store)) {
+        int64_t gen = srv_fleet_generation(g->app->fleet);
+        pthread_mutex_lock(&g->lock);
+        bool stale = gen != g->generation;
+        pthread_mutex_unlock(&g->lock);
+        if (stale && reload(g, &d) != OT_OK)
+            ot_log(OT_LOG_ERR, "dynamic groups: reload: %s", d.msg);
+        ot_diag_clear(&d);
+    }
     pthread_mutex_lock(&g->lock);
     size_t n = g->n;
     pthread_mutex_unlock(&g->lock);
     if (!n)
         return;
     struct srv_device dev = {0};
-    struct ot_diag d = {0};
     if (srv_store_device_get(g->app->store, device_id, &dev, &d) != OT_OK) {
         ot_log(OT_LOG_ERR, "dynamic groups: device %lld: %s", (long long)device_id, d.msg);
         return;
@@ -188,55 +215,69 @@ void srv_groups_device_changed(struct srv_groups *g, int64_t device_id)
     json_t *js[3];
     srv_group_view(&dev, &v, js);
     /* which deployments it matches now (under the lock: memory only), then the store */
-    int64_t want[64];
-    bool skip[64];
+    struct want {
+        int64_t deployment_id;
+        uint64_t cap;
+        bool skip;
+    } *want = NULL;
     size_t nwant = 0;
     pthread_mutex_lock(&g->lock);
-    for (size_t i = 0; i < g->n && nwant < OT_ARRAY_SIZE(want); i++) {
+    want = calloc(g->n ? g->n : 1, sizeof(*want));
+    for (size_t i = 0; want && i < g->n; i++) {
         struct member_of *m = &g->list[i];
         if ((m->cap && m->ndevices >= m->cap) || !srv_query_match(m->query, &v))
             continue;
-        skip[nwant] = dev.device_type[0] &&
-                      !srv_device_type_listed(m->device_types, dev.device_type);
-        want[nwant++] = m->deployment_id;
+        want[nwant++] = (struct want){
+            .deployment_id = m->deployment_id,
+            .cap = m->cap,
+            .skip = dev.device_type[0] && !srv_device_type_listed(m->device_types,
+                                                                   dev.device_type),
+        };
     }
     pthread_mutex_unlock(&g->lock);
     for (int i = 0; i < 3; i++)
         json_decref(js[i]);
+    if (!want)
+        ot_log(OT_LOG_ERR, "dynamic groups: device %lld: out of memory", (long long)device_id);
     bool any = false;
     for (size_t i = 0; i < nwant; i++) {
         bool added = false;
         int64_t seq = 0;
+        if (!below_cap(g, want[i].deployment_id, want[i].cap))
+            continue;
         enum ot_err err = srv_store_deployment_add_device(
-            g->app->store, want[i], device_id, skip[i], "the artifact is not for this device type",
-            g->app->now(), &added, &seq, &d);
+            g->app->store, want[i].deployment_id, device_id, want[i].skip,
+            "the artifact is not for this device type", g->app->now(), &added, &seq, &d);
         if (err) {
             ot_log(OT_LOG_ERR, "dynamic groups: deployment %lld, device %lld: %s",
-                   (long long)want[i], (long long)device_id, d.msg);
+                   (long long)want[i].deployment_id, (long long)device_id, d.msg);
             ot_diag_clear(&d);
             continue;
         }
+        struct srv_deployment dep = {0};
+        bool cancelled = !added &&
+                         srv_store_deployment_get(g->app->store, want[i].deployment_id, &dep,
+                                                  &d) == OT_OK &&
+                         dep.status == SRV_DEPLOYMENT_CANCELLED;
+        srv_deployment_release(&dep);
+        ot_diag_clear(&d);
         pthread_mutex_lock(&g->lock);
         for (size_t k = 0; k < g->n; k++)
-            if (g->list[k].deployment_id == want[i] && added)
+            if (g->list[k].deployment_id == want[i].deployment_id && added)
                 g->list[k].ndevices++;
-        if (!added) { /* a member already, or the deployment was cancelled */
-            struct srv_deployment dep = {0};
-            if (srv_store_deployment_get(g->app->store, want[i], &dep, &d) == OT_OK &&
-                dep.status == SRV_DEPLOYMENT_CANCELLED)
-                drop(g, want[i]);
-            srv_deployment_release(&dep);
-            ot_diag_clear(&d);
-        }
+        if (cancelled) /* it takes nobody any more */
+            drop(g, want[i].deployment_id);
         pthread_mutex_unlock(&g->lock);
         if (added) {
             any = true;
             ot_log(OT_LOG_INFO, "dynamic groups: device %lld joined deployment %lld%s",
-                   (long long)device_id, (long long)want[i], skip[i] ? " (skipped)" : "");
+                   (long long)device_id, (long long)want[i].deployment_id,
+                   want[i].skip ? " (skipped)" : "");
             if (seq > 0)
                 srv_rollouts_kick(g->app->rollouts, 0, 0);
         }
     }
+    free(want);
     srv_device_release(&dev);
     if (any)
         srv_fleet_bump(g->app->fleet);
@@ -276,12 +317,39 @@ static enum ot_err load(struct srv_groups *g, enum srv_deployment_status status,
     }
 }
 
+/* The list, loaded afresh from the store: what every instance created (a shared store). */
+static enum ot_err reload(struct srv_groups *g, struct ot_diag *d)
+{
+    struct srv_groups fresh = {.app = g->app, .generation = srv_fleet_generation(g->app->fleet)};
+    pthread_mutex_init(&fresh.lock, NULL);
+    enum ot_err err = load(&fresh, SRV_DEPLOYMENT_ACTIVE, d);
+    if (!err)
+        err = load(&fresh, SRV_DEPLOYMENT_FINISHED, d);
+    pthread_mutex_lock(&g->lock);
+    if (!err) { /* swap the lists */
+        struct member_of *old = g->list;
+        size_t nold = g->n;
+        g->list = fresh.list;
+        g->n = fresh.n;
+        fresh.list = old;
+        fresh.n = nold;
+    }
+    g->generation = fresh.generation; /* on error too: retried at the next change of it */
+    pthread_mutex_unlock(&g->lock);
+    for (size_t i = 0; i < fresh.n; i++)
+        member_release(&fresh.list[i]);
+    free(fresh.list);
+    pthread_mutex_destroy(&fresh.lock);
+    return err;
+}
+
 enum ot_err srv_groups_start(struct srv_app *app, struct srv_groups **ret, struct ot_diag *d)
 {
     struct srv_groups *g = calloc(1, sizeof(*g));
     if (!g)
         return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
     g->app = app;
+    g->generation = srv_fleet_generation(app->fleet);
     pthread_mutex_init(&g->lock, NULL);
     enum ot_err err = load(g, SRV_DEPLOYMENT_ACTIVE, d);
     if (!err)

@@ -49,3 +49,37 @@ def test_two_instances_share_devices_and_deployments(pair, tmp_path):
     # last-seen times written by b's batches are visible through a
     until("a sees b's last-seen time",
           lambda: a.request("GET", f"/api/v1/devices/{d.id}", token=a.token).json()["last_seen"] > 0)
+
+
+def test_a_continuous_deployment_made_on_one_instance_takes_devices_through_the_other(
+        pair, tmp_path):
+    a, b = pair
+    first = accepted_device(a)
+    r = first.request("PATCH", "/api/device/v1/inventory",
+                      {"attributes": {"site": "lyon"}, "replace": False})
+    assert r.status == 204, r
+    rel = Release(a, tmp_path / "rel")
+    art = rel.uploaded()
+    r = a.request("POST", "/api/v1/deployments",
+                  {"name": "lyon", "artifact_id": art["id"], "query": 'attr.site = "lyon"',
+                   "cap": 2}, token=a.token)
+    assert r.status == 201, r
+    dep = r.json()["id"]
+    time.sleep(1.2)  # b's generation poll (every second) has seen the new deployment
+    late = accepted_device(b)
+    late.server = b
+
+    def joined():
+        r = late.request("PATCH", "/api/device/v1/inventory",
+                         {"attributes": {"site": "lyon"}, "replace": False})
+        assert r.status == 204, r
+        rows = a.request("GET", f"/api/v1/deployments/{dep}/devices", token=a.token).json()
+        return late.id in {x["device_id"] for x in rows["devices"]}
+    until("a device changed through b joins a's continuous deployment", joined)
+    # the cap counts what both instances added
+    third = accepted_device(b)
+    r = third.request("PATCH", "/api/device/v1/inventory",
+                      {"attributes": {"site": "lyon"}, "replace": False})
+    assert r.status == 204
+    rows = a.request("GET", f"/api/v1/deployments/{dep}/devices", token=a.token).json()
+    assert {x["device_id"] for x in rows["devices"]} == {first.id, late.id}

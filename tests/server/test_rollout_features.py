@@ -86,7 +86,7 @@ def test_a_failed_device_is_offered_the_deployment_again_up_to_retries(srv, rele
     art = release.uploaded()
     dep = deploy(srv, art["id"], devices=[d.id], policy={"retries": 2}).json()["id"]
     for attempt in (1, 2):
-        assert work(d)["id"] == dep
+        assert wait_until(lambda: work(d), "the release")["id"] == dep
         assert d.report(dep, "downloading", progress=50).status == 204
         assert d.report(dep, "failure", message=f"disk error {attempt}").status == 204
         row = rows(srv, dep)[d.id]
