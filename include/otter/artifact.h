@@ -6,8 +6,9 @@
  *     payload/<name>   each payload in manifest order: raw, zstd-compressed and/or encrypted
  *
  * Reading verifies the signature threshold once (before the manifest is parsed), then checks every
- * payload while it streams: decoding, the decoded bytes against sha256; in stored mode (no keys),
- * the stored bytes against stored_sha256. The consumer sees bytes as they arrive but must not make
+ * payload while it streams: decoding, the decoded bytes against sha256 (or, with check_stored, the
+ * stored bytes against stored_sha256 and the decoded size exactly); in stored mode (no keys), the
+ * stored bytes against stored_sha256. The consumer sees bytes as they arrive but must not make
  * them active before payload_end reports them verified. */
 #ifndef OTTER_ARTIFACT_H
 #define OTTER_ARTIFACT_H
@@ -47,7 +48,8 @@ enum ot_err ot_artifact_pack(struct ot_manifest *m, const char *const *inputs,
 /* ---- reading ---- */
 
 enum ot_read_mode {
-    OT_READ_DECODE, /* check stored hash, decrypt, decompress, check installed hash; sinks get content */
+    OT_READ_DECODE, /* decrypt, decompress, check the installed hash (check_stored: the stored
+                     * hash and the decoded size); sinks get content */
     OT_READ_STORED, /* check stored hash only; sinks get the stored bytes (no keys needed) */
     OT_READ_AUTO,   /* DECODE, except that an encrypted artifact read without any device key is
                      * checked as STORED; ot_artifact_reader_decodes() says which, once the
@@ -60,6 +62,11 @@ struct ot_reader_opts {
     size_t ndevice_keys;
     enum ot_read_mode mode;
     size_t decode_chunk;              /* decompressed bytes per step; 0: 1 MiB (see codec.h) */
+    /* Decode, but check each payload against its signed stored hash instead of hashing the
+     * decoded bytes; the decoded size is still enforced exactly. As strong: decoding is
+     * deterministic, so the signed stored bytes have exactly one decoded form, and the stored form
+     * is the smaller one to hash (a compressed image: about a third). Ignored in OT_READ_STORED. */
+    bool check_stored;
 };
 
 struct ot_reader_callbacks {

@@ -2,6 +2,7 @@
  *
  *   pack:   file -> hash(installed) -> zstd compress -> encrypt -> hash(stored) -> fd
  *   verify: tar entry -> hash(stored) -> decrypt -> zstd decompress -> hash(installed) -> consumer
+ *   install: tar entry -> hash(stored) -> decrypt -> zstd decompress -> count(size) -> consumer
  *
  * Stages never hold more than one bounded chunk, so memory stays flat whatever the payload size.
  * A stage does not own its next stage; ot_sink_free frees one stage. finish() flushes this stage
@@ -38,7 +39,12 @@ OT_DEFINE_CLEANUP(struct ot_sink, ot_sink_free)
  * fails with OT_ERR_SIZE ("what" names the stream in messages, e.g. "payload 'rootfs' stored"). */
 enum ot_err ot_sink_hash_new(struct ot_sink *next, uint64_t max, const char *what,
                              struct ot_sink **ret) OT_MUST_CHECK;
-/* After finish: the digest and the byte count. */
+/* The same stage without the hash: counts what passes through and enforces max, for a stream
+ * authenticated elsewhere whose size must still be exact (e.g. decoded bytes whose stored form
+ * was hashed). Its digest is all zeros. */
+enum ot_err ot_sink_count_new(struct ot_sink *next, uint64_t max, const char *what,
+                              struct ot_sink **ret) OT_MUST_CHECK;
+/* After finish: the digest and the byte count (hash and count sinks). */
 void ot_sink_hash_result(struct ot_sink *s, uint8_t digest[OT_SHA256_LEN], uint64_t *count);
 
 /* zstd compression (level 1..19; the window is capped at 8 MiB so any device can decode). */

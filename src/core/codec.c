@@ -1,4 +1,4 @@
-/* Streaming stages (codec.h): hashing, zstd, and the ends of a chain (fd, buffer, nothing). */
+/* Streaming stages (codec.h): hashing, counting, zstd, and the chain ends (fd, buffer, nothing). */
 #include <fcntl.h>
 #include <linux/magic.h>
 #include <sys/vfs.h>
@@ -29,6 +29,7 @@ struct hash_sink {
     struct ot_sha256 sha;
     uint64_t count, max;
     uint8_t digest[OT_SHA256_LEN];
+    bool hashing; /* false: a count sink (digest stays zero) */
     char what[96];
 };
 
@@ -39,14 +40,16 @@ static enum ot_err hash_write(struct ot_sink *s, const uint8_t *p, size_t n, str
         return ot_diag_set(d, OT_ERR_SIZE, "%s: more than the declared %llu bytes", h->what,
                            (unsigned long long)h->max);
     h->count += n;
-    ot_sha256_update(&h->sha, p, n);
+    if (h->hashing)
+        ot_sha256_update(&h->sha, p, n);
     return h->next ? ot_sink_write(h->next, p, n, d) : OT_OK;
 }
 
 static enum ot_err hash_finish(struct ot_sink *s, struct ot_diag *d)
 {
     struct hash_sink *h = (struct hash_sink *)s;
-    ot_sha256_final(&h->sha, h->digest);
+    if (h->hashing)
+        ot_sha256_final(&h->sha, h->digest);
     return h->next ? ot_sink_finish(h->next, d) : OT_OK;
 }
 
@@ -57,13 +60,13 @@ static void hash_free(struct ot_sink *s)
     free(h);
 }
 
-enum ot_err ot_sink_hash_new(struct ot_sink *next, uint64_t max, const char *what,
-                             struct ot_sink **ret)
+static enum ot_err hash_sink_new(struct ot_sink *next, uint64_t max, const char *what,
+                                 bool hashing, struct ot_sink **ret)
 {
     struct hash_sink *h = calloc(1, sizeof(*h));
     if (!h)
         return OT_ERR_NOMEM;
-    enum ot_err err = ot_sha256_init(&h->sha);
+    enum ot_err err = hashing ? ot_sha256_init(&h->sha) : OT_OK;
     if (err) {
         free(h);
         return err;
@@ -71,9 +74,22 @@ enum ot_err ot_sink_hash_new(struct ot_sink *next, uint64_t max, const char *wha
     h->base = (struct ot_sink){hash_write, hash_finish, hash_free};
     h->next = next;
     h->max = max;
+    h->hashing = hashing;
     snprintf(h->what, sizeof(h->what), "%s", what ? what : "stream");
     *ret = &h->base;
     return OT_OK;
+}
+
+enum ot_err ot_sink_hash_new(struct ot_sink *next, uint64_t max, const char *what,
+                             struct ot_sink **ret)
+{
+    return hash_sink_new(next, max, what, true, ret);
+}
+
+enum ot_err ot_sink_count_new(struct ot_sink *next, uint64_t max, const char *what,
+                              struct ot_sink **ret)
+{
+    return hash_sink_new(next, max, what, false, ret);
 }
 
 void ot_sink_hash_result(struct ot_sink *s, uint8_t digest[OT_SHA256_LEN], uint64_t *count)

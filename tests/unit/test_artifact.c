@@ -377,13 +377,13 @@ static void test_encrypted(void **state)
 }
 
 /* Every strict prefix of an artifact is refused, and nothing of the cut payload is verified. */
-static void test_every_truncation_refused(void **state)
+static void every_truncation_refused(struct fixture *f, bool check_stored)
 {
-    struct fixture *f = *state;
     assert_int_equal(pack(f, 2, true, NULL), OT_OK);
     struct ot_buf a;
     load(f->out, &a);
-    struct ot_reader_opts o = {.trust = &f->trust_2of3, .device_keys = &f->box, .ndevice_keys = 1};
+    struct ot_reader_opts o = {.trust = &f->trust_2of3, .device_keys = &f->box, .ndevice_keys = 1,
+                               .check_stored = check_stored};
     /* The stream ends with the end-of-archive marker (two zero blocks) and then zero padding to
      * the tar record size, which carries no information: a cut anywhere before the end of the
      * marker must fail. The marker follows the last non-zero byte's block. */
@@ -409,6 +409,16 @@ static void test_every_truncation_refused(void **state)
     result_release(&res);
     assert_true(trials > 4000);
     ot_buf_release(&a);
+}
+
+static void test_every_truncation_refused(void **state)
+{
+    every_truncation_refused(*state, false);
+}
+
+static void test_every_truncation_refused_check_stored(void **state)
+{
+    every_truncation_refused(*state, true);
 }
 
 /* Any single flipped byte is either refused, or harmless: what is delivered as verified is exactly
@@ -440,6 +450,88 @@ static void test_every_byte_flip_refused_or_harmless(void **state)
     assert_true(refused > 1000);
     print_message("# byte flips: %zu refused, %zu harmless\n", refused, harmless);
     ot_buf_release(&a);
+}
+
+/* check_stored decodes the same content, plain and encrypted, in any split of the input. */
+static void test_check_stored_round_trip(void **state)
+{
+    struct fixture *f = *state;
+    for (int encrypt = 0; encrypt < 2; encrypt++) {
+        assert_int_equal(pack(f, 2, encrypt, NULL), OT_OK);
+        struct ot_buf a;
+        load(f->out, &a);
+        struct ot_reader_opts o = {.trust = &f->trust_2of3, .check_stored = true};
+        if (encrypt) {
+            o.device_keys = &f->box;
+            o.ndevice_keys = 1;
+        }
+        static const size_t pieces[] = {1, 333, 65537, 1 << 20};
+        for (size_t k = 0; k < OT_ARRAY_SIZE(pieces); k++) {
+            struct result res;
+            result_init(&res);
+            struct ot_diag d = {0};
+            assert_int_equal(read_buf(a.data, a.len, pieces[k], &o, &res, &d), OT_OK);
+            assert_content_matches_inputs(f, &res);
+            result_release(&res);
+        }
+        ot_buf_release(&a);
+    }
+}
+
+/* Where the stored bytes of each payload entry are: [start, end) per payload, in order. */
+static size_t payload_spans(const struct ot_buf *a, size_t start[NPAY], size_t end[NPAY])
+{
+    size_t off = 0, n = 0;
+    for (int e = 0; e < 2 + NPAY && off + 512 <= a->len; e++) {
+        uint64_t sz = strtoull((const char *)a->data + off + 124, NULL, 8);
+        if (e >= 2) {
+            start[n] = off + 512;
+            end[n] = off + 512 + (size_t)sz;
+            n++;
+        }
+        off += 512 + (sz + 511) / 512 * 512;
+    }
+    return n;
+}
+
+/* With check_stored, a flipped byte anywhere in a payload's stored bytes is refused, never
+ * harmless: the stored hash covers every one of them (and the zstd and secretstream framing that
+ * decoding alone might not notice). Plain and encrypted; every byte of the small payloads and of
+ * the first and last 512 bytes of the big one (frame headers, the last chunk), every 61st in
+ * between. */
+static void test_check_stored_every_payload_flip_refused(void **state)
+{
+    struct fixture *f = *state;
+    for (int encrypt = 0; encrypt < 2; encrypt++) {
+        assert_int_equal(pack(f, 2, encrypt, NULL), OT_OK);
+        struct ot_buf a;
+        load(f->out, &a);
+        size_t start[NPAY], end[NPAY];
+        assert_int_equal(payload_spans(&a, start, end), NPAY);
+        struct ot_reader_opts o = {.trust = &f->trust_2of3, .device_keys = &f->box,
+                                   .ndevice_keys = (size_t)encrypt, .check_stored = true};
+        size_t trials = 0;
+        for (int p = 0; p < NPAY; p++) {
+            for (size_t i = start[p]; i < end[p];
+                 i += (i - start[p] < 512 || end[p] - i <= 512) ? 1 : 61) {
+                uint8_t bit = (uint8_t)(1u << (i % 8));
+                a.data[i] ^= bit;
+                struct result res;
+                result_init(&res);
+                struct ot_diag d = {0};
+                enum ot_err err = read_buf(a.data, a.len, 1 << 20, &o, &res, &d);
+                if (err == OT_OK || res.verified[p])
+                    fail_msg("flip of bit %u at %zu (payload %d) was accepted", bit, i, p);
+                result_release(&res);
+                a.data[i] ^= bit;
+                trials++;
+            }
+        }
+        assert_true(trials > 2000);
+        print_message("# check_stored payload flips (%s): %zu refused\n",
+                      encrypt ? "encrypted" : "plain", trials);
+        ot_buf_release(&a);
+    }
 }
 
 static void test_pack_failures_leave_nothing(void **state)
@@ -529,35 +621,54 @@ static void resign_with_manifest_edit(struct fixture *f, void (*edit)(struct ot_
 }
 
 static void shrink_rootfs(struct ot_manifest *m) { m->payloads[0].size = 1000; }
+static void grow_rootfs(struct ot_manifest *m) { m->payloads[0].size += 1; }
 static void change_rootfs_hash(struct ot_manifest *m) { m->payloads[0].sha256[5] ^= 1; }
+static void change_rootfs_stored_hash(struct ot_manifest *m)
+{
+    m->payloads[0].stored_sha256[5] ^= 1;
+}
 
 static void expect_signed_lie_refused(struct fixture *f, void (*edit)(struct ot_manifest *),
-                                      enum ot_err want, const char *msg)
+                                      bool check_stored, enum ot_err want, const char *msg)
 {
     assert_int_equal(pack(f, 2, false, NULL), OT_OK);
     resign_with_manifest_edit(f, edit);
     struct ot_buf a;
     load(f->out, &a);
-    struct ot_reader_opts o = {.trust = &f->trust_2of3};
+    struct ot_reader_opts o = {.trust = &f->trust_2of3, .check_stored = check_stored};
     struct result res;
     result_init(&res);
     struct ot_diag d = {0};
     assert_int_equal(read_buf(a.data, a.len, 4096, &o, &res, &d), want);
-    assert_non_null(strstr(d.msg, msg));
+    if (!strstr(d.msg, msg))
+        fail_msg("'%s' does not say '%s'", d.msg, msg);
     assert_false(res.verified[0]);
-    assert_true(res.content[0].len <= 1000 || want != OT_ERR_SIZE);
+    assert_true(res.content[0].len <= 1000 || edit != shrink_rootfs);
     result_release(&res);
     ot_buf_release(&a);
 }
 
 static void test_decompression_bomb_stops_at_declared_size(void **state)
 {
-    expect_signed_lie_refused(*state, shrink_rootfs, OT_ERR_SIZE, "declared size");
+    expect_signed_lie_refused(*state, shrink_rootfs, false, OT_ERR_SIZE, "declared size");
+    expect_signed_lie_refused(*state, shrink_rootfs, true, OT_ERR_SIZE, "declared size");
 }
 
 static void test_signed_wrong_hash_refused(void **state)
 {
-    expect_signed_lie_refused(*state, change_rootfs_hash, OT_ERR_HASH, "rootfs.img");
+    expect_signed_lie_refused(*state, change_rootfs_hash, false, OT_ERR_HASH, "rootfs.img");
+    expect_signed_lie_refused(*state, change_rootfs_stored_hash, true, OT_ERR_HASH,
+                              "payload 'rootfs.img': stored content has SHA-256");
+}
+
+/* check_stored does not hash the decoded bytes, but still holds them to the declared size: a
+ * signed size one byte more than the stored bytes decode to is refused at the end. */
+static void test_check_stored_decoded_size_exact(void **state)
+{
+    expect_signed_lie_refused(*state, grow_rootfs, false, OT_ERR_SIZE,
+                              "decoded size is 300000 bytes, the manifest declares 300001");
+    expect_signed_lie_refused(*state, grow_rootfs, true, OT_ERR_SIZE,
+                              "decoded size is 300000 bytes, the manifest declares 300001");
 }
 
 int main(void)
@@ -569,11 +680,17 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unsigned_then_signed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_encrypted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_every_truncation_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_every_truncation_refused_check_stored, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_every_byte_flip_refused_or_harmless, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check_stored_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check_stored_every_payload_flip_refused, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_pack_failures_leave_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_decompression_bomb_stops_at_declared_size, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_signed_wrong_hash_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check_stored_decoded_size_exact, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
