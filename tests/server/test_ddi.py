@@ -180,6 +180,22 @@ def test_config_data_becomes_attributes(ddi):
         assert ddi_req(ddi, "PUT", "/configData", t, body=bad).status == 400, bad
 
 
+def test_config_data_makes_a_device_join_a_dynamic_group(ddi):
+    first, late = register(ddi, "gw-a"), register(ddi, "gw-b")
+    cfg = {"id": "", "time": "x", "status": {"result": {"finished": "success"},
+                                             "execution": "closed"}, "data": {"line": "7"}}
+    assert ddi_req(ddi, "PUT", "/configData", first["target_token"], "gw-a", cfg).status == 200
+    art = upload_swu(ddi, b"swu" * 100)
+    r = admin(ddi, "POST", "/api/v1/deployments",
+              {"name": "line 7", "artifact_id": art["id"], "query": 'attr.line = "7"'})
+    assert r.status == 201 and r.json()["device_count"] == 1, r
+    dep = r.json()["id"]
+    assert ddi_req(ddi, "PUT", "/configData", late["target_token"], "gw-b", cfg).status == 200
+    assert row(ddi, dep, late["id"])["status"] == "pending"
+    links = ddi_req(ddi, "GET", "", late["target_token"], "gw-b").json()["_links"]
+    assert f"/deploymentBase/{dep}" in links["deploymentBase"]["href"], links
+
+
 def test_action_download_feedback_and_410(ddi):
     reg = register(ddi)
     t = reg["target_token"]
