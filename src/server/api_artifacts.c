@@ -186,7 +186,7 @@ static struct upload *upload_start(struct srv_app *app, struct srv_request *req)
     u->app = app;
     srv_req_set_ctx(req, u, upload_free);
     const char *channel = srv_req_query(req, "channel");
-    if (channel && !srv_channel_valid(channel)) {
+    if (channel && !srv_store_name_valid(channel)) {
         srv_reply_error(req, OT_ERR_FORMAT,
                         "query 'channel' must be 1..63 characters of [A-Za-z0-9._-]");
         return NULL;

@@ -18,18 +18,6 @@
 
 #define TEMPLATE_PAGE_MAX 1000
 
-bool srv_channel_valid(const char *s)
-{
-    size_t n = strlen(s);
-    if (n < 1 || n > 63)
-        return false;
-    for (; *s; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
-              strchr("._-", *s)))
-            return false;
-    return true;
-}
-
 static json_t *template_json(const struct srv_template *t)
 {
     json_t *body = srv_json_text(t->body);
@@ -80,7 +68,7 @@ void srv_api_template_create(void *app_, struct srv_request *req)
         err = ot_diag_set(&d, OT_ERR_FORMAT, "template: 'name' must not be empty");
     if (!err)
         err = ot_json_get_str(body, "channel", true, 63, "template", &channel, &d);
-    if (!err && !srv_channel_valid(channel))
+    if (!err && !srv_store_name_valid(channel))
         err = ot_diag_set(&d, OT_ERR_FORMAT,
                           "template: 'channel' must be 1..63 characters of [A-Za-z0-9._-]");
     const json_t *target = json_object_get(body, "target");

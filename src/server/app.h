@@ -129,8 +129,6 @@ enum ot_err srv_ddi_register(struct srv_app *app, const struct srv_ddi_tenant *t
  * manifest; otter-agent devices never get one, DDI devices get nothing else. */
 bool srv_manifest_is_foreign(const char *manifest);
 
-/* A release channel's name: [A-Za-z0-9._-]{1,63}. */
-bool srv_channel_valid(const char *s);
 /* Continuous deployment (api_templates.c): creates a deployment from every enabled template of
  * the artifact's channel; returns what happened, [{"template":1,"deployment_id":9} |
  * {"template":2,"error":"..."}] (each also in the audit log). */

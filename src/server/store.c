@@ -150,13 +150,19 @@ static enum ot_err check_printable(const char *what, const char *s, size_t max, 
 
 /* [A-Za-z0-9._-]{1,63}: tags go into URLs and filters unquoted, and the back ends join them with
  * blanks (srv__store_split_tags). Release channels follow the same rule, for the same reasons. */
+bool srv_store_name_valid(const char *name)
+{
+    size_t n = strnlen(name, SRV_TAG_MAX);
+    size_t ok = strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-");
+    return n > 0 && n < SRV_TAG_MAX && ok == n;
+}
+
 static enum ot_err check_name(const char *what, const char *name, struct ot_diag *d)
 {
     if (!name)
         return ot_diag_set(d, OT_ERR_INVALID, "a %s is missing", what);
     size_t n = strnlen(name, SRV_TAG_MAX);
-    size_t ok = strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-");
-    if (n == 0 || n == SRV_TAG_MAX || ok != n)
+    if (!srv_store_name_valid(name))
         return ot_diag_set(d, OT_ERR_INVALID,
                            "%s '%.*s' is not 1 to %d of the characters A-Z a-z 0-9 . _ -", what,
                            (int)OT_MIN(n, (size_t)SRV_TAG_MAX - 1), name, SRV_TAG_MAX - 1);

@@ -123,6 +123,9 @@ enum srv_device_status {
 #define SRV_DEVICE_IDENTITY_MAX 24576 /* bytes of the identity JSON text (16 wire entries fit) */
 #define SRV_DEVICE_JSON_MAX 65536     /* bytes of the attributes / installed JSON texts */
 #define SRV_TAG_MAX 64                /* bytes, including NUL; tags are [A-Za-z0-9._-]{1,63} */
+/* The rule of tag and release channel names, [A-Za-z0-9._-]{1,63}, for callers that check before
+ * the store does (an upload's channel, before its body streams in). */
+bool srv_store_name_valid(const char *name);
 #define SRV_DEVICE_TAGS_MAX 32        /* tags per device */
 #define SRV_LIST_MAX 1000             /* rows per page of any list call */
 
