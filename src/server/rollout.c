@@ -298,27 +298,7 @@ static json_t *time_json(int64_t t)
     return json_string(buf);
 }
 
-static json_t *policy_json_base(const struct srv_policy *p);
-
 json_t *srv_policy_json(const struct srv_policy *p)
-{
-    json_t *o = policy_json_base(p);
-    json_t *w = p->has_window ? json_pack("{s:s, s:I, s:s}", "cron", p->window_cron, "duration",
-                                          (json_int_t)p->window_s, "timezone", p->window_tz)
-                              : json_null();
-    int bad_set = !o;
-    bad_set |= o ? json_object_set_new(o, "maintenance_window", w) : (json_decref(w), 0);
-    bad_set |= o ? json_object_set_new(o, "type", json_string(ot_wire_deploy_type_name(p->type)))
-                 : 0;
-    bad_set |= o ? json_object_set_new(o, "retries", json_integer(p->retries)) : 0;
-    if (bad_set) {
-        json_decref(o);
-        return NULL;
-    }
-    return o;
-}
-
-static json_t *policy_json_base(const struct srv_policy *p)
 {
     json_t *phases = json_array(), *tags = json_array();
     for (size_t k = 0; phases && k < p->nphases; k++) {
@@ -334,8 +314,12 @@ static json_t *policy_json_base(const struct srv_policy *p)
     }
     for (size_t i = 0; tags && i < p->norder_tags; i++)
         json_array_append_new(tags, json_string(p->order_tags[i]));
+    json_t *window = p->has_window
+                         ? json_pack("{s:s, s:I, s:s}", "cron", p->window_cron, "duration",
+                                     (json_int_t)p->window_s, "timezone", p->window_tz)
+                         : json_null();
     return json_pack("{s:o*, s:s, s:I, s:o*, s:i, s:I, s:I, s:i, s:I, s:s, s:I, s:f, s:I, s:o, "
-                     "s:o, s:s, s:I}",
+                     "s:o, s:s, s:I, s:s, s:i, s:o}",
                      "phases", phases, "order", p->order_by_tags ? "tags" : "random", "seed",
                      (json_int_t)p->seed, "order_tags", tags, "success_threshold",
                      (int)p->success_threshold, "min_finished", (json_int_t)p->min_finished,
@@ -346,7 +330,8 @@ static json_t *policy_json_base(const struct srv_policy *p)
                      "max_in_progress", (json_int_t)p->max_in_progress, "start_at",
                      time_json(p->start_at), "end_at", time_json(p->end_at), "on_end",
                      p->cancel_at_end ? "cancel" : "stop", "device_timeout",
-                     (json_int_t)p->device_timeout_s);
+                     (json_int_t)p->device_timeout_s, "type", ot_wire_deploy_type_name(p->type),
+                     "retries", (int)p->retries, "maintenance_window", window);
 }
 
 int64_t srv_policy_bound(const struct srv_policy *p, size_t k, int64_t n)
@@ -436,13 +421,13 @@ const char *srv_rollout_state_name(enum srv_rollout_state s)
 
 /* ---- released counts for check-ins ---------------------------------------------------------------- */
 
-/* What check-ins need of a rollout, in memory: how far it has released, and how its devices are
- * told to install (the policy's type, retries and maintenance window, read once per rollout). */
+/* A rollout in memory: how far it has released (what check-ins need), and its policy, parsed
+ * once per rollout (the engine's ticks and check-ins read it from here). */
 struct watermark {
     int64_t deployment_id, released;
-    enum ot_wire_deploy_type type;
-    uint32_t retries;
-    struct srv_window *window;  /* NULL: none; owned */
+    struct srv_policy pol;
+    bool pol_ok;                /* pol was read; else installs are held and the engine skips it */
+    struct srv_window *window;  /* pol's maintenance window; NULL: none; owned */
     bool held;                  /* the window was closed at the last look */
 };
 
@@ -498,7 +483,7 @@ void srv_rollouts_action(struct srv_rollouts *r, int64_t deployment_id,
     pthread_mutex_lock(&r->lock);
     const struct watermark *m = mark_of(r, deployment_id);
     if (m) {
-        *ret_type = m->type;
+        *ret_type = m->pol.type;
         *ret_held = m->held;
     }
     pthread_mutex_unlock(&r->lock);
@@ -510,7 +495,7 @@ uint32_t srv_rollouts_retries(struct srv_rollouts *r, int64_t deployment_id)
         return 0;
     pthread_mutex_lock(&r->lock);
     const struct watermark *m = mark_of(r, deployment_id);
-    uint32_t n = m ? m->retries : 0;
+    uint32_t n = m ? m->pol.retries : 0;
     pthread_mutex_unlock(&r->lock);
     return n;
 }
@@ -529,22 +514,33 @@ bool srv_rollouts_has_window(struct srv_rollouts *r, int64_t deployment_id)
 /* A new mark's policy part, from the stored policy text (the window parsed once, here). */
 static void mark_fill(struct watermark *m, const char *policy_text)
 {
-    struct srv_policy p;
     struct ot_diag d = {0};
     json_t *pj = srv_json_text(policy_text);
-    enum ot_err err = pj ? srv_policy_parse(pj, 0, &p, &d)
+    enum ot_err err = pj ? srv_policy_parse(pj, 0, &m->pol, &d)
                          : ot_diag_set(&d, OT_ERR_FORMAT, "unreadable policy");
     json_decref(pj);
-    if (!err && p.has_window)
-        err = srv_window_parse(p.window_cron, p.window_s, p.window_tz, &m->window, &d);
+    if (!err && m->pol.has_window)
+        err = srv_window_parse(m->pol.window_cron, m->pol.window_s, m->pol.window_tz, &m->window,
+                               &d);
     if (err) { /* cannot happen for a policy this otterd stored; hold installs to be safe */
         ot_log(OT_LOG_ERR, "rollout of deployment %lld: policy: %s", (long long)m->deployment_id,
                d.msg);
         m->held = true;
         return;
     }
-    m->type = p.type;
-    m->retries = p.retries;
+    m->pol_ok = true;
+}
+
+/* The rollout's policy as its mark holds it; false when it has none that could be read. */
+static bool mark_policy(struct srv_rollouts *r, int64_t deployment_id, struct srv_policy *ret)
+{
+    pthread_mutex_lock(&r->lock);
+    const struct watermark *m = mark_of(r, deployment_id);
+    bool ok = m && m->pol_ok;
+    if (ok)
+        *ret = m->pol;
+    pthread_mutex_unlock(&r->lock);
+    return ok;
 }
 
 static void mark_held(struct watermark *m, int64_t now)
@@ -606,8 +602,8 @@ static void marks_reload(struct srv_rollouts *r, const struct srv_rollout *list,
         pthread_mutex_lock(&r->lock);
         struct watermark *old = mark_of(r, list[i].deployment_id);
         if (old) { /* the policy part is known: take it over */
-            m[i].type = old->type;
-            m[i].retries = old->retries;
+            m[i].pol = old->pol;
+            m[i].pol_ok = old->pol_ok;
             m[i].window = old->window;
             m[i].held = old->held;
         }
@@ -919,12 +915,14 @@ static void tick(struct srv_rollouts *r)
         ot_log(OT_LOG_ERR, "rollouts: %s", d.msg);
         return;
     }
+    /* first the marks: every rollout's policy is read once, when it is new; releases during the
+     * tick update them (mark_set) */
+    marks_reload(r, list, n);
     for (size_t i = 0; r->engine && i < n; i++) {
         struct tick t = {.r = r, .app = r->app, .ro = &list[i], .now = r->app->now()};
-        json_t *pj = srv_json_text(list[i].policy);
-        enum ot_err err = pj ? srv_policy_parse(pj, 0, &t.pol, &d)
-                             : ot_diag_set(&d, OT_ERR_FORMAT, "unreadable policy");
-        json_decref(pj);
+        enum ot_err err = mark_policy(r, list[i].deployment_id, &t.pol)
+                              ? OT_OK
+                              : ot_diag_set(&d, OT_ERR_FORMAT, "unreadable policy");
         if (!err)
             err = srv_store_deployment_get(r->app->store, list[i].deployment_id, &t.dep, &d);
         if (!err && t.dep.status == SRV_DEPLOYMENT_ACTIVE &&
@@ -936,7 +934,6 @@ static void tick(struct srv_rollouts *r)
         srv_deployment_release(&t.dep);
         ot_diag_clear(&d);
     }
-    marks_reload(r, list, n);
     /* forget the pace of rollouts that are gone */
     size_t keep = 0;
     for (size_t i = 0; i < r->npaces; i++)
