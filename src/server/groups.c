@@ -50,7 +50,8 @@ void srv_group_target_release(struct srv_group_target *t)
     *t = (struct srv_group_target){0};
 }
 
-void srv_group_view(const struct srv_device *dev, struct srv_query_device *v, json_t *js[3])
+/* What a query sees of dev; js holds the parsed JSON members (json_decref each after use). */
+static void group_view(const struct srv_device *dev, struct srv_query_device *v, json_t *js[3])
 {
     js[0] = srv_json_text(dev->attributes);
     js[1] = srv_json_text(dev->installed);
@@ -71,7 +72,7 @@ static bool matches(const struct srv_query *q, const struct srv_device *dev)
 {
     struct srv_query_device v;
     json_t *js[3];
-    srv_group_view(dev, &v, js);
+    group_view(dev, &v, js);
     bool yes = srv_query_match(q, &v);
     for (int i = 0; i < 3; i++)
         json_decref(js[i]);
@@ -213,7 +214,7 @@ void srv_groups_device_changed(struct srv_groups *g, int64_t device_id)
     }
     struct srv_query_device v;
     json_t *js[3];
-    srv_group_view(&dev, &v, js);
+    group_view(&dev, &v, js);
     /* which deployments it matches now (under the lock: memory only), then the store */
     struct want {
         int64_t deployment_id;

@@ -40,10 +40,6 @@ void srv_group_target_release(struct srv_group_target *t);
 enum ot_err srv_group_members(struct srv_app *app, const struct srv_query *q, uint64_t cap,
                               int64_t **ret, size_t *ret_n, struct ot_diag *d) OT_MUST_CHECK;
 
-/* Fills what a query sees of dev; *ret_json holds the parsed JSON members (json_decref each of
- * the three after use, NULL-safe). */
-void srv_group_view(const struct srv_device *dev, struct srv_query_device *view, json_t *ret_json[3]);
-
 /* A continuous deployment was created (target as stored): start matching devices against it. */
 enum ot_err srv_groups_add(struct srv_groups *g, int64_t deployment_id, const char *target,
                            const char *device_types, uint64_t ndevices, struct ot_diag *d)

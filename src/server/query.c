@@ -31,7 +31,6 @@ struct node {
 struct srv_query {
     uint16_t root;
     uint16_t nnodes;
-    bool inventory;
     char *strs;       /* into this allocation, after nodes */
     struct node nodes[];
 };
@@ -44,7 +43,6 @@ struct parser {
     const char *s;
     size_t pos;
     unsigned depth;
-    bool inventory;
     struct ot_diag *d;
     size_t nnodes, nstrs;
     struct node nodes[SRV_QUERY_NODES_MAX];
@@ -445,8 +443,6 @@ static enum ot_err parse_operand(struct parser *p, struct node *n)
             continue;
         p->pos += len;
         n->field = (uint8_t)f;
-        if (f == F_ATTR || f == F_IDENTITY || f == F_VERSION)
-            p->inventory = true;
         if (f == F_ATTR || f == F_IDENTITY)
             return parse_key(p, names[f], &n->key);
         if (f != F_VERSION)
@@ -645,7 +641,6 @@ enum ot_err srv_query_parse(const char *text, struct srv_query **ret, struct ot_
         return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
     q->root = root;
     q->nnodes = (uint16_t)p->nnodes;
-    q->inventory = p->inventory;
     memcpy(q->nodes, p->nodes, nodes);
     q->strs = (char *)q->nodes + nodes;
     memcpy(q->strs, p->strs, p->nstrs);
@@ -654,8 +649,6 @@ enum ot_err srv_query_parse(const char *text, struct srv_query **ret, struct ot_
 }
 
 void srv_query_free(struct srv_query *q) { free(q); }
-
-bool srv_query_reads_inventory(const struct srv_query *q) { return q && q->inventory; }
 
 /* ---- evaluation ------------------------------------------------------------------------------------ */
 

@@ -97,8 +97,4 @@ bool srv_query_match(const struct srv_query *q, const struct srv_query_device *d
  * upstream version: no epoch or revision split. Bytes compare unsigned, no locale. */
 int srv_version_cmp(const char *a, const char *b);
 
-/* Does the query read anything but device_type, tags, status and id? (tells the caller whether
- * inventory changes can change membership) True when it uses attr, identity or version(). */
-bool srv_query_reads_inventory(const struct srv_query *q);
-
 #endif

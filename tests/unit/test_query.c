@@ -344,29 +344,6 @@ static void test_device_without_anything(void **state)
     srv_query_free(NULL);
 }
 
-static void test_reads_inventory(void **state)
-{
-    (void)state;
-    const struct {
-        const char *filter;
-        bool inventory;
-    } cases[] = {
-        {"device_type = \"a\" and status = \"accepted\" or id > 3 and tag(\"x\")", false},
-        {"exists(status)", false},
-        {"device_type = \"a\" and attr.x = \"1\"", true},
-        {"not exists(identity.mac)", true},
-        {"id = 1 or version(\"rootfs\") < \"2\"", true},
-    };
-    for (size_t i = 0; i < OT_ARRAY_SIZE(cases); i++) {
-        struct srv_query *q = NULL;
-        assert_int_equal(srv_query_parse(cases[i].filter, &q, NULL), OT_OK);
-        if (srv_query_reads_inventory(q) != cases[i].inventory)
-            fail_msg("'%s': reads_inventory should be %d", cases[i].filter, cases[i].inventory);
-        srv_query_free(q);
-    }
-    assert_false(srv_query_reads_inventory(NULL));
-}
-
 /* ---- version order ------------------------------------------------------------------------------ */
 
 static void test_version_cmp(void **state)
@@ -710,7 +687,6 @@ int main(void)
         cmocka_unit_test(test_tag),
         cmocka_unit_test(test_version_operand),
         cmocka_unit_test(test_device_without_anything),
-        cmocka_unit_test(test_reads_inventory),
         cmocka_unit_test(test_version_cmp),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_limits),
