@@ -501,25 +501,6 @@ enum ot_err ot_client_download(struct ot_client *c, const char *path, int out_fd
 
 /* ---- errors ---------------------------------------------------------------------------------- */
 
-enum ot_err ot_client_err_for_status(long status)
-{
-    switch (status) {
-    case 401:
-    case 403:
-        return OT_ERR_PERM;
-    case 404:
-        return OT_ERR_NOENT;
-    case 409:
-        return OT_ERR_EXISTS;
-    case 413:
-        return OT_ERR_LIMIT;
-    case 416:
-        return OT_ERR_RANGE;
-    default:
-        return status >= 400 && status < 500 ? OT_ERR_INVALID : OT_ERR_IO;
-    }
-}
-
 /* The server's error code, when it is one of ours ("untrusted", "NOENT"). */
 static enum ot_err err_for_code(const char *code)
 {
