@@ -1,6 +1,7 @@
 /* A small, blocking client for otterd's management API (/api/v1/...), over libcurl's easy
  * interface. One request at a time; the connection is kept alive between requests (pagination).
- * The device agent does not use this: it drives libcurl's multi interface from its event loop.
+ * The device agent does not use this: it has its own HTTP client on its event loop
+ * (src/agent/http.c), without libcurl.
  *
  * Security rules, fixed here so that no caller can get them wrong:
  *   - only http:// and https:// URLs, and redirects are never followed (a redirect would carry the

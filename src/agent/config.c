@@ -11,7 +11,7 @@ const struct ot_cfg_key ag_config_keys[] = {
     {NULL, "ca_file", OT_CFG_STRING, CFG(ca_file), 1, 4095, NULL,
      "CA bundle for the server's certificate (default: the system's)"},
     {NULL, "pinned_key", OT_CFG_STRING, CFG(pinned_key), 1, 4095, NULL,
-     "pin the server's public key (curl syntax: sha256//BASE64 or a PEM file)"},
+     "pin the server's public key: sha256//BASE64[;sha256//...] or a PEM/DER key file"},
     {NULL, "client_cert", OT_CFG_STRING, CFG(client_cert), 1, 4095, NULL,
      "client certificate (PEM), with client_key"},
     {NULL, "client_key", OT_CFG_STRING, CFG(client_key), 1, 4095, NULL, "client key (PEM)"},

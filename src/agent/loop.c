@@ -1,6 +1,6 @@
-/* otter-agent's event loop (loop.h): one epoll set for the caller's fds, curl's sockets and a
- * signalfd; timers in a binary min-heap whose first deadline (and curl's) becomes epoll_wait's
- * timeout. Built for otter-sim too, which runs ~100,000 simulated devices on one loop: ~100k live
+/* otter-agent's event loop (loop.h): one epoll set for the caller's fds (the HTTP client's
+ * sockets among them) and a signalfd; timers in a binary min-heap whose first deadline becomes
+ * epoll_wait's timeout. Built for otter-sim too, which runs ~100,000 simulated devices on one loop: ~100k live
  * timers being cancelled and re-armed all the time, thousands of fds, hundreds of transfers. So
  * every operation is O(1) or O(log n), and nothing the loop keeps is searched linearly:
  *
@@ -13,18 +13,13 @@
  *   whose generation would wrap (2^32 timers later) is retired rather than reused.
  * - Watches: a table indexed by fd (the kernel hands out the lowest free numbers, so it stays
  *   dense), grown on demand. Each entry has a generation, bumped on every add.
- * - Transfers: a dense array; each easy handle carries its index (plus one) as CURLOPT_PRIVATE,
- *   which nothing else in otter uses, and the entry is checked to hold that very handle, so a
- *   handle the loop does not run is never mistaken for one it does.
  *
- * Re-entrancy: every callback may add or remove fds, timers and transfers, its own included.
+ * Re-entrancy: every callback may add or remove fds and timers, its own included.
  * Therefore epoll carries a watch's (generation, fd) (never a pointer) and each event is looked
  * up again before it is dispatched: an event for a watch that an earlier callback of the same
  * batch removed, or removed and added again, finds no watch or a newer generation and is dropped.
- * A timer's callback and userdata are copied out and its slot freed before it runs; a finished
- * transfer is taken off the multi handle and out of the array before its callback runs. */
+ * A timer's callback and userdata are copied out and its slot freed before it runs. */
 #include <limits.h>
-#include <pthread.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
@@ -57,29 +52,14 @@ struct timer_slot {
     bool armed;
 };
 
-enum watch_kind { WATCH_NONE, WATCH_CALLER, WATCH_CURL };
+enum watch_kind { WATCH_NONE, WATCH_CALLER };
 
-/* A watched fd, at its own index in the table: the caller's, or one of curl's sockets. */
+/* A watched fd, at its own index in the table. */
 struct watch {
     uint32_t gen;              /* bumped by every add; with the fd, epoll's data */
     enum watch_kind kind;
     ag_fd_fn fn;
     void *userdata;
-};
-
-struct transfer {
-    CURL *easy;
-    ag_transfer_fn fn;
-    void *userdata;
-    bool queued;                  /* waiting for a place (ag_loop_limit_transfers) */
-    uint64_t seq;                 /* queued: its ticket in the queue */
-};
-
-/* A place in the queue of transfers waiting to start. Cancelled ones are left in it and skipped
- * (their easy handle no longer names a queued transfer with this ticket). */
-struct ticket {
-    CURL *easy;
-    uint64_t seq;
 };
 
 struct sig_handler {
@@ -103,15 +83,6 @@ struct ag_loop {
 
     struct watch *watches;        /* indexed by fd; kind WATCH_NONE where nothing is watched */
     size_t nwatches;              /* the table's length (fds 0 .. nwatches - 1) */
-
-    CURLM *multi;
-    struct transfer *transfers;
-    size_t ntransfers, transfers_cap;
-    size_t max_active, nactive;   /* transfers on the multi handle: at most max_active (0: any) */
-    struct ticket *queue;         /* a ring: the transfers waiting for a place, oldest first */
-    size_t qhead, qlen, qcap;
-    uint64_t last_ticket;
-    uint64_t curl_due_ms;         /* curl's timeout (CURLMOPT_TIMERFUNCTION), NO_DEADLINE if none */
 
     bool stopping;
     int stop_code;
@@ -141,10 +112,6 @@ static bool grow(void **array, size_t *cap, size_t used, size_t elem)
 }
 
 static uint64_t add_sat(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
-
-/* curl_global_init is not thread-safe in every libcurl build: once per process. */
-static CURLcode global_rc = CURLE_FAILED_INIT;
-static void global_init(void) { global_rc = curl_global_init(CURL_GLOBAL_DEFAULT); }
 
 /* ---- the timer heap -------------------------------------------------------------------------- */
 
@@ -352,6 +319,15 @@ enum ot_err ag_loop_fd(struct ag_loop *l, int fd, uint32_t events, ag_fd_fn fn, 
     return watch_add(l, fd, events, WATCH_CALLER, fn, userdata, d);
 }
 
+enum ot_err ag_loop_fd_modify(struct ag_loop *l, int fd, uint32_t events)
+{
+    struct watch *w = watch_find(l, fd, WATCH_CALLER);
+    if (!w)
+        return OT_ERR_NOENT;
+    struct epoll_event ev = {.events = events, .data.u64 = watch_key(w->gen, fd)};
+    return epoll_ctl(l->epfd, EPOLL_CTL_MOD, fd, &ev) < 0 ? OT_ERR_IO : OT_OK;
+}
+
 void ag_loop_fd_remove(struct ag_loop *l, int fd)
 {
     if (watch_find(l, fd, WATCH_CALLER))
@@ -401,212 +377,7 @@ enum ot_err ag_loop_signal(struct ag_loop *l, int signo, ag_signal_fn fn, void *
     return OT_OK;
 }
 
-/* ---- curl ------------------------------------------------------------------------------------ */
-
-/* Records the transfer's index in its easy handle (plus one: NULL is none). */
-static void transfer_tag(CURL *easy, size_t i)
-{
-    curl_easy_setopt(easy, CURLOPT_PRIVATE, (void *)(uintptr_t)(i + 1));
-}
-
-/* easy's index in the array, or SIZE_MAX when the loop does not run it. */
-static size_t transfer_index(struct ag_loop *l, CURL *easy)
-{
-    char *tag = NULL;
-    if (!easy || curl_easy_getinfo(easy, CURLINFO_PRIVATE, &tag) != CURLE_OK || !tag)
-        return SIZE_MAX;
-    size_t i = (size_t)(uintptr_t)tag - 1;
-    return i < l->ntransfers && l->transfers[i].easy == easy ? i : SIZE_MAX;
-}
-
-/* Takes the transfer out of the array (the last one fills its place) and off the multi handle. */
-static void transfer_remove_at(struct ag_loop *l, size_t i)
-{
-    CURL *easy = l->transfers[i].easy;
-    bool queued = l->transfers[i].queued;
-    l->transfers[i] = l->transfers[--l->ntransfers];
-    if (i < l->ntransfers)
-        transfer_tag(l->transfers[i].easy, i);
-    curl_easy_setopt(easy, CURLOPT_PRIVATE, (void *)NULL);
-    if (queued)
-        return;
-    l->nactive--;
-    CURLMcode mc = curl_multi_remove_handle(l->multi, easy);
-    if (mc != CURLM_OK) /* only from inside a curl callback: a bug of the caller */
-        ot_log(OT_LOG_ERR, "event loop: cannot remove a transfer: %s", curl_multi_strerror(mc));
-}
-
-static bool has_place(const struct ag_loop *l)
-{
-    return l->max_active == 0 || l->nactive < l->max_active;
-}
-
-/* Starts queued transfers while there are places. One libcurl refuses ends with its callback. */
-static void start_queued(struct ag_loop *l)
-{
-    while (l->qlen > 0 && has_place(l)) {
-        struct ticket t = l->queue[l->qhead];
-        l->qhead = (l->qhead + 1) % l->qcap;
-        l->qlen--;
-        size_t i = transfer_index(l, t.easy);
-        if (i == SIZE_MAX || !l->transfers[i].queued || l->transfers[i].seq != t.seq)
-            continue; /* cancelled while it waited */
-        CURLMcode mc = curl_multi_add_handle(l->multi, t.easy);
-        if (mc == CURLM_OK) {
-            l->transfers[i].queued = false;
-            l->nactive++;
-            continue;
-        }
-        struct transfer tr = l->transfers[i];
-        transfer_remove_at(l, i);
-        ot_log(OT_LOG_ERR, "event loop: cannot start a transfer: %s", curl_multi_strerror(mc));
-        tr.fn(tr.userdata, tr.easy, CURLE_OUT_OF_MEMORY, 0);
-    }
-}
-
-/* Hands every finished transfer to its callback. The message is copied before the callback
- * runs: the callback may add and remove transfers, which changes curl's queue. */
-static void finish_transfers(struct ag_loop *l)
-{
-    CURLMsg *m;
-    int left;
-    while ((m = curl_multi_info_read(l->multi, &left))) {
-        if (m->msg != CURLMSG_DONE)
-            continue;
-        CURL *easy = m->easy_handle;
-        CURLcode rc = m->data.result;
-        size_t i = transfer_index(l, easy);
-        if (i == SIZE_MAX)
-            continue;
-        struct transfer t = l->transfers[i];
-        transfer_remove_at(l, i);
-        long status = 0;
-        curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
-        t.fn(t.userdata, easy, rc, status);
-    }
-    start_queued(l);
-}
-
-static void curl_action(struct ag_loop *l, curl_socket_t s, int mask)
-{
-    int running;
-    CURLMcode mc = curl_multi_socket_action(l->multi, s, mask, &running);
-    if (mc != CURLM_OK)
-        ot_debug("event loop: curl_multi_socket_action: %s", curl_multi_strerror(mc));
-    finish_transfers(l);
-}
-
-static void curl_timeout(struct ag_loop *l)
-{
-    if (l->curl_due_ms > ag_loop_now_ms())
-        return;
-    l->curl_due_ms = NO_DEADLINE; /* curl sets a new one from inside the action if it wants */
-    curl_action(l, CURL_SOCKET_TIMEOUT, 0);
-}
-
-/* CURLMOPT_SOCKETFUNCTION: curl says which of its sockets to watch for what. */
-static int curl_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
-{
-    struct ag_loop *l = userp;
-    struct watch *w = watch_find(l, s, WATCH_CURL);
-    if (what == CURL_POLL_REMOVE) {
-        if (w)
-            watch_remove(l, s);
-        return 0;
-    }
-    uint32_t events = (what & CURL_POLL_IN ? EPOLLIN : 0u) | (what & CURL_POLL_OUT ? EPOLLOUT : 0u);
-    if (!w)
-        return watch_add(l, s, events, WATCH_CURL, NULL, NULL, NULL) ? -1 : 0;
-    struct epoll_event ev = {.events = events, .data.u64 = watch_key(w->gen, s)};
-    return epoll_ctl(l->epfd, EPOLL_CTL_MOD, s, &ev) < 0 ? -1 : 0;
-}
-
-/* CURLMOPT_TIMERFUNCTION: when curl wants curl_multi_socket_action(CURL_SOCKET_TIMEOUT). It must
- * not be called from here (curl's rule): the loop does it once this round is over. */
-static int curl_timer_cb(CURLM *multi, long timeout_ms, void *userp)
-{
-    struct ag_loop *l = userp;
-    l->curl_due_ms = timeout_ms < 0 ? NO_DEADLINE : add_sat(ag_loop_now_ms(), (uint64_t)timeout_ms);
-    return 0;
-}
-
-enum ot_err ag_loop_transfer(struct ag_loop *l, CURL *easy, ag_transfer_fn fn, void *userdata,
-                             struct ot_diag *d)
-{
-    if (!easy || !fn)
-        return ot_diag_set(d, OT_ERR_INVALID, "bad transfer");
-    if (!grow((void **)&l->transfers, &l->transfers_cap, l->ntransfers, sizeof(*l->transfers)))
-        return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
-    if (!has_place(l)) {
-        if (l->qlen == l->qcap) { /* grow the ring, oldest first at 0 */
-            size_t ncap = l->qcap ? l->qcap * 2 : 64;
-            struct ticket *q = calloc(ncap, sizeof(*q));
-            if (!q)
-                return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
-            for (size_t k = 0; k < l->qlen; k++)
-                q[k] = l->queue[(l->qhead + k) % l->qcap];
-            free(l->queue);
-            l->queue = q;
-            l->qcap = ncap;
-            l->qhead = 0;
-        }
-        uint64_t seq = ++l->last_ticket;
-        l->queue[(l->qhead + l->qlen++) % l->qcap] = (struct ticket){easy, seq};
-        transfer_tag(easy, l->ntransfers);
-        l->transfers[l->ntransfers++] =
-            (struct transfer){.easy = easy, .fn = fn, .userdata = userdata, .queued = true,
-                              .seq = seq};
-        return OT_OK;
-    }
-    CURLMcode mc = curl_multi_add_handle(l->multi, easy);
-    if (mc != CURLM_OK)
-        return ot_diag_set(d, mc == CURLM_OUT_OF_MEMORY ? OT_ERR_NOMEM : OT_ERR_INTERNAL,
-                           "cannot start a transfer: %s", curl_multi_strerror(mc));
-    l->nactive++;
-    transfer_tag(easy, l->ntransfers);
-    l->transfers[l->ntransfers++] = (struct transfer){.easy = easy, .fn = fn, .userdata = userdata};
-    return OT_OK;
-}
-
-void ag_loop_transfer_cancel(struct ag_loop *l, CURL *easy)
-{
-    size_t i = transfer_index(l, easy);
-    if (i != SIZE_MAX) {
-        transfer_remove_at(l, i);
-        start_queued(l);
-    }
-}
-
-void ag_loop_limit_transfers(struct ag_loop *l, size_t max)
-{
-    l->max_active = max;
-    if (max && curl_multi_setopt(l->multi, CURLMOPT_MAXCONNECTS, (long)OT_MIN(max, (size_t)LONG_MAX)) !=
-                   CURLM_OK)
-        ot_log(OT_LOG_WARNING, "event loop: libcurl refused the connection cache size");
-    start_queued(l);
-}
-
-void ag_loop_transfer_pause(struct ag_loop *l, CURL *easy, bool paused)
-{
-    /* Unpausing makes curl ask for an immediate timeout (curl_timer_cb), which gets it going. */
-    CURLcode rc = curl_easy_pause(easy, paused ? CURLPAUSE_RECV : CURLPAUSE_CONT);
-    if (rc != CURLE_OK)
-        ot_debug("event loop: curl_easy_pause: %s", curl_easy_strerror(rc));
-}
-
 /* ---- the loop -------------------------------------------------------------------------------- */
-
-static int curl_mask(uint32_t events)
-{
-    int mask = 0;
-    if (events & (EPOLLIN | EPOLLHUP)) /* a hang-up is read as the end of the stream */
-        mask |= CURL_CSELECT_IN;
-    if (events & EPOLLOUT)
-        mask |= CURL_CSELECT_OUT;
-    if (events & EPOLLERR)
-        mask |= CURL_CSELECT_ERR;
-    return mask;
-}
 
 /* Runs the event's watch, unless an earlier callback of this batch removed it (maybe adding
  * another watch on the same fd number, which has a newer generation). */
@@ -617,20 +388,14 @@ static void dispatch(struct ag_loop *l, uint64_t key, uint32_t events)
     if ((size_t)fd >= l->nwatches || l->watches[fd].kind == WATCH_NONE ||
         l->watches[fd].gen != gen)
         return;
-    if (l->watches[fd].kind == WATCH_CURL) {
-        curl_action(l, fd, curl_mask(events));
-        return;
-    }
     struct watch copy = l->watches[fd]; /* the table may move while the callback runs */
     copy.fn(copy.userdata, fd, events);
 }
 
-/* epoll_wait's timeout: until the first timer or curl's deadline; -1 when there is none. */
+/* epoll_wait's timeout: until the first timer; -1 when there is none. */
 static int wait_timeout(struct ag_loop *l)
 {
-    uint64_t due = l->curl_due_ms;
-    if (l->nheap > 0 && l->heap[0].due_ms < due)
-        due = l->heap[0].due_ms;
+    uint64_t due = l->nheap > 0 ? l->heap[0].due_ms : NO_DEADLINE;
     if (due == NO_DEADLINE)
         return -1;
     uint64_t now = ag_loop_now_ms();
@@ -653,8 +418,6 @@ int ag_loop_run(struct ag_loop *l)
         }
         for (int i = 0; i < n && !l->stopping; i++)
             dispatch(l, ev[i].data.u64, ev[i].events);
-        if (!l->stopping)
-            curl_timeout(l);
         run_timers(l);
     }
     /* A later ag_loop_run starts afresh; a stop before the run made it return at once. */
@@ -672,17 +435,11 @@ void ag_loop_stop(struct ag_loop *l, int code)
 
 enum ot_err ag_loop_new(struct ag_loop **ret, struct ot_diag *d)
 {
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, global_init);
-    if (global_rc != CURLE_OK)
-        return ot_diag_set(d, OT_ERR_INTERNAL, "libcurl initialisation failed: %s",
-                           curl_easy_strerror(global_rc));
     struct ag_loop *l = calloc(1, sizeof(*l));
     if (!l)
         return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
     l->sigfd = -1;
     l->free_slot = SLOT_NONE;
-    l->curl_due_ms = NO_DEADLINE;
     sigemptyset(&l->sigmask);
     sigemptyset(&l->blocked_by_us);
     l->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -691,32 +448,15 @@ enum ot_err ag_loop_new(struct ag_loop **ret, struct ot_diag *d)
         free(l);
         return err;
     }
-    l->multi = curl_multi_init();
-    if (!l->multi) {
-        ag_loop_free(l);
-        return ot_diag_set(d, OT_ERR_NOMEM, "cannot create a libcurl multi handle");
-    }
-    if (curl_multi_setopt(l->multi, CURLMOPT_SOCKETFUNCTION, curl_socket_cb) != CURLM_OK ||
-        curl_multi_setopt(l->multi, CURLMOPT_SOCKETDATA, l) != CURLM_OK ||
-        curl_multi_setopt(l->multi, CURLMOPT_TIMERFUNCTION, curl_timer_cb) != CURLM_OK ||
-        curl_multi_setopt(l->multi, CURLMOPT_TIMERDATA, l) != CURLM_OK) {
-        ag_loop_free(l);
-        return ot_diag_set(d, OT_ERR_INTERNAL, "libcurl refused the multi socket options");
-    }
     *ret = l;
     return OT_OK;
 }
 
-/* Transfers still running are taken off the multi handle; their easy handles stay the callers'.
- * Signals this loop blocked are unblocked again. Not from inside one of the loop's callbacks. */
+/* Signals this loop blocked are unblocked again. Not from inside one of the loop's callbacks. */
 void ag_loop_free(struct ag_loop *l)
 {
     if (!l)
         return;
-    while (l->ntransfers > 0)
-        transfer_remove_at(l, l->ntransfers - 1);
-    if (l->multi)
-        curl_multi_cleanup(l->multi);
     if (l->sigfd >= 0) {
         close(l->sigfd);
         sigprocmask(SIG_UNBLOCK, &l->blocked_by_us, NULL);
@@ -725,7 +465,5 @@ void ag_loop_free(struct ag_loop *l)
     free(l->heap);
     free(l->slots);
     free(l->watches);
-    free(l->transfers);
-    free(l->queue);
     free(l);
 }

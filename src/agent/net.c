@@ -2,15 +2,15 @@
  *
  * Every call becomes a `struct request` that lives in the net's list until its callback is due.
  * Its life: QUEUED (a 0 ms timer starts it, so that no callback ever runs inside the caller's
- * call) → WAIT_AUTH (until the auth it waits for ends) → ACTIVE (its easy handle is on the loop)
+ * call) → WAIT_AUTH (until the auth it waits for ends) → ACTIVE (its HTTP transfer runs)
  * → done: the request is freed first and its callback called last, so a callback may do anything,
  * ag_net_free included. A paused download that has no transfer is IDLE; a request that failed
  * before any transfer is FAILED until a 0 ms timer delivers the error.
  *
- * libcurl forbids adding or removing handles from inside its callbacks, and the data callback
- * runs inside curl's write callback. So while a data callback runs (in_data_cb > 0), new requests
- * only queue (as always), and a request cancelled then becomes a ZOMBIE: out of the net, its
- * transfer aborted or taken off the loop by a 0 ms timer, then freed. ag_net_free inside a
+ * The data callback runs inside the HTTP client's data callback, and the code around it still
+ * holds the request. So while a data callback runs (in_data_cb > 0), new requests only queue (as
+ * always), and a request cancelled then becomes a ZOMBIE: out of the net, its transfer aborted
+ * (the data callback's return) or cancelled by a 0 ms timer, then freed. ag_net_free inside a
  * callback frees everything but the struct itself, which the code that called the callback frees
  * when it gets control back (busy count, dead flag).
  *
@@ -30,6 +30,7 @@
 #include "otter/encoding.h"
 #include "otter/json.h"
 
+#include "http.h"
 #include "net.h"
 
 #ifndef OTTER_VERSION
@@ -44,6 +45,9 @@
 #define TOKEN_MARGIN_S 60          /* renew the token this long before it expires (at most a
                                       tenth of its lifetime) */
 #define SERVER_MSG_MAX 300         /* bytes of the server's message quoted in a diagnostic */
+#define HEADERS_MAX 6              /* request header lines of ours */
+#define KEEP_IDLE_S 3              /* an idle connection of the agent's own client is kept this
+                                      long: a check-in, its report and its download share it */
 
 enum req_kind { REQ_AUTH, REQ_CHECKIN, REQ_REPORT, REQ_INVENTORY, REQ_DOWNLOAD };
 
@@ -63,9 +67,10 @@ struct request {
     bool send_token;
     struct ot_buf body;            /* request body (JSON) */
     struct ot_buf reply;           /* bounded reply body; an error reply's first bytes */
-    CURL *easy;
-    struct curl_slist *headers;
-    char errbuf[CURL_ERROR_SIZE];
+    struct ag_http_xfer *xfer;     /* ACTIVE and ZOMBIE: the HTTP exchange */
+    char *headers[HEADERS_MAX];    /* this attempt's header lines (one may hold the token) */
+    size_t nheaders;
+    long status;                   /* the reply's status, once its head arrived */
     size_t server, tried;          /* the server of this attempt, attempts that failed over */
     bool reauthed;                 /* a 401 made it wait for a new token once already */
     uint64_t token_gen;            /* the token this attempt sent */
@@ -99,6 +104,9 @@ struct ag_net {
     size_t nservers;
     size_t current;                /* the server that answered last */
     char *ca_file, *pinned_key, *client_cert, *client_key, *user_agent;
+    struct ag_http_tls tls;        /* the strings above */
+    struct ag_http *http;
+    bool own_http;                 /* made by ag_net_new (else the caller's, shared) */
     bool allow_http;
     long connect_timeout_s, request_timeout_s, stall_timeout_s;
     struct ot_buf auth_body;       /* the signed auth request: holds the enrollment token */
@@ -114,8 +122,7 @@ struct ag_net {
     bool offline;                  /* simulated: every attempt fails (ag_net_set_offline) */
 };
 
-/* Data callbacks running on this thread. They run inside curl's write callback, where no
- * transfer may leave its multi handle (libcurl's rule), whichever net or loop it belongs to. */
+/* Data callbacks running on this thread (see the top of this file). */
 static _Thread_local int in_data_cb;
 
 static void proceed(struct request *r);
@@ -164,12 +171,12 @@ static void free_secret(char *s)
     }
 }
 
-/* Header lists may hold the token: wiped before they are freed. */
-static void free_headers(struct curl_slist *l)
+/* Header lines may hold the token: wiped before they are freed. */
+static void free_headers(struct request *r)
 {
-    for (struct curl_slist *h = l; h; h = h->next)
-        explicit_bzero(h->data, strlen(h->data));
-    curl_slist_free_all(l);
+    for (size_t i = 0; i < r->nheaders; i++)
+        free_secret(r->headers[i]);
+    r->nheaders = 0;
 }
 
 /* Around every call of a caller's callback. leave() returns true when the callback (or one
@@ -219,9 +226,9 @@ static void request_free(struct request *r)
     unlink_request(r);
     if (r->timer)
         ag_loop_timer_cancel(r->loop, r->timer);
-    if (r->easy)
-        curl_easy_cleanup(r->easy);
-    free_headers(r->headers);
+    if (r->xfer)
+        ag_http_cancel(r->xfer);
+    free_headers(r);
     if (r->body.data)
         explicit_bzero(r->body.data, r->body.len); /* an auth body holds the enrollment token */
     ot_buf_release(&r->body);
@@ -260,31 +267,26 @@ static struct request *request_new(struct ag_net *n, enum req_kind kind, const c
     r->state = RS_QUEUED;
     ot_buf_init(&r->body, OT_WIRE_BODY_MAX);
     ot_buf_init(&r->reply, reply_max);
-    r->easy = curl_easy_init();
-    if (!r->easy) {
-        request_free(r);
-        return NULL;
-    }
     r->net = n;
     link_request(n, r);
     return r;
 }
 
-/* Drops a request without its callback. Inside a data callback its transfer cannot leave the
- * multi handle yet (libcurl's rule): it becomes a zombie, reaped from the loop in a moment. */
+/* Drops a request without its callback. Inside a data callback it becomes a zombie, reaped from
+ * the loop in a moment (the code that called the data callback still holds it). */
 static void discard(struct request *r)
 {
     unlink_request(r);
     if (r->state == RS_ACTIVE && in_data_cb > 0) {
         if (r->timer)
             ag_loop_timer_cancel(r->loop, r->timer);
+        ag_http_cancel(r->xfer); /* no callback of it runs any more */
+        r->xfer = NULL;
         r->state = RS_ZOMBIE;
-        request_timer(r); /* without memory: reaped when its transfer ends (write_cb aborts it) */
+        request_timer(r); /* without memory: freed by download_data when the callback returns */
         return;
     }
-    if (r->state == RS_ACTIVE)
-        ag_loop_transfer_cancel(r->loop, r->easy);
-    request_free(r);
+    request_free(r); /* cancels its transfer */
 }
 
 /* ---- results --------------------------------------------------------------------------------- */
@@ -335,7 +337,7 @@ static void set_http_error(struct request *r, long status)
     r->res.err = r->res.diag.err;
 }
 
-/* Marks the transfer as failed by us (curl is told to stop by the caller's return value). */
+/* Marks the transfer as failed by us (the HTTP client is told to stop by our callback's return). */
 static void fail(struct request *r, enum ot_err err, const char *fmt, ...) OT_PRINTF(3, 4);
 static void fail(struct request *r, enum ot_err err, const char *fmt, ...)
 {
@@ -362,109 +364,48 @@ static void fail_soon(struct request *r, enum ot_err err, const struct ot_diag *
 
 /* ---- transfers ------------------------------------------------------------------------------- */
 
-#define SETOPT(r, opt, val)                                                                        \
-    do {                                                                                           \
-        if (curl_easy_setopt((r)->easy, opt, val) != CURLE_OK)                                     \
-            return ot_diag_set(d, OT_ERR_INTERNAL, "libcurl refused option " #opt);               \
-    } while (0)
+static enum ot_err on_head(void *userdata, struct ag_http_xfer *x, int status, struct ot_diag *d);
+static enum ot_err on_data(void *userdata, const uint8_t *p, size_t n, struct ot_diag *d);
+static void on_done(void *userdata, const struct ag_http_result *res);
+static void next_server(struct request *r, enum ot_err err, const char *msg);
 
-static size_t write_cb(char *p, size_t size, size_t nmemb, void *userdata);
-
-/* What every request gets: client.h's security rules (only http(s), no redirects, verified TLS)
- * and the configured TLS material and timeouts. */
-static enum ot_err setup_common(struct request *r, const char *url, struct ot_diag *d)
+static bool add_header(struct request *r, const char *fmt, ...) OT_PRINTF(2, 3);
+static bool add_header(struct request *r, const char *fmt, ...)
 {
-    struct ag_net *n = r->net;
-    curl_easy_reset(r->easy);
-    r->errbuf[0] = '\0';
-    SETOPT(r, CURLOPT_URL, url);
-    SETOPT(r, CURLOPT_PROTOCOLS_STR, n->allow_http ? "http,https" : "https");
-    SETOPT(r, CURLOPT_FOLLOWLOCATION, 0L);
-    SETOPT(r, CURLOPT_NOSIGNAL, 1L);
-    SETOPT(r, CURLOPT_ERRORBUFFER, r->errbuf);
-    SETOPT(r, CURLOPT_CONNECTTIMEOUT, n->connect_timeout_s);
-    SETOPT(r, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    SETOPT(r, CURLOPT_LOW_SPEED_TIME, n->stall_timeout_s);
-    SETOPT(r, CURLOPT_TCP_KEEPALIVE, 1L);
-    SETOPT(r, CURLOPT_SSL_VERIFYPEER, 1L);
-    SETOPT(r, CURLOPT_SSL_VERIFYHOST, 2L);
-    if (n->ca_file)
-        SETOPT(r, CURLOPT_CAINFO, n->ca_file);
-    if (n->pinned_key)
-        SETOPT(r, CURLOPT_PINNEDPUBLICKEY, n->pinned_key);
-    if (n->client_cert) {
-        SETOPT(r, CURLOPT_SSLCERT, n->client_cert);
-        SETOPT(r, CURLOPT_SSLCERTTYPE, "PEM");
-        SETOPT(r, CURLOPT_SSLKEY, n->client_key);
-        SETOPT(r, CURLOPT_SSLKEYTYPE, "PEM");
-    }
-    SETOPT(r, CURLOPT_USERAGENT, n->user_agent);
-    SETOPT(r, CURLOPT_WRITEFUNCTION, write_cb);
-    SETOPT(r, CURLOPT_WRITEDATA, r);
-    return OT_OK;
+    if (r->nheaders == HEADERS_MAX)
+        return false;
+    va_list ap;
+    va_start(ap, fmt);
+    char *h = NULL;
+    int n = vasprintf(&h, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return false;
+    r->headers[r->nheaders++] = h;
+    return true;
 }
 
-static struct curl_slist *add_header(struct curl_slist *l, const char *h, bool *ok)
-{
-    struct curl_slist *n = curl_slist_append(l, h);
-    if (!n)
-        *ok = false;
-    return n ? n : l;
-}
-
-static enum ot_err set_headers(struct request *r, struct ot_diag *d)
+/* This attempt's header lines: JSON, the signature of an auth, the token, the range. */
+static bool set_headers(struct request *r)
 {
     struct ag_net *n = r->net;
     bool ok = true;
-    struct curl_slist *l = NULL;
-    free_headers(r->headers);
-    r->headers = NULL;
+    free_headers(r);
     if (r->kind != REQ_DOWNLOAD) {
-        l = add_header(l, "Accept: application/json", &ok);
-        l = add_header(l, "Content-Type: application/json", &ok);
-        /* The bodies are small: no "Expect: 100-continue" round trip. */
-        l = add_header(l, "Expect:", &ok);
+        ok &= add_header(r, "Accept: application/json");
+        ok &= add_header(r, "Content-Type: application/json");
     }
     if (r->kind == REQ_AUTH)
-        l = add_header(l, n->sig_header, &ok);
+        ok &= add_header(r, "%s", n->sig_header);
     r->token_gen = n->token_gen;
     if (r->send_token && n->auth_header)
-        l = add_header(l, n->auth_header, &ok);
+        ok &= add_header(r, "%s", n->auth_header);
+    if (r->kind == REQ_DOWNLOAD && r->offset > 0) /* a 200 answer is ours to judge (If-Range) */
+        ok &= add_header(r, "Range: bytes=%" PRIu64 "-", r->offset);
     if (r->if_range)
-        l = add_header(l, r->if_range, &ok);
-    r->headers = l;
-    if (!ok)
-        return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
-    SETOPT(r, CURLOPT_HTTPHEADER, l);
-    return OT_OK;
+        ok &= add_header(r, "%s", r->if_range);
+    return ok;
 }
-
-static enum ot_err setup_method(struct request *r, struct ot_diag *d)
-{
-    struct ag_net *n = r->net;
-    if (r->kind == REQ_DOWNLOAD) {
-        SETOPT(r, CURLOPT_HTTPGET, 1L);
-        if (r->offset > 0) {
-            /* CURLOPT_RANGE, not RESUME_FROM: a 200 answer is ours to judge (If-Range). */
-            char range[32];
-            snprintf(range, sizeof(range), "%" PRIu64 "-", r->offset);
-            SETOPT(r, CURLOPT_RANGE, range);
-        }
-        if (r->max_rate > 0)
-            SETOPT(r, CURLOPT_MAX_RECV_SPEED_LARGE,
-                   (curl_off_t)OT_MIN(r->max_rate, (uint64_t)INT64_MAX));
-        return OT_OK;
-    }
-    SETOPT(r, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body.len);
-    SETOPT(r, CURLOPT_POSTFIELDS, (const char *)r->body.data);
-    if (strcmp(r->method, "POST") != 0)
-        SETOPT(r, CURLOPT_CUSTOMREQUEST, r->method);
-    SETOPT(r, CURLOPT_TIMEOUT, n->request_timeout_s);
-    return OT_OK;
-}
-
-static void on_transfer(void *userdata, CURL *easy, CURLcode rc, long status);
-static void next_server(struct request *r, enum ot_err err, const char *msg);
 
 /* One attempt on server r->server (or the absolute URL). */
 static void attempt(struct request *r)
@@ -488,16 +429,33 @@ static void attempt(struct request *r)
         ot_diag_set(&d, err, "request URL too long");
     r->reply.len = 0;
     r->failed = r->checked = false;
+    r->status = 0;
     r->pos = r->offset;
-    if (!err)
-        err = setup_common(r, ot_buf_str(&url), &d);
-    ot_buf_release(&url); /* curl copied it */
-    if (!err)
-        err = set_headers(r, &d);
-    if (!err)
-        err = setup_method(r, &d);
-    if (!err)
-        err = ag_loop_transfer(n->loop, r->easy, on_transfer, r, &d);
+    if (!err && !set_headers(r))
+        err = ot_diag_set(&d, OT_ERR_NOMEM, "out of memory");
+    if (!err) {
+        bool dl = r->kind == REQ_DOWNLOAD;
+        struct ag_http_request rq = {
+            .method = r->method,
+            .url = ot_buf_str(&url),
+            .headers = (const char *const *)r->headers,
+            .nheaders = r->nheaders,
+            .body = dl ? NULL : r->body.data,
+            .body_len = dl ? 0 : r->body.len,
+            .tls = &n->tls,
+            .user_agent = n->user_agent,
+            .connect_timeout_s = (unsigned)n->connect_timeout_s,
+            .timeout_s = dl ? 0 : (unsigned)n->request_timeout_s,
+            .stall_timeout_s = (unsigned)n->stall_timeout_s,
+            .max_rate = dl ? r->max_rate : 0,
+        };
+        r->xfer = ag_http_start(n->http, &rq, on_head, on_data, on_done, r, &d);
+        if (!r->xfer)
+            err = d.err ? d.err : OT_ERR_INTERNAL;
+        else if (r->paused)
+            ag_http_pause(r->xfer, true);
+    }
+    ot_buf_release(&url); /* the client copied it */
     if (err) {
         r->res.err = err;
         ot_diag_set(&r->res.diag, err, "%s", d.msg);
@@ -681,19 +639,18 @@ static bool parse_content_range(const char *v, uint64_t *first, uint64_t *last)
 }
 
 /* Before the first byte of a download reaches the caller: is this the part asked for? */
-static bool check_download_start(struct request *r, long status)
+static bool check_download_start(struct request *r, long status, const char *content_range)
 {
     r->checked = true;
     if (status == 206) {
-        struct curl_header *h = NULL;
         uint64_t first, last;
-        if (curl_easy_header(r->easy, "Content-Range", 0, CURLH_HEADER, -1, &h) != CURLHE_OK) {
+        if (!content_range) {
             fail(r, OT_ERR_FORMAT, "HTTP 206 without Content-Range");
             return false;
         }
-        if (!parse_content_range(h->value, &first, &last) || first != r->offset) {
+        if (!parse_content_range(content_range, &first, &last) || first != r->offset) {
             char v[80];
-            safe_copy(v, sizeof(v), h->value);
+            safe_copy(v, sizeof(v), content_range);
             fail(r, OT_ERR_FORMAT, "Content-Range '%s' does not answer a request from byte "
                  "%" PRIu64, v, r->offset);
             return false;
@@ -711,56 +668,65 @@ static bool check_download_start(struct request *r, long status)
     return true;
 }
 
-static size_t download_data(struct request *r, long status, const uint8_t *p, size_t len)
+static enum ot_err download_data(struct request *r, const uint8_t *p, size_t len)
 {
     struct ag_net *n = r->net;
-    if (!r->checked && !check_download_start(r, status))
-        return 0;
     struct ot_diag d = {0};
     enter(n);
     in_data_cb++;
     enum ot_err err = r->data_fn(r->userdata, r->pos, p, len, &d);
     in_data_cb--;
-    if (leave(n)) /* the net is gone: r is a zombie */
-        return 0;
-    if (r->state == RS_ZOMBIE) /* cancelled by the callback */
-        return 0;
+    bool gone = leave(n);
+    if (r->state == RS_ZOMBIE) { /* cancelled by the callback (maybe with the whole net) */
+        if (!r->timer) /* no memory for the timer that frees it */
+            request_free(r);
+        return OT_ERR_INVALID; /* its transfer is cancelled: nobody reads this */
+    }
+    if (gone)
+        return OT_ERR_INVALID;
     if (err) {
         r->failed = true;
         r->res.err = err;
         ot_diag_set(&r->res.diag, err, "%s", d.msg[0] ? d.msg : ot_strerror(err));
-        return 0;
+        return err;
     }
     r->pos += len;
-    return len;
+    return OT_OK;
 }
 
-/* curl's write callback: download data goes to the caller, everything else to the bounded
- * reply buffer. Returning less than given makes curl stop with CURLE_WRITE_ERROR. */
-static size_t write_cb(char *p, size_t size, size_t nmemb, void *userdata)
+/* The reply's head: a download's status and range are checked before any byte is delivered. */
+static enum ot_err on_head(void *userdata, struct ag_http_xfer *x, int status, struct ot_diag *d)
 {
     struct request *r = userdata;
-    size_t len = size * nmemb;
-    if (r->state == RS_ZOMBIE)
-        return 0;
-    long status = 0;
-    curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+    r->status = status;
+    if (r->kind == REQ_DOWNLOAD && (status == 200 || status == 206) &&
+        !check_download_start(r, status, ag_http_header(x, "Content-Range")))
+        return r->res.err;
+    return OT_OK;
+}
+
+/* The reply's body: download data goes to the caller, everything else to the bounded reply
+ * buffer. An error ends the transfer (r->failed says it was ours). */
+static enum ot_err on_data(void *userdata, const uint8_t *p, size_t len, struct ot_diag *d)
+{
+    struct request *r = userdata;
+    long status = r->status;
     bool ok = status >= 200 && status < 300;
     if (r->kind == REQ_DOWNLOAD && (status == 200 || status == 206))
-        return download_data(r, status, (const uint8_t *)p, len);
+        return download_data(r, p, len);
     if (ok && r->kind != REQ_DOWNLOAD) {
         if (ot_buf_append(&r->reply, p, len) == OT_OK)
-            return len;
+            return OT_OK;
         fail(r, r->reply.len + len > r->reply.max ? OT_ERR_LIMIT : OT_ERR_NOMEM,
              "the reply is larger than %zu bytes", r->reply.max);
-        return 0;
+        return r->res.err;
     }
     /* An error reply is read for its message only: its first bytes are kept, the rest dropped. */
     size_t room = r->reply.max - r->reply.len;
     if (room > 0 && ot_buf_append(&r->reply, p, OT_MIN(len, room))) {
         /* no memory: the message falls back to the status text */
     }
-    return len;
+    return OT_OK;
 }
 
 static void checkin_reply(struct request *r, long status, struct ot_wire_checkin_resp *resp)
@@ -797,8 +763,6 @@ static void handle_reply(struct request *r, long status)
     case REQ_DOWNLOAD:
         if (status != 200 && status != 206)
             set_http_error(r, status);
-        else if (!r->checked) /* an empty body: no write callback checked it */
-            check_download_start(r, status);
         break;
     }
     /* Deliver: the request is freed first, the callback called last. */
@@ -817,27 +781,23 @@ static void handle_reply(struct request *r, long status)
     leave(n);
 }
 
-static void on_transfer(void *userdata, CURL *easy, CURLcode rc, long status)
+static void on_done(void *userdata, const struct ag_http_result *hr)
 {
     struct request *r = userdata;
-    if (r->state == RS_ZOMBIE) {
-        request_free(r);
-        return;
-    }
+    r->xfer = NULL;
     struct ag_net *n = r->net;
     r->state = RS_QUEUED; /* no transfer now; whatever comes next sets the state */
-    curl_off_t us = 0;
-    if (curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME_T, &us) == CURLE_OK && us > 0)
-        r->res.elapsed_us = (uint64_t)us;
-    if (rc != CURLE_OK && r->failed) { /* our own: limit, bad range, the caller's data callback */
+    r->res.elapsed_us = hr->elapsed_us;
+    long status = hr->status;
+    if (hr->err && r->failed) { /* our own: limit, bad range, the caller's data callback */
         r->res.http_status = status;
         complete(r);
         return;
     }
-    if (rc != CURLE_OK) {
+    if (hr->err) {
         char msg[OT_DIAG_MSG_MAX];
-        snprintf(msg, sizeof(msg), "server %s: %s", who(r),
-                 r->errbuf[0] ? r->errbuf : curl_easy_strerror(rc));
+        snprintf(msg, sizeof(msg), "server %s: %.*s", who(r), OT_DIAG_MSG_MAX - 100,
+                 hr->diag.msg);
         r->res.http_status = 0;
         next_server(r, OT_ERR_IO, msg);
         return;
@@ -910,7 +870,6 @@ static void on_request_timer(void *userdata)
         complete(r);
         break;
     case RS_ZOMBIE:
-        ag_loop_transfer_cancel(r->loop, r->easy);
         request_free(r);
         break;
     default:
@@ -1093,7 +1052,7 @@ void ag_net_download_pause(struct ag_download *dl, bool paused)
         return;
     r->paused = paused;
     if (r->state == RS_ACTIVE)
-        ag_loop_transfer_pause(r->loop, r->easy, paused);
+        ag_http_pause(r->xfer, paused);
     else if (!paused && r->state == RS_IDLE) {
         r->state = RS_QUEUED;
         request_timer(r);
@@ -1195,6 +1154,8 @@ static enum ot_err copy_config(struct ag_net *n, const struct ag_net_config *c, 
     n->client_cert = dup_or_null(c->client_cert, &ok);
     n->client_key = dup_or_null(c->client_key, &ok);
     n->user_agent = dup_or_null(c->user_agent ? c->user_agent : "otter-agent/" OTTER_VERSION, &ok);
+    n->tls = (struct ag_http_tls){.ca_file = n->ca_file, .pinned_key = n->pinned_key,
+                                  .client_cert = n->client_cert, .client_key = n->client_key};
     n->allow_http = c->allow_http;
     n->connect_timeout_s = c->connect_timeout_s ? (long)c->connect_timeout_s : 10;
     n->request_timeout_s = c->request_timeout_s ? (long)c->request_timeout_s : 60;
@@ -1216,6 +1177,14 @@ enum ot_err ag_net_new(struct ag_loop *loop, const struct ag_net_config *cfg, st
     err = copy_config(n, cfg, d);
     if (!err)
         err = make_auth(n, cfg, d);
+    if (!err && cfg->http) {
+        n->http = cfg->http;
+    } else if (!err) {
+        err = ag_http_new(loop, &n->http, d);
+        n->own_http = !err;
+        if (!err) /* between check-ins the agent keeps no connection (http.h) */
+            ag_http_keep_idle(n->http, KEEP_IDLE_S);
+    }
     if (err) {
         ag_net_free(n);
         return err;
@@ -1233,6 +1202,8 @@ void ag_net_free(struct ag_net *n)
     n->dead = true;
     while (n->requests)
         discard(n->requests);
+    if (n->own_http)
+        ag_http_free(n->http);
     for (size_t i = 0; i < n->nservers; i++)
         free(n->servers[i]);
     free(n->servers);

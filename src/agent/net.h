@@ -10,12 +10,13 @@
  *
  * Servers: a list tried in order: a transport error (connection refused, TLS failure, timeout)
  * or a 5xx moves to the next server for this request; the server that answered last is tried
- * first next time. TLS: CA bundle (ca_file, else the system's), optional pinned public key
- * (CURLOPT_PINNEDPUBLICKEY, "sha256//..."), optional client certificate and key; http:// URLs are
- * refused unless allow_http. No redirects are followed. */
+ * first next time. HTTP and TLS come from http.h: CA bundle (ca_file, else the system's), optional
+ * pinned public key ("sha256//..." or a key file), optional client certificate and key; http://
+ * URLs are refused unless allow_http. No redirects are followed. */
 #ifndef OTTER_AGENT_NET_H
 #define OTTER_AGENT_NET_H
 
+#include "http.h"
 #include "loop.h"
 #include "otter/key.h"
 #include "otter/wire.h"
@@ -26,7 +27,7 @@ struct ag_net_config {
     const char *const *servers;   /* base URLs, "https://updates.example.com" */
     size_t nservers;
     const char *ca_file;          /* NULL: the system's CA bundle */
-    const char *pinned_key;       /* NULL or curl's CURLOPT_PINNEDPUBLICKEY syntax */
+    const char *pinned_key;       /* NULL, "sha256//BASE64[;sha256//...]" or a public key file */
     const char *client_cert, *client_key;  /* PEM paths, both or neither */
     bool allow_http;
     const struct ot_key *identity_key;     /* Ed25519 secret key */
@@ -38,6 +39,8 @@ struct ag_net_config {
     unsigned request_timeout_s;            /* JSON requests; 0: 60 */
     unsigned stall_timeout_s;              /* downloads: fail below 1 byte/s for this long; 0: 60 */
     const char *user_agent;                /* NULL: "otter-agent/<version>" */
+    struct ag_http *http;                  /* NULL: the net makes its own; else shared (otter-sim:
+                                              one client, one connection cap, for every device) */
 };
 
 struct ag_net_result {
@@ -45,7 +48,7 @@ struct ag_net_result {
     struct ot_diag diag;           /* OT_ERR_PERM (pending/rejected), OT_ERR_NOENT (404), */
     long http_status;              /* OT_ERR_EXISTS (409 on a report), OT_ERR_FORMAT (bad reply) */
     uint32_t retry_after;          /* seconds, for a pending device */
-    uint64_t elapsed_us;           /* the last exchange's duration (libcurl's total time) */
+    uint64_t elapsed_us;           /* the last exchange's duration */
 };
 
 typedef void (*ag_net_checkin_fn)(void *userdata, const struct ag_net_result *r,
@@ -76,8 +79,8 @@ void ag_net_set_offline(struct ag_net *n, bool offline);
 struct ag_download;
 /* GET url (relative to the server that answers, or absolute) from byte `offset` (a Range request
  * when > 0, with If-Range: etag when etag is given: a 200 instead of 206 then means the file
- * changed, reported as OT_ERR_INVALID before any data callback). max_rate: bytes/s cap
- * (CURLOPT_MAX_RECV_SPEED_LARGE), 0 unlimited. Returns a handle for pause/cancel, NULL when it
+ * changed, reported as OT_ERR_INVALID before any data callback). max_rate: bytes/s cap,
+ * 0 unlimited. Returns a handle for pause/cancel, NULL when it
  * could not start (done is then called from the loop with the error, never synchronously). */
 struct ag_download *ag_net_download(struct ag_net *n, const char *url, uint64_t offset,
                                     const char *etag, uint64_t max_rate, ag_net_data_fn data,

@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "device.h"
+#include "http.h"
 #include "otter/json.h"
 #include "otter/log.h"
 #include "otter/parse.h"
@@ -112,6 +113,7 @@ struct dev {
 struct sim {
     struct options o;
     struct ag_loop *loop;
+    struct ag_http *http;         /* one HTTP client for every device: one connection cap */
     struct ot_trust trust;
     struct dev *devs;
     uint64_t started_ms;
@@ -483,6 +485,7 @@ static void power_on(void *userdata)
         err = ag_device_identity(&v->ad, &d);
     if (!err) {
         struct ag_net_config nc = ag_device_net_config(&v->ad);
+        nc.http = s->http;
         err = ag_net_new(s->loop, &nc, &v->net, &d);
     }
     if (!err) {
@@ -920,7 +923,7 @@ static int setup(struct sim *s)
         return EXIT_USAGE;
     }
     s->devs = calloc(s->o.ndevices, sizeof(*s->devs));
-    if (!s->devs || ag_loop_new(&s->loop, &d) != OT_OK) {
+    if (!s->devs || ag_loop_new(&s->loop, &d) != OT_OK || ag_http_new(s->loop, &s->http, &d) != OT_OK) {
         fprintf(stderr, "otter-sim: %s\n", d.msg[0] ? d.msg : "out of memory");
         return 1;
     }
@@ -946,7 +949,7 @@ static int setup(struct sim *s)
         fprintf(stderr, "otter-sim: %s\n", d.msg);
         return EXIT_USAGE;
     }
-    ag_loop_limit_transfers(s->loop, (size_t)s->o.connections);
+    ag_http_limit(s->http, (size_t)s->o.connections);
     if (ag_loop_signal(s->loop, SIGINT, on_signal, s, &d) != OT_OK ||
         ag_loop_signal(s->loop, SIGTERM, on_signal, s, &d) != OT_OK) {
         fprintf(stderr, "otter-sim: %s\n", d.msg);
@@ -997,6 +1000,7 @@ int main(int argc, char **argv)
         free(s->devs[i].results);
     }
     free(s->devs);
+    ag_http_free(s->http);
     ag_loop_free(s->loop);
     return rc;
 }

@@ -1,0 +1,1706 @@
+/* The agent's HTTP/1.1 client (http.h).
+ *
+ * A transfer (struct ag_http_xfer) lives in the client's list from ag_http_start until its done
+ * callback or its cancel. Its life: QUEUED (waiting for a place under ag_http_limit) → a 0 ms
+ * "kick" timer (no callback ever runs inside the caller's call) → it takes an idle connection of
+ * the same origin and TLS material, or opens one (resolve, non-blocking connect to each address
+ * in turn, TLS handshake) → SEND (request head and body) → RECV (status line and headers, then
+ * the body as framed) → done: the connection goes back to the idle pool when the reply was
+ * complete and both sides allow it, else it is closed.
+ *
+ * A connection belongs to one transfer while it is busy; an idle one is watched for the server
+ * closing it (then it is closed at once) and closed after AG_HTTP_IDLE_S. Its read buffer exists
+ * only while it is busy, and TLS runs with SSL_MODE_RELEASE_BUFFERS, so an idle agent keeps a
+ * socket and a few hundred bytes per kept connection.
+ *
+ * Callbacks: the client counts the callbacks running (busy). A callback may cancel its own
+ * transfer (it is marked and destroyed when the callback returns) or free the client (marked
+ * dead: everything else is destroyed at once, the struct itself when the last callback
+ * returns). The code that called a callback checks both before it touches anything again.
+ *
+ * Timers, all per transfer: the kick (start, or go on with bytes already buffered after a pause
+ * or a throttle), connect (TCP and TLS), total, stall (re-armed from the time of the last byte,
+ * so that a busy transfer does not touch the timer heap for every read), and throttle (the rate
+ * cap's wait). */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <limits.h>
+#include <inttypes.h>
+#include <malloc.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "otter/buf.h"
+#include "otter/encoding.h"
+#include "otter/log.h"
+
+#include "http.h"
+
+#define IN_SIZE (16 * 1024)         /* read buffer of a busy connection */
+#define HOST_MAX 255
+#define CHUNK_LINE_MAX 1024         /* a chunk-size line with its extensions */
+#define ROUND_MAX (256 * 1024)      /* bytes taken in one go before other events get a turn */
+#define IDLE_MAX_DEFAULT 8
+#define PIN_FILE_MAX (64 * 1024)
+
+enum conn_state { C_CONNECTING, C_HANDSHAKE, C_SEND, C_RECV, C_IDLE };
+
+struct tls_ctx {
+    struct tls_ctx *next;
+    char *ca_file, *client_cert, *client_key; /* the material it was made with (NULL: none) */
+    SSL_CTX *ctx;
+};
+
+struct conn {
+    struct conn *prev, *next;      /* in the idle pool */
+    struct ag_http *h;
+    struct ag_http_xfer *x;        /* the transfer it serves, NULL when idle */
+    int fd;
+    SSL *ssl;
+    char *key;                     /* what it may be reused for: origin, TLS material, pin */
+    enum conn_state state;
+    uint32_t events;               /* what the loop watches */
+    struct addrinfo *ai_list, *ai; /* connecting: the addresses, the one being tried */
+    uint64_t idle_timer;
+    bool reused;                   /* it served a transfer before this one */
+    bool watched;
+};
+
+enum body_kind { BODY_NONE, BODY_LENGTH, BODY_CHUNKED, BODY_CLOSE };
+enum chunk_state { CH_SIZE, CH_DATA, CH_DATA_END, CH_TRAILER };
+enum xfer_state { X_QUEUED, X_STARTING, X_ACTIVE };
+
+struct ag_http_xfer {
+    struct ag_http_xfer *prev, *next;   /* in h->xfers */
+    struct ag_http_xfer *qnext;         /* in h's queue while QUEUED */
+    struct ag_http *h;
+    enum xfer_state state;
+    struct conn *c;
+    /* the request */
+    bool tls;
+    char host[HOST_MAX + 1];
+    char port[8];
+    char *key;                          /* connection key */
+    struct tls_ctx *tctx;               /* https: the context of its TLS material */
+    char *pin;
+    uint8_t *out;                       /* head and body */
+    size_t out_len, out_off;
+    bool head_only;                     /* HEAD: no reply body */
+    unsigned connect_timeout_s, timeout_s, stall_timeout_s;
+    uint64_t max_rate;
+    ag_http_head_fn head_fn;
+    ag_http_data_fn data_fn;
+    ag_http_done_fn done_fn;
+    void *userdata;
+    /* timers */
+    uint64_t kick_timer, connect_timer, total_timer, stall_timer, throttle_timer;
+    uint64_t start_us, last_rx_ms, rate_start_ms, rate_bytes;
+    /* the reply */
+    uint8_t *in;                        /* IN_SIZE bytes, while active */
+    size_t in_off, in_len;
+    char *head;                         /* the head being read (NUL-terminated) */
+    size_t head_len, head_cap;
+    bool in_head;                       /* reading the head (else the body) */
+    int status;
+    int minor;                          /* HTTP/1.minor */
+    bool keep_alive;
+    enum body_kind body;
+    uint64_t remaining;                 /* BODY_LENGTH and CH_DATA: bytes still to come */
+    enum chunk_state chunk;
+    char line[CHUNK_LINE_MAX + 1];      /* a chunk-size line or a trailer line being read */
+    size_t line_len;
+    size_t trailer_bytes;
+    uint64_t rx_total;                  /* bytes of reply received (head included) */
+    bool retried;                       /* sent again after a reused connection died */
+    bool paused, throttled;
+    bool in_cb, cancelled;
+};
+
+struct ag_http {
+    struct ag_loop *loop;
+    unsigned idle_s;                    /* ag_http_keep_idle */
+    struct ag_http_xfer *xfers;
+    struct ag_http_xfer *qhead, *qtail;
+    size_t max_active, nactive;
+    struct conn *idle;                  /* most recently used first */
+    size_t nidle;
+    struct tls_ctx *tls;
+    int busy;
+    bool dead;
+};
+
+static void process(struct ag_http_xfer *x);
+static void connect_next(struct ag_http_xfer *x);
+static void open_connection(struct ag_http_xfer *x);
+
+/* ---- helpers --------------------------------------------------------------------------------- */
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static bool streq_null(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+static char *dup_null(const char *s, bool *ok)
+{
+    if (!s)
+        return NULL;
+    char *r = strdup(s);
+    if (!r)
+        *ok = false;
+    return r;
+}
+
+/* OpenSSL's queued error, as text (or `fallback`). Clears the queue. */
+static void ssl_error_text(char *out, size_t len, const char *fallback)
+{
+    unsigned long e = ERR_get_error();
+    if (!e) {
+        snprintf(out, len, "%s", fallback);
+        return;
+    }
+    const char *reason = ERR_reason_error_string(e);
+    snprintf(out, len, "%s", reason ? reason : fallback);
+    ERR_clear_error();
+}
+
+static void cancel_timer(struct ag_http *h, uint64_t *t)
+{
+    if (*t) {
+        ag_loop_timer_cancel(h->loop, *t);
+        *t = 0;
+    }
+}
+
+/* ---- connections ----------------------------------------------------------------------------- */
+
+static void on_conn(void *userdata, int fd, uint32_t events);
+
+/* Watches the connection for events; 0 takes it off the loop altogether (a paused transfer:
+ * epoll would still report a hang-up, over and over). */
+static void conn_watch(struct conn *c, uint32_t events)
+{
+    struct ag_loop *l = c->h->loop;
+    if (c->watched && c->events == events)
+        return;
+    c->events = events;
+    if (!events) {
+        if (c->watched)
+            ag_loop_fd_remove(l, c->fd);
+        c->watched = false;
+        return;
+    }
+    if (c->watched) {
+        if (ag_loop_fd_modify(l, c->fd, events) != OT_OK)
+            ot_debug("http: cannot change the events of fd %d", c->fd);
+        return;
+    }
+    struct ot_diag d = {0};
+    if (ag_loop_fd(l, c->fd, events, on_conn, c, &d) == OT_OK)
+        c->watched = true;
+    else /* the transfer's stall timer ends it */
+        ot_log(OT_LOG_WARNING, "http: %s", d.msg);
+}
+
+static void idle_unlink(struct conn *c)
+{
+    struct ag_http *h = c->h;
+    if (c->prev)
+        c->prev->next = c->next;
+    else if (h->idle == c)
+        h->idle = c->next;
+    else
+        return; /* not in the pool */
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    h->nidle--;
+}
+
+static void conn_close(struct conn *c)
+{
+    if (!c)
+        return;
+    idle_unlink(c);
+    cancel_timer(c->h, &c->idle_timer);
+    if (c->fd >= 0) {
+        if (c->watched)
+            ag_loop_fd_remove(c->h->loop, c->fd);
+        close(c->fd);
+    }
+    if (c->ssl)
+        SSL_free(c->ssl); /* no close_notify: the socket is closed already, nobody waits for it */
+    if (c->ai_list)
+        freeaddrinfo(c->ai_list);
+    free(c->key);
+    free(c);
+}
+
+static void tls_ctx_free(struct tls_ctx *t);
+
+/* Nothing to do and nothing kept: the TLS contexts go too (made again at the next https request),
+ * and the heap's free pages go back to the system. An agent that polls every few minutes then
+ * idles without TLS state: about 0.3 MiB with a one-certificate CA file, 1.1 MiB with a full
+ * system bundle, for one handshake per check-in. */
+static void quiesce(struct ag_http *h)
+{
+    if (h->xfers || h->idle || h->dead)
+        return;
+    bool freed = h->tls != NULL;
+    while (h->tls) {
+        struct tls_ctx *t = h->tls;
+        h->tls = t->next;
+        tls_ctx_free(t);
+    }
+#ifdef __GLIBC__
+    if (freed || h->idle_s < AG_HTTP_IDLE_S)
+        malloc_trim(0);
+#endif
+}
+
+static void on_idle_timer(void *userdata)
+{
+    struct conn *c = userdata;
+    struct ag_http *h = c->h;
+    c->idle_timer = 0;
+    conn_close(c);
+    quiesce(h);
+}
+
+/* Keeps a connection whose reply was complete; the oldest idle one goes when the pool is full. */
+static void conn_park(struct ag_http *h, struct conn *c)
+{
+    size_t max = h->idle_s == 0 ? 0 : h->max_active ? h->max_active : IDLE_MAX_DEFAULT;
+    c->x = NULL;
+    c->state = C_IDLE;
+    c->reused = true;
+    if (h->dead || max == 0) {
+        conn_close(c);
+        return;
+    }
+    while (h->nidle >= max) {
+        struct conn *last = h->idle;
+        while (last->next)
+            last = last->next;
+        conn_close(last);
+    }
+    c->idle_timer = ag_loop_timer(h->loop, (uint64_t)h->idle_s * 1000u, on_idle_timer, c);
+    if (!c->idle_timer) {
+        conn_close(c);
+        return;
+    }
+    conn_watch(c, EPOLLIN | EPOLLRDHUP);
+    c->prev = NULL;
+    c->next = h->idle;
+    if (h->idle)
+        h->idle->prev = c;
+    h->idle = c;
+    h->nidle++;
+}
+
+/* An idle connection that still looks open: nothing to read, no hang-up. */
+static bool conn_alive(const struct conn *c)
+{
+    struct pollfd p = {.fd = c->fd, .events = POLLIN | POLLRDHUP};
+    return poll(&p, 1, 0) == 0;
+}
+
+static struct conn *conn_take_idle(struct ag_http *h, const char *key)
+{
+    for (struct conn *c = h->idle; c;) {
+        struct conn *next = c->next;
+        if (strcmp(c->key, key) == 0) {
+            idle_unlink(c);
+            cancel_timer(h, &c->idle_timer);
+            if (conn_alive(c))
+                return c;
+            conn_close(c);
+        }
+        c = next;
+    }
+    return NULL;
+}
+
+/* ---- TLS contexts ---------------------------------------------------------------------------- */
+
+static void tls_ctx_free(struct tls_ctx *t)
+{
+    SSL_CTX_free(t->ctx);
+    free(t->ca_file);
+    free(t->client_cert);
+    free(t->client_key);
+    free(t);
+}
+
+/* The context for this material, made on first use and kept for the client's life. */
+static enum ot_err tls_ctx_get(struct ag_http *h, const struct ag_http_tls *m, struct tls_ctx **ret,
+                               struct ot_diag *d)
+{
+    static const struct ag_http_tls none = {0};
+    if (!m)
+        m = &none;
+    for (struct tls_ctx *t = h->tls; t; t = t->next)
+        if (streq_null(t->ca_file, m->ca_file) && streq_null(t->client_cert, m->client_cert) &&
+            streq_null(t->client_key, m->client_key)) {
+            *ret = t;
+            return OT_OK;
+        }
+    struct tls_ctx *t = calloc(1, sizeof(*t));
+    if (!t)
+        return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+    bool ok = true;
+    t->ca_file = dup_null(m->ca_file, &ok);
+    t->client_cert = dup_null(m->client_cert, &ok);
+    t->client_key = dup_null(m->client_key, &ok);
+    char why[256];
+    ERR_clear_error();
+    t->ctx = ok ? SSL_CTX_new(TLS_client_method()) : NULL;
+    if (!t->ctx) {
+        tls_ctx_free(t);
+        return ot_diag_set(d, OT_ERR_NOMEM, "cannot create a TLS context");
+    }
+    SSL_CTX_set_min_proto_version(t->ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(t->ctx, SSL_VERIFY_PEER, NULL);
+    SSL_CTX_set_mode(t->ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
+                                 SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    /* One server, few connections: no session cache to keep in memory. */
+    SSL_CTX_set_session_cache_mode(t->ctx, SSL_SESS_CACHE_OFF);
+    enum ot_err err = OT_OK;
+    if (t->ca_file ? SSL_CTX_load_verify_locations(t->ctx, t->ca_file, NULL) != 1
+                   : SSL_CTX_set_default_verify_paths(t->ctx) != 1) {
+        ssl_error_text(why, sizeof(why), "unreadable");
+        err = ot_diag_set(d, OT_ERR_IO, "cannot load the CA certificates %s: %s",
+                          t->ca_file ? t->ca_file : "(the system's)", why);
+    } else if (t->client_cert &&
+               (SSL_CTX_use_certificate_chain_file(t->ctx, t->client_cert) != 1 ||
+                SSL_CTX_use_PrivateKey_file(t->ctx, t->client_key, SSL_FILETYPE_PEM) != 1 ||
+                SSL_CTX_check_private_key(t->ctx) != 1)) {
+        ssl_error_text(why, sizeof(why), "unreadable");
+        err = ot_diag_set(d, OT_ERR_IO, "cannot use the client certificate %s with key %s: %s",
+                          t->client_cert, t->client_key, why);
+    }
+    if (err) {
+        tls_ctx_free(t);
+        return err;
+    }
+    t->next = h->tls;
+    h->tls = t;
+    *ret = t;
+    return OT_OK;
+}
+
+/* The DER SubjectPublicKeyInfo of a pin file (PEM or DER), curl's file form of a pin. */
+static bool pin_file_der(const char *path, uint8_t **der, int *der_len)
+{
+    BIO *b = BIO_new_file(path, "rb");
+    if (!b)
+        return false;
+    EVP_PKEY *k = PEM_read_bio_PUBKEY(b, NULL, NULL, NULL);
+    if (!k) {
+        (void)BIO_reset(b);
+        k = d2i_PUBKEY_bio(b, NULL);
+    }
+    BIO_free(b);
+    if (!k)
+        return false;
+    *der = NULL;
+    *der_len = i2d_PUBKEY(k, der);
+    EVP_PKEY_free(k);
+    return *der_len > 0;
+}
+
+/* Does the server's public key match the pin? */
+static bool pin_matches(const char *pin, X509 *cert, char *why, size_t len)
+{
+    uint8_t *der = NULL;
+    int der_len = i2d_PUBKEY(X509_get0_pubkey(cert), &der);
+    if (der_len <= 0) {
+        snprintf(why, len, "cannot read the server's public key");
+        return false;
+    }
+    bool match = false;
+    if (strncmp(pin, "sha256//", 8) == 0) {
+        uint8_t digest[32];
+        unsigned dlen = 0;
+        if (EVP_Digest(der, (size_t)der_len, digest, &dlen, EVP_sha256(), NULL) != 1 || dlen != 32)
+            dlen = 0;
+        for (const char *p = pin; dlen && p && *p;) {
+            const char *end = strchr(p, ';');
+            size_t n = end ? (size_t)(end - p) : strlen(p);
+            char b64[64];
+            uint8_t want[32];
+            if (n > 8 && n - 8 < sizeof(b64) && strncmp(p, "sha256//", 8) == 0) {
+                memcpy(b64, p + 8, n - 8);
+                b64[n - 8] = '\0';
+                if (ot_base64_decode_exact(b64, want, sizeof(want)) == OT_OK &&
+                    memcmp(want, digest, 32) == 0)
+                    match = true;
+            }
+            p = end ? end + 1 : NULL;
+        }
+    } else {
+        uint8_t *want = NULL;
+        int want_len = 0;
+        if (!pin_file_der(pin, &want, &want_len)) {
+            snprintf(why, len, "cannot read the pinned public key %.100s", pin);
+            OPENSSL_free(der);
+            return false;
+        }
+        match = want_len == der_len && memcmp(want, der, (size_t)der_len) == 0;
+        OPENSSL_free(want);
+    }
+    OPENSSL_free(der);
+    if (!match)
+        snprintf(why, len, "the server's public key does not match the pinned key");
+    return match;
+}
+
+/* ---- transfers: life and end ------------------------------------------------------------------ */
+
+/* Takes x out of everything and frees it; its connection is closed. */
+static void xfer_destroy(struct ag_http_xfer *x)
+{
+    struct ag_http *h = x->h;
+    cancel_timer(h, &x->kick_timer);
+    cancel_timer(h, &x->connect_timer);
+    cancel_timer(h, &x->total_timer);
+    cancel_timer(h, &x->stall_timer);
+    cancel_timer(h, &x->throttle_timer);
+    conn_close(x->c);
+    x->c = NULL;
+    if (x->state == X_QUEUED) {
+        struct ag_http_xfer **p = &h->qhead, *prev = NULL;
+        while (*p && *p != x) {
+            prev = *p;
+            p = &(*p)->qnext;
+        }
+        if (*p) {
+            *p = x->qnext;
+            if (h->qtail == x)
+                h->qtail = prev;
+        }
+    } else if (h->nactive > 0) {
+        h->nactive--;
+    }
+    if (x->prev)
+        x->prev->next = x->next;
+    else
+        h->xfers = x->next;
+    if (x->next)
+        x->next->prev = x->prev;
+    if (x->out)
+        explicit_bzero(x->out, x->out_len); /* it holds the token */
+    free(x->out);
+    free(x->in);
+    free(x->head);
+    free(x->key);
+    free(x->pin);
+    free(x);
+}
+
+static void on_kick(void *userdata);
+
+/* Gives waiting transfers the places that are free. They start from the loop. */
+static void promote(struct ag_http *h)
+{
+    while (!h->dead && h->qhead && (h->max_active == 0 || h->nactive < h->max_active)) {
+        struct ag_http_xfer *x = h->qhead;
+        h->qhead = x->qnext;
+        if (!h->qhead)
+            h->qtail = NULL;
+        x->qnext = NULL;
+        x->state = X_STARTING;
+        h->nactive++;
+        x->kick_timer = ag_loop_timer(h->loop, 0, on_kick, x);
+        if (!x->kick_timer)
+            ot_log(OT_LOG_ERR, "http: out of memory for a timer: a transfer waits for its timeout");
+    }
+}
+
+static void client_free_final(struct ag_http *h)
+{
+    while (h->idle)
+        conn_close(h->idle);
+    while (h->tls) {
+        struct tls_ctx *t = h->tls;
+        h->tls = t->next;
+        tls_ctx_free(t);
+    }
+    free(h);
+}
+
+/* After a callback: false when x must not be touched any more (cancelled, or the client freed;
+ * both handled here). */
+static bool after_callback(struct ag_http_xfer *x)
+{
+    struct ag_http *h = x->h;
+    x->in_cb = false;
+    h->busy--;
+    if (h->dead) {
+        xfer_destroy(x);
+        if (h->busy == 0)
+            client_free_final(h);
+        return false;
+    }
+    if (x->cancelled) {
+        xfer_destroy(x);
+        promote(h);
+        return false;
+    }
+    return true;
+}
+
+/* Ends x: its connection is kept (reply complete and reusable) or closed, x is freed, done runs
+ * last. */
+static void finish(struct ag_http_xfer *x, enum ot_err err, const struct ot_diag *d)
+{
+    struct ag_http *h = x->h;
+    struct ag_http_result r = {.err = err, .status = x->status,
+                               .elapsed_us = now_us() - x->start_us};
+    if (err)
+        ot_diag_set(&r.diag, err, "%s", d && d->msg[0] ? d->msg : ot_strerror(err));
+    ag_http_done_fn fn = x->done_fn;
+    void *ud = x->userdata;
+    if (x->in && x->in_off < x->in_len)
+        x->keep_alive = false; /* more than the reply came: do not trust the connection */
+    if (!err && x->c && x->keep_alive) {
+        struct conn *c = x->c;
+        x->c = NULL;
+        conn_park(h, c);
+    }
+    xfer_destroy(x);
+    promote(h);
+    h->busy++;
+    fn(ud, &r);
+    h->busy--;
+    if (h->dead && h->busy == 0)
+        client_free_final(h);
+    else if (!h->dead && !h->busy && h->idle_s == 0)
+        quiesce(h);
+}
+
+static void fail(struct ag_http_xfer *x, const char *fmt, ...) OT_PRINTF(2, 3);
+static void fail(struct ag_http_xfer *x, const char *fmt, ...)
+{
+    struct ot_diag d = {0};
+    char msg[OT_DIAG_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    ot_diag_set(&d, OT_ERR_IO, "%s", msg);
+    finish(x, OT_ERR_IO, &d);
+}
+
+/* ---- timers ---------------------------------------------------------------------------------- */
+
+static void on_total_timer(void *userdata)
+{
+    struct ag_http_xfer *x = userdata;
+    x->total_timer = 0;
+    fail(x, "timed out after %u s", x->timeout_s);
+}
+
+static void on_connect_timer(void *userdata)
+{
+    struct ag_http_xfer *x = userdata;
+    x->connect_timer = 0;
+    fail(x, "could not connect to %s port %s within %u s", x->host, x->port, x->connect_timeout_s);
+}
+
+static void arm_stall(struct ag_http_xfer *x, uint64_t ms);
+
+static void on_stall_timer(void *userdata)
+{
+    struct ag_http_xfer *x = userdata;
+    x->stall_timer = 0;
+    uint64_t now = ag_loop_now_ms(), limit = (uint64_t)x->stall_timeout_s * 1000u;
+    if (x->paused || x->throttled || now - x->last_rx_ms < limit) {
+        arm_stall(x, x->paused || x->throttled ? limit : limit - (now - x->last_rx_ms));
+        return;
+    }
+    fail(x, "nothing received for %u s", x->stall_timeout_s);
+}
+
+static void arm_stall(struct ag_http_xfer *x, uint64_t ms)
+{
+    cancel_timer(x->h, &x->stall_timer);
+    x->stall_timer = ag_loop_timer(x->h->loop, ms, on_stall_timer, x);
+}
+
+static void kick(struct ag_http_xfer *x)
+{
+    if (!x->kick_timer)
+        x->kick_timer = ag_loop_timer(x->h->loop, 0, on_kick, x);
+}
+
+static void on_throttle_timer(void *userdata)
+{
+    struct ag_http_xfer *x = userdata;
+    x->throttle_timer = 0;
+    x->throttled = false;
+    x->last_rx_ms = ag_loop_now_ms();
+    process(x);
+}
+
+/* ---- the request ----------------------------------------------------------------------------- */
+
+static bool is_clean(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f)
+            return false;
+    return true;
+}
+
+/* Splits an absolute http(s) URL. *path points into url ("/" when it has none: then *path_empty). */
+static enum ot_err parse_url(struct ag_http_xfer *x, const char *url, const char **path,
+                             struct ot_diag *d)
+{
+    const char *p;
+    if (strncasecmp(url, "https://", 8) == 0) {
+        x->tls = true;
+        p = url + 8;
+    } else if (strncasecmp(url, "http://", 7) == 0) {
+        p = url + 7;
+    } else {
+        return ot_diag_set(d, OT_ERR_INVALID, "only http:// and https:// URLs are supported");
+    }
+    size_t auth = strcspn(p, "/?#");
+    if (memchr(p, '@', auth))
+        return ot_diag_set(d, OT_ERR_INVALID, "user names in URLs are not supported");
+    const char *host = p, *host_end, *port = NULL;
+    if (*p == '[') {
+        host = p + 1;
+        host_end = memchr(host, ']', auth);
+        if (!host_end)
+            return ot_diag_set(d, OT_ERR_INVALID, "bad IPv6 address in the URL");
+        if (host_end + 1 < p + auth) {
+            if (host_end[1] != ':')
+                return ot_diag_set(d, OT_ERR_INVALID, "bad URL authority");
+            port = host_end + 2;
+        }
+    } else {
+        host_end = memchr(p, ':', auth);
+        if (host_end)
+            port = host_end + 1;
+        else
+            host_end = p + auth;
+    }
+    size_t hlen = (size_t)(host_end - host);
+    if (hlen == 0 || hlen > HOST_MAX)
+        return ot_diag_set(d, OT_ERR_INVALID, "bad host in the URL");
+    memcpy(x->host, host, hlen);
+    x->host[hlen] = '\0';
+    if (port) {
+        size_t plen = (size_t)(p + auth - port);
+        unsigned long v = 0;
+        if (plen == 0 || plen > 5)
+            return ot_diag_set(d, OT_ERR_INVALID, "bad port in the URL");
+        for (size_t i = 0; i < plen; i++) {
+            if (port[i] < '0' || port[i] > '9')
+                return ot_diag_set(d, OT_ERR_INVALID, "bad port in the URL");
+            v = v * 10 + (unsigned long)(port[i] - '0');
+        }
+        if (v == 0 || v > 65535)
+            return ot_diag_set(d, OT_ERR_INVALID, "bad port in the URL");
+        snprintf(x->port, sizeof(x->port), "%lu", v);
+    } else {
+        snprintf(x->port, sizeof(x->port), "%s", x->tls ? "443" : "80");
+    }
+    *path = p + auth;
+    if (**path == '#')
+        *path = "";
+    return OT_OK;
+}
+
+static bool has_header(const struct ag_http_request *rq, const char *name)
+{
+    size_t n = strlen(name);
+    for (size_t i = 0; i < rq->nheaders; i++)
+        if (strncasecmp(rq->headers[i], name, n) == 0 && rq->headers[i][n] == ':')
+            return true;
+    return false;
+}
+
+static enum ot_err build_request(struct ag_http_xfer *x, const struct ag_http_request *rq,
+                                 const char *path, struct ot_diag *d)
+{
+    struct ot_buf b;
+    ot_buf_init(&b, SIZE_MAX);
+    bool v6 = strchr(x->host, ':') != NULL;
+    bool default_port = strcmp(x->port, x->tls ? "443" : "80") == 0;
+    size_t plen = strcspn(path, "#");
+    enum ot_err err = ot_buf_printf(&b, "%s %.*s%s HTTP/1.1\r\nHost: %s%s%s%s%s\r\n", rq->method,
+                                    (int)plen, path, plen ? "" : "/", v6 ? "[" : "", x->host,
+                                    v6 ? "]" : "", default_port ? "" : ":",
+                                    default_port ? "" : x->port);
+    if (!err && rq->user_agent)
+        err = ot_buf_printf(&b, "User-Agent: %s\r\n", rq->user_agent);
+    if (!err && !has_header(rq, "Accept"))
+        err = ot_buf_append_str(&b, "Accept: */*\r\n");
+    for (size_t i = 0; !err && i < rq->nheaders; i++)
+        err = ot_buf_printf(&b, "%s\r\n", rq->headers[i]);
+    bool body = rq->body_len > 0 || (strcmp(rq->method, "GET") != 0 &&
+                                     strcmp(rq->method, "HEAD") != 0);
+    if (!err && body)
+        err = ot_buf_printf(&b, "Content-Length: %zu\r\n", rq->body_len);
+    if (!err)
+        err = ot_buf_append_str(&b, "\r\n");
+    if (!err && rq->body_len)
+        err = ot_buf_append(&b, rq->body, rq->body_len);
+    if (!err)
+        err = ot_buf_steal(&b, &x->out, &x->out_len);
+    if (err) {
+        if (b.data)
+            explicit_bzero(b.data, b.len);
+        ot_buf_release(&b);
+        return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+    }
+    return OT_OK;
+}
+
+struct ag_http_xfer *ag_http_start(struct ag_http *h, const struct ag_http_request *rq,
+                                   ag_http_head_fn head, ag_http_data_fn data,
+                                   ag_http_done_fn done, void *userdata, struct ot_diag *d)
+{
+    if (!rq || !rq->method || !rq->url || !done || !is_clean(rq->method) || !is_clean(rq->url)) {
+        ot_diag_set(d, OT_ERR_INVALID, "bad HTTP request");
+        return NULL;
+    }
+    for (size_t i = 0; i < rq->nheaders; i++)
+        if (strpbrk(rq->headers[i], "\r\n") || !strchr(rq->headers[i], ':')) {
+            ot_diag_set(d, OT_ERR_INVALID, "bad request header");
+            return NULL;
+        }
+    if (rq->user_agent && strpbrk(rq->user_agent, "\r\n")) {
+        ot_diag_set(d, OT_ERR_INVALID, "bad user agent");
+        return NULL;
+    }
+    struct ag_http_xfer *x = calloc(1, sizeof(*x));
+    if (!x) {
+        ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    x->h = h;
+    x->state = X_QUEUED;
+    x->next = h->xfers;
+    if (h->xfers)
+        h->xfers->prev = x;
+    h->xfers = x;
+    const char *path = NULL;
+    const struct ag_http_tls *m = rq->tls;
+    enum ot_err err = parse_url(x, rq->url, &path, d);
+    if (!err)
+        err = build_request(x, rq, path, d);
+    if (!err && x->tls)
+        err = tls_ctx_get(h, m, &x->tctx, d);
+    if (!err && x->tls && m && m->pinned_key && !(x->pin = strdup(m->pinned_key)))
+        err = ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+    if (!err && asprintf(&x->key, "%s://%s:%s %p %s", x->tls ? "https" : "http", x->host,
+                         x->port, (void *)x->tctx, x->pin ? x->pin : "") < 0) {
+        x->key = NULL;
+        err = ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+    }
+    if (err) {
+        xfer_destroy(x);
+        return NULL;
+    }
+    x->head_only = strcmp(rq->method, "HEAD") == 0;
+    x->connect_timeout_s = rq->connect_timeout_s ? rq->connect_timeout_s : 10;
+    x->timeout_s = rq->timeout_s;
+    x->stall_timeout_s = rq->stall_timeout_s ? rq->stall_timeout_s : 60;
+    x->max_rate = rq->max_rate;
+    x->head_fn = head;
+    x->data_fn = data;
+    x->done_fn = done;
+    x->userdata = userdata;
+    x->start_us = now_us();
+    if (h->qtail)
+        h->qtail->qnext = x;
+    else
+        h->qhead = x;
+    h->qtail = x;
+    promote(h);
+    return x;
+}
+
+void ag_http_cancel(struct ag_http_xfer *x)
+{
+    if (!x || x->cancelled)
+        return;
+    if (x->in_cb) {
+        x->cancelled = true;
+        return;
+    }
+    struct ag_http *h = x->h;
+    xfer_destroy(x);
+    promote(h);
+}
+
+void ag_http_pause(struct ag_http_xfer *x, bool paused)
+{
+    if (x->paused == paused)
+        return;
+    x->paused = paused;
+    if (!x->c || x->c->state != C_RECV)
+        return; /* connecting or sending: the pause takes effect when the reply comes */
+    if (paused) {
+        conn_watch(x->c, 0);
+    } else {
+        x->last_rx_ms = ag_loop_now_ms();
+        if (!x->in_cb)
+            kick(x); /* bytes may wait in the buffer, or inside TLS, with nothing to wake us */
+    }
+}
+
+/* ---- connecting ------------------------------------------------------------------------------ */
+
+static enum ot_err conn_start_tls(struct ag_http_xfer *x, struct conn *c, char *why, size_t len)
+{
+    c->ssl = SSL_new(x->tctx->ctx);
+    if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1) {
+        snprintf(why, len, "cannot start TLS");
+        return OT_ERR_NOMEM;
+    }
+    unsigned char ip[16];
+    bool is_ip = inet_pton(AF_INET, x->host, ip) == 1 || inet_pton(AF_INET6, x->host, ip) == 1;
+    if (is_ip) {
+        if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), x->host) != 1) {
+            snprintf(why, len, "cannot set the address to verify");
+            return OT_ERR_NOMEM;
+        }
+    } else if (SSL_set_tlsext_host_name(c->ssl, x->host) != 1 || SSL_set1_host(c->ssl, x->host) != 1) {
+        snprintf(why, len, "cannot set the host name to verify");
+        return OT_ERR_NOMEM;
+    }
+    SSL_set_connect_state(c->ssl);
+    return OT_OK;
+}
+
+static void start_send(struct ag_http_xfer *x)
+{
+    cancel_timer(x->h, &x->connect_timer);
+    x->c->state = C_SEND;
+    x->out_off = 0;
+    conn_watch(x->c, EPOLLOUT);
+    process(x);
+}
+
+static void handshake(struct ag_http_xfer *x)
+{
+    struct conn *c = x->c;
+    ERR_clear_error();
+    int rc = SSL_do_handshake(c->ssl);
+    if (rc == 1) {
+        char why[160];
+        X509 *cert = SSL_get0_peer_certificate(c->ssl);
+        if (x->pin && (!cert || !pin_matches(x->pin, cert, why, sizeof(why)))) {
+            fail(x, "TLS with %s port %s: %s", x->host, x->port, cert ? why : "no certificate");
+            return;
+        }
+        start_send(x);
+        return;
+    }
+    int e = SSL_get_error(c->ssl, rc);
+    if (e == SSL_ERROR_WANT_READ) {
+        conn_watch(c, EPOLLIN);
+        return;
+    }
+    if (e == SSL_ERROR_WANT_WRITE) {
+        conn_watch(c, EPOLLOUT);
+        return;
+    }
+    char why[256];
+    long v = SSL_get_verify_result(c->ssl);
+    if (v != X509_V_OK) {
+        snprintf(why, sizeof(why), "certificate verify failed: %s",
+                 X509_verify_cert_error_string(v));
+        ERR_clear_error();
+    } else {
+        ssl_error_text(why, sizeof(why), e == SSL_ERROR_SYSCALL ? "connection lost" : "failed");
+    }
+    fail(x, "TLS handshake with %s port %s failed: %s", x->host, x->port, why);
+}
+
+static void connected(struct ag_http_xfer *x)
+{
+    struct conn *c = x->c;
+    freeaddrinfo(c->ai_list);
+    c->ai_list = c->ai = NULL;
+    if (!x->tls) {
+        start_send(x);
+        return;
+    }
+    char why[128];
+    if (conn_start_tls(x, c, why, sizeof(why))) {
+        fail(x, "TLS with %s: %s", x->host, why);
+        return;
+    }
+    c->state = C_HANDSHAKE;
+    handshake(x);
+}
+
+/* Tries the addresses from c->ai on; fails x when none is left. */
+static void connect_next(struct ag_http_xfer *x)
+{
+    struct conn *c = x->c;
+    int last_errno = ECONNREFUSED;
+    for (; c->ai; c->ai = c->ai->ai_next) {
+        if (c->fd >= 0) {
+            if (c->watched)
+                ag_loop_fd_remove(x->h->loop, c->fd);
+            c->watched = false;
+            close(c->fd);
+            c->fd = -1;
+        }
+        c->fd = socket(c->ai->ai_family, c->ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                       c->ai->ai_protocol);
+        if (c->fd < 0) {
+            last_errno = errno;
+            continue;
+        }
+        int one = 1;
+        setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        setsockopt(c->fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+        int rc = connect(c->fd, c->ai->ai_addr, c->ai->ai_addrlen);
+        if (rc < 0 && errno != EINPROGRESS) {
+            last_errno = errno;
+            continue;
+        }
+        c->state = C_CONNECTING;
+        conn_watch(c, EPOLLOUT);
+        if (!c->watched) {
+            fail(x, "cannot watch the connection to %s port %s", x->host, x->port);
+            return;
+        }
+        if (rc == 0) {
+            c->ai = NULL;
+            connected(x);
+        }
+        return;
+    }
+    fail(x, "cannot connect to %s port %s: %s", x->host, x->port, strerror(last_errno));
+}
+
+/* A new connection for x. */
+static void open_connection(struct ag_http_xfer *x)
+{
+    struct conn *c = calloc(1, sizeof(*c));
+    if (!c || !(c->key = strdup(x->key))) {
+        free(c);
+        fail(x, "out of memory");
+        return;
+    }
+    c->h = x->h;
+    c->fd = -1;
+    c->x = x;
+    x->c = c;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_NUMERICSERV};
+    int rc = getaddrinfo(x->host, x->port, &hints, &c->ai_list);
+    if (rc != 0) {
+        c->ai_list = NULL;
+        fail(x, "cannot resolve %s: %s", x->host, rc == EAI_SYSTEM ? strerror(errno)
+                                                                    : gai_strerror(rc));
+        return;
+    }
+    c->ai = c->ai_list;
+    if (!x->connect_timer)
+        x->connect_timer = ag_loop_timer(x->h->loop, (uint64_t)x->connect_timeout_s * 1000u,
+                                         on_connect_timer, x);
+    connect_next(x);
+}
+
+/* The kick: a transfer starts (takes or opens a connection), or goes on with buffered bytes. */
+static void on_kick(void *userdata)
+{
+    struct ag_http_xfer *x = userdata;
+    x->kick_timer = 0;
+    if (x->c) {
+        process(x);
+        return;
+    }
+    x->state = X_ACTIVE;
+    x->last_rx_ms = ag_loop_now_ms();
+    if (x->timeout_s)
+        x->total_timer = ag_loop_timer(x->h->loop, (uint64_t)x->timeout_s * 1000u, on_total_timer, x);
+    arm_stall(x, (uint64_t)x->stall_timeout_s * 1000u);
+    struct conn *c = conn_take_idle(x->h, x->key);
+    if (c) {
+        c->x = x;
+        x->c = c;
+        start_send(x);
+        return;
+    }
+    open_connection(x);
+}
+
+/* The reused connection died before any byte of the reply: once more on a new one. */
+static bool retry_fresh(struct ag_http_xfer *x)
+{
+    if (!x->c || !x->c->reused || x->rx_total > 0 || x->retried)
+        return false;
+    x->retried = true;
+    conn_close(x->c);
+    x->c = NULL;
+    open_connection(x);
+    return true;
+}
+
+/* ---- reading the reply ----------------------------------------------------------------------- */
+
+/* One trimmed header value from the head, or NULL. */
+const char *ag_http_header(struct ag_http_xfer *x, const char *name)
+{
+    static char value[1024];
+    if (!x->head)
+        return NULL;
+    size_t nlen = strlen(name);
+    const char *p = strchr(x->head, '\n'); /* after the status line */
+    while (p && *++p) {
+        const char *eol = strchr(p, '\n');
+        size_t len = eol ? (size_t)(eol - p) : strlen(p);
+        if (len > nlen && strncasecmp(p, name, nlen) == 0 && p[nlen] == ':') {
+            const char *v = p + nlen + 1, *end = p + len;
+            while (v < end && (*v == ' ' || *v == '\t'))
+                v++;
+            while (end > v && (end[-1] == '\r' || end[-1] == ' ' || end[-1] == '\t'))
+                end--;
+            size_t vlen = OT_MIN((size_t)(end - v), sizeof(value) - 1);
+            memcpy(value, v, vlen);
+            value[vlen] = '\0';
+            return value;
+        }
+        p = eol;
+    }
+    return NULL;
+}
+
+static bool token_in_list(const char *list, const char *token)
+{
+    size_t n = strlen(token);
+    for (const char *p = list; *p;) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        size_t len = strcspn(p, ",");
+        size_t tl = len;
+        while (tl > 0 && (p[tl - 1] == ' ' || p[tl - 1] == '\t'))
+            tl--;
+        if (tl == n && strncasecmp(p, token, n) == 0)
+            return true;
+        p += len;
+    }
+    return false;
+}
+
+/* Reads the head's status line and framing headers. Returns false with why set when the reply is
+ * not one we can read. */
+static bool parse_head(struct ag_http_xfer *x, char *why, size_t len)
+{
+    const char *s = x->head;
+    if (strncmp(s, "HTTP/1.", 7) != 0 || s[7] < '0' || s[7] > '9' || s[8] != ' ' ||
+        s[9] < '1' || s[9] > '5' || s[10] < '0' || s[10] > '9' || s[11] < '0' || s[11] > '9' ||
+        (s[12] != ' ' && s[12] != '\r' && s[12] != '\n')) {
+        snprintf(why, len, "not an HTTP/1.x reply");
+        return false;
+    }
+    x->minor = s[7] - '0';
+    x->status = (s[9] - '0') * 100 + (s[10] - '0') * 10 + (s[11] - '0');
+    bool have_length = false, chunked = false, conn_close_hdr = false, conn_keep = false;
+    uint64_t length = 0;
+    const char *p = strchr(s, '\n');
+    while (p && *++p && *p != '\r' && *p != '\n') {
+        const char *eol = strchr(p, '\n');
+        size_t l = eol ? (size_t)(eol - p) : strlen(p);
+        const char *colon = memchr(p, ':', l);
+        if (*p == ' ' || *p == '\t' || !colon || colon == p) {
+            snprintf(why, len, "malformed header line");
+            return false;
+        }
+        char name[32];
+        size_t nlen = (size_t)(colon - p);
+        const char *v = colon + 1, *end = p + l;
+        while (v < end && (*v == ' ' || *v == '\t'))
+            v++;
+        while (end > v && (end[-1] == '\r' || end[-1] == ' ' || end[-1] == '\t'))
+            end--;
+        if (nlen < sizeof(name)) {
+            memcpy(name, p, nlen);
+            name[nlen] = '\0';
+            char val[256];
+            size_t vlen = (size_t)(end - v);
+            bool fits = vlen < sizeof(val);
+            if (fits) {
+                memcpy(val, v, vlen);
+                val[vlen] = '\0';
+            }
+            if (strcasecmp(name, "Content-Length") == 0) {
+                uint64_t n = 0;
+                bool ok = fits && vlen > 0 && vlen <= 19;
+                for (size_t i = 0; ok && i < vlen; i++) {
+                    ok = val[i] >= '0' && val[i] <= '9';
+                    n = n * 10 + (uint64_t)(val[i] - '0');
+                }
+                if (!ok || (have_length && n != length)) {
+                    snprintf(why, len, "bad or conflicting Content-Length");
+                    return false;
+                }
+                have_length = true;
+                length = n;
+            } else if (strcasecmp(name, "Transfer-Encoding") == 0) {
+                /* chunked must be the last coding; any other coding we cannot undo */
+                if (!fits || strcasecmp(val, "chunked") != 0) {
+                    snprintf(why, len, "unsupported Transfer-Encoding");
+                    return false;
+                }
+                chunked = true;
+            } else if (strcasecmp(name, "Connection") == 0 && fits) {
+                conn_close_hdr |= token_in_list(val, "close");
+                conn_keep |= token_in_list(val, "keep-alive");
+            }
+        }
+        p = eol;
+    }
+    x->keep_alive = !conn_close_hdr && (x->minor >= 1 || conn_keep);
+    if (x->head_only || x->status == 204 || x->status == 304 || x->status < 200) {
+        x->body = BODY_NONE;
+    } else if (chunked) {
+        x->body = BODY_CHUNKED;
+        x->chunk = CH_SIZE;
+        x->line_len = 0;
+        if (have_length)
+            x->keep_alive = false; /* RFC 9112 §6.3: a message with both is suspect */
+    } else if (have_length) {
+        x->body = length ? BODY_LENGTH : BODY_NONE;
+        x->remaining = length;
+    } else {
+        x->body = BODY_CLOSE;
+        x->keep_alive = false;
+    }
+    return true;
+}
+
+/* Hands body bytes to the caller. false: x is gone or failed (handled). */
+static bool deliver(struct ag_http_xfer *x, const uint8_t *p, size_t n)
+{
+    if (n == 0 || !x->data_fn)
+        return true;
+    struct ot_diag d = {0};
+    x->in_cb = true;
+    x->h->busy++;
+    enum ot_err err = x->data_fn(x->userdata, p, n, &d);
+    if (!after_callback(x))
+        return false;
+    if (err) {
+        finish(x, err, &d);
+        return false;
+    }
+    return true;
+}
+
+/* The head is complete (x->head). false: x is gone or failed. */
+static bool head_done(struct ag_http_xfer *x)
+{
+    char why[128];
+    if (!parse_head(x, why, sizeof(why))) {
+        fail(x, "bad reply from %s port %s: %s", x->host, x->port, why);
+        return false;
+    }
+    if (x->status < 200) {
+        if (x->status == 101) {
+            fail(x, "bad reply from %s port %s: an unasked protocol switch", x->host, x->port);
+            return false;
+        }
+        x->head_len = 0; /* an interim reply: the real one follows */
+        x->status = 0;
+        return true;
+    }
+    x->in_head = false;
+    if (x->head_fn) {
+        struct ot_diag d = {0};
+        x->in_cb = true;
+        x->h->busy++;
+        enum ot_err err = x->head_fn(x->userdata, x, x->status, &d);
+        if (!after_callback(x))
+            return false;
+        if (err) {
+            finish(x, err, &d);
+            return false;
+        }
+    }
+    free(x->head);
+    x->head = NULL;
+    x->head_len = x->head_cap = 0;
+    if (x->body == BODY_NONE) {
+        finish(x, OT_OK, NULL);
+        return false;
+    }
+    return true;
+}
+
+/* Takes head bytes from the buffer. false: x is gone or failed. */
+static bool take_head(struct ag_http_xfer *x)
+{
+    while (x->in_off < x->in_len) {
+        if (x->head_len == AG_HTTP_HEAD_MAX) {
+            fail(x, "bad reply from %s port %s: headers larger than %d bytes", x->host, x->port,
+                 AG_HTTP_HEAD_MAX);
+            return false;
+        }
+        if (x->head_len + 1 >= x->head_cap) { /* room for the byte and the NUL */
+            size_t cap = x->head_cap ? OT_MIN(x->head_cap * 2, (size_t)AG_HTTP_HEAD_MAX + 1) : 1024;
+            char *p = realloc(x->head, cap);
+            if (!p) {
+                fail(x, "out of memory");
+                return false;
+            }
+            x->head = p;
+            x->head_cap = cap;
+        }
+        char ch = (char)x->in[x->in_off++];
+        if (ch == '\0') {
+            fail(x, "bad reply from %s port %s: a NUL byte in the headers", x->host, x->port);
+            return false;
+        }
+        x->head[x->head_len++] = ch;
+        x->head[x->head_len] = '\0';
+        if (ch != '\n')
+            continue;
+        /* the end: an empty line ("\r\n\r\n" or "\n\n") */
+        size_t l = x->head_len;
+        bool end = (l >= 2 && x->head[l - 2] == '\n') ||
+                   (l >= 4 && x->head[l - 2] == '\r' && x->head[l - 3] == '\n');
+        if (l <= 2 && (x->head[0] == '\n' || x->head[0] == '\r')) {
+            x->head_len = 0; /* blank lines before a status line are skipped (RFC 9112 §2.2) */
+            continue;
+        }
+        if (end) {
+            if (!head_done(x))
+                return false;
+            if (!x->in_head)
+                return true;
+        }
+    }
+    return true;
+}
+
+/* Reads a CRLF-terminated line of a chunked body into x->line. 1: complete, 0: more needed,
+ * -1: too long (x failed). */
+static int take_line(struct ag_http_xfer *x)
+{
+    while (x->in_off < x->in_len) {
+        char ch = (char)x->in[x->in_off++];
+        if (ch == '\n') {
+            if (x->line_len > 0 && x->line[x->line_len - 1] == '\r')
+                x->line_len--;
+            x->line[x->line_len] = '\0';
+            return 1;
+        }
+        if (x->line_len == CHUNK_LINE_MAX) {
+            fail(x, "bad reply from %s port %s: a chunk line is too long", x->host, x->port);
+            return -1;
+        }
+        x->line[x->line_len++] = ch;
+    }
+    return 0;
+}
+
+/* Takes chunked body bytes. false: x is gone, failed or finished. */
+static bool take_chunked(struct ag_http_xfer *x)
+{
+    while (x->in_off < x->in_len) {
+        if (x->chunk == CH_DATA) {
+            size_t n = (size_t)OT_MIN((uint64_t)(x->in_len - x->in_off), x->remaining);
+            const uint8_t *p = x->in + x->in_off;
+            x->in_off += n;
+            x->remaining -= n;
+            if (!deliver(x, p, n))
+                return false;
+            if (x->remaining == 0) {
+                x->chunk = CH_DATA_END;
+                x->line_len = 0;
+            }
+            if (x->paused || x->throttled)
+                return true;
+            continue;
+        }
+        int got = take_line(x);
+        if (got < 0)
+            return false;
+        if (got == 0)
+            return true;
+        x->line_len = 0;
+        if (x->chunk == CH_DATA_END) {
+            if (x->line[0]) {
+                fail(x, "bad reply from %s port %s: no line end after a chunk", x->host, x->port);
+                return false;
+            }
+            x->chunk = CH_SIZE;
+        } else if (x->chunk == CH_SIZE) {
+            uint64_t v = 0;
+            size_t i = 0;
+            for (; isxdigit((unsigned char)x->line[i]); i++) {
+                if (v >> 59) {
+                    fail(x, "bad reply from %s port %s: a chunk too large", x->host, x->port);
+                    return false;
+                }
+                char ch = x->line[i];
+                v = v * 16 + (uint64_t)(ch <= '9' ? ch - '0' : (ch | 0x20) - 'a' + 10);
+            }
+            size_t j = i;
+            while (x->line[j] == ' ' || x->line[j] == '\t')
+                j++;
+            if (i == 0 || (x->line[j] && x->line[j] != ';')) {
+                fail(x, "bad reply from %s port %s: bad chunk size", x->host, x->port);
+                return false;
+            }
+            x->remaining = v;
+            x->chunk = v ? CH_DATA : CH_TRAILER;
+        } else { /* CH_TRAILER: header lines until an empty one */
+            if (!x->line[0]) {
+                finish(x, OT_OK, NULL);
+                return false;
+            }
+            x->trailer_bytes += strlen(x->line);
+            if (x->trailer_bytes > AG_HTTP_HEAD_MAX) {
+                fail(x, "bad reply from %s port %s: trailers too large", x->host, x->port);
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+/* Takes what the buffer holds. false: x is gone, failed or finished. */
+static bool consume(struct ag_http_xfer *x)
+{
+    if (x->in_head && !take_head(x))
+        return false;
+    if (x->in_head || x->in_off == x->in_len)
+        return true;
+    if (x->body == BODY_CHUNKED)
+        return take_chunked(x);
+    size_t n = x->in_len - x->in_off;
+    if (x->body == BODY_LENGTH)
+        n = (size_t)OT_MIN((uint64_t)n, x->remaining);
+    const uint8_t *p = x->in + x->in_off;
+    x->in_off += n;
+    if (!deliver(x, p, n))
+        return false;
+    if (x->body == BODY_LENGTH) {
+        x->remaining -= n;
+        if (x->remaining == 0) {
+            finish(x, OT_OK, NULL);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* The server closed the connection. */
+static void on_eof(struct ag_http_xfer *x)
+{
+    if (!x->in_head && x->body == BODY_CLOSE) {
+        x->keep_alive = false;
+        finish(x, OT_OK, NULL);
+        return;
+    }
+    if (retry_fresh(x))
+        return;
+    if (x->rx_total == 0)
+        fail(x, "%s port %s closed the connection without a reply", x->host, x->port);
+    else if (x->in_head)
+        fail(x, "%s port %s closed the connection in the reply's headers", x->host, x->port);
+    else if (x->body == BODY_LENGTH)
+        fail(x, "%s port %s closed the connection with %" PRIu64 " bytes of the reply missing",
+             x->host, x->port, x->remaining);
+    else
+        fail(x, "%s port %s closed the connection in a chunked reply", x->host, x->port);
+}
+
+enum io { IO_OK, IO_WAIT, IO_EOF, IO_ERR };
+
+/* One read or write on the connection; IO_WAIT sets what to wait for. */
+static enum io conn_io(struct conn *c, bool writing, void *p, size_t len, size_t *done, char *why,
+                       size_t wlen)
+{
+    if (!c->ssl) {
+        for (;;) {
+            ssize_t n = writing ? send(c->fd, p, len, MSG_NOSIGNAL) : recv(c->fd, p, len, 0);
+            if (n > 0) {
+                *done = (size_t)n;
+                return IO_OK;
+            }
+            if (n == 0 && !writing)
+                return IO_EOF;
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                conn_watch(c, writing ? EPOLLOUT : EPOLLIN);
+                return IO_WAIT;
+            }
+            if (n < 0 && !writing && errno == ECONNRESET)
+                return IO_EOF;
+            snprintf(why, wlen, "%s", n < 0 ? strerror(errno) : "wrote nothing");
+            return IO_ERR;
+        }
+    }
+    ERR_clear_error();
+    int n = writing ? SSL_write(c->ssl, p, (int)OT_MIN(len, (size_t)INT_MAX))
+                    : SSL_read(c->ssl, p, (int)OT_MIN(len, (size_t)INT_MAX));
+    if (n > 0) {
+        *done = (size_t)n;
+        return IO_OK;
+    }
+    int e = SSL_get_error(c->ssl, n);
+    switch (e) {
+    case SSL_ERROR_WANT_READ:
+        conn_watch(c, EPOLLIN);
+        return IO_WAIT;
+    case SSL_ERROR_WANT_WRITE:
+        conn_watch(c, EPOLLOUT);
+        return IO_WAIT;
+    case SSL_ERROR_ZERO_RETURN:
+        return IO_EOF;
+    case SSL_ERROR_SYSCALL:
+        if (!writing && (errno == 0 || errno == ECONNRESET))
+            return IO_EOF;
+        snprintf(why, wlen, "%s", errno ? strerror(errno) : "connection lost");
+        ERR_clear_error();
+        return IO_ERR;
+    default: {
+        unsigned long err = ERR_peek_error();
+        /* a server that closes without close_notify: framing tells whether the reply was whole */
+        if (!writing && ERR_GET_REASON(err) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+            ERR_clear_error();
+            return IO_EOF;
+        }
+        ssl_error_text(why, wlen, "TLS error");
+        return IO_ERR;
+    }
+    }
+}
+
+static void send_request(struct ag_http_xfer *x)
+{
+    struct conn *c = x->c;
+    while (x->out_off < x->out_len) {
+        size_t n = 0;
+        char why[160];
+        enum io io = conn_io(c, true, x->out + x->out_off, x->out_len - x->out_off, &n, why,
+                             sizeof(why));
+        if (io == IO_WAIT)
+            return;
+        if (io != IO_OK) {
+            if (retry_fresh(x))
+                return;
+            fail(x, "cannot send to %s port %s: %s", x->host, x->port, why);
+            return;
+        }
+        x->out_off += n;
+    }
+    c->state = C_RECV;
+    x->in_head = true;
+    if (!x->in && !(x->in = malloc(IN_SIZE))) {
+        fail(x, "out of memory");
+        return;
+    }
+    x->in_off = x->in_len = 0;
+    x->rate_start_ms = ag_loop_now_ms();
+    x->rate_bytes = 0;
+    conn_watch(c, x->paused ? 0 : EPOLLIN);
+    if (!x->paused)
+        process(x);
+}
+
+/* How much may be read now under the rate cap; 0 arms the throttle. */
+static size_t rate_allowance(struct ag_http_xfer *x)
+{
+    if (!x->max_rate)
+        return IN_SIZE;
+    uint64_t elapsed = ag_loop_now_ms() - x->rate_start_ms;
+    uint64_t allowed = x->max_rate * elapsed / 1000u + OT_MIN(x->max_rate / 4 + 1, (uint64_t)IN_SIZE);
+    if (x->rate_bytes < allowed)
+        return (size_t)OT_MIN(allowed - x->rate_bytes, (uint64_t)IN_SIZE);
+    uint64_t wait_ms = (x->rate_bytes - allowed) * 1000u / x->max_rate + 1;
+    x->throttled = true;
+    conn_watch(x->c, 0);
+    x->throttle_timer = ag_loop_timer(x->h->loop, wait_ms, on_throttle_timer, x);
+    return 0;
+}
+
+static void receive(struct ag_http_xfer *x)
+{
+    size_t round = 0;
+    for (;;) {
+        if (x->in_off < x->in_len) {
+            if (!consume(x))
+                return;
+            if (x->paused || x->throttled) {
+                conn_watch(x->c, 0);
+                return;
+            }
+            continue;
+        }
+        if (round >= ROUND_MAX) { /* let the other sockets have a turn */
+            kick(x);
+            return;
+        }
+        size_t want = rate_allowance(x);
+        if (want == 0)
+            return;
+        size_t n = 0;
+        char why[160];
+        enum io io = conn_io(x->c, false, x->in, want, &n, why, sizeof(why));
+        if (io == IO_WAIT)
+            return;
+        if (io == IO_EOF) {
+            on_eof(x);
+            return;
+        }
+        if (io == IO_ERR) {
+            if (retry_fresh(x))
+                return;
+            fail(x, "cannot receive from %s port %s: %s", x->host, x->port, why);
+            return;
+        }
+        x->in_off = 0;
+        x->in_len = n;
+        x->rx_total += n;
+        x->rate_bytes += n;
+        x->last_rx_ms = ag_loop_now_ms();
+        round += n;
+        if (!x->c->ssl && n < want) { /* level-triggered: epoll says when there is more */
+            if (!consume(x))
+                return;
+            if (x->paused || x->throttled) {
+                conn_watch(x->c, 0);
+                return;
+            }
+            if (x->in_off == x->in_len) {
+                conn_watch(x->c, EPOLLIN);
+                return;
+            }
+        }
+    }
+}
+
+static void process(struct ag_http_xfer *x)
+{
+    struct conn *c = x->c;
+    if (!c)
+        return;
+    switch (c->state) {
+    case C_CONNECTING:
+        break;
+    case C_HANDSHAKE:
+        handshake(x);
+        break;
+    case C_SEND:
+        send_request(x);
+        break;
+    case C_RECV:
+        if (!x->paused && !x->throttled)
+            receive(x);
+        break;
+    case C_IDLE:
+        break;
+    }
+}
+
+static void on_conn(void *userdata, int fd, uint32_t events)
+{
+    struct conn *c = userdata;
+    if (c->state == C_IDLE) { /* the server closed it, or sent what nobody asked for */
+        struct ag_http *h = c->h;
+        conn_close(c);
+        quiesce(h);
+        return;
+    }
+    struct ag_http_xfer *x = c->x;
+    if (c->state == C_CONNECTING) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+            err = errno;
+        if (err == 0 && !(events & (EPOLLERR | EPOLLHUP))) {
+            c->ai = NULL;
+            connected(x);
+            return;
+        }
+        if (c->ai)
+            c->ai = c->ai->ai_next;
+        if (!c->ai) {
+            fail(x, "cannot connect to %s port %s: %s", x->host, x->port,
+                 strerror(err ? err : ECONNREFUSED));
+            return;
+        }
+        connect_next(x);
+        return;
+    }
+    process(x);
+}
+
+/* ---- the client ------------------------------------------------------------------------------ */
+
+enum ot_err ag_http_new(struct ag_loop *loop, struct ag_http **ret, struct ot_diag *d)
+{
+    struct ag_http *h = calloc(1, sizeof(*h));
+    if (!h)
+        return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+    h->loop = loop;
+    h->idle_s = AG_HTTP_IDLE_S;
+    *ret = h;
+    return OT_OK;
+}
+
+void ag_http_keep_idle(struct ag_http *h, unsigned seconds)
+{
+    h->idle_s = OT_MIN(seconds, (unsigned)AG_HTTP_IDLE_S);
+    while (h->idle_s == 0 && h->idle)
+        conn_close(h->idle);
+}
+
+void ag_http_limit(struct ag_http *h, size_t max)
+{
+    h->max_active = max;
+    promote(h);
+}
+
+void ag_http_free(struct ag_http *h)
+{
+    if (!h || h->dead)
+        return;
+    h->dead = true;
+    for (struct ag_http_xfer *x = h->xfers, *next; x; x = next) {
+        next = x->next;
+        if (x->in_cb)
+            x->cancelled = true; /* destroyed when its callback returns */
+        else
+            xfer_destroy(x);
+    }
+    while (h->idle)
+        conn_close(h->idle);
+    if (h->busy == 0)
+        client_free_final(h);
+}
