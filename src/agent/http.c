@@ -24,6 +24,7 @@
  * cap's wait). */
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <dirent.h>
 #include <limits.h>
 #include <inttypes.h>
 #include <malloc.h>
@@ -61,6 +62,7 @@ enum conn_state { C_CONNECTING, C_HANDSHAKE, C_SEND, C_RECV, C_IDLE };
 struct tls_ctx {
     struct tls_ctx *next;
     char *ca_file, *client_cert, *client_key; /* the material it was made with (NULL: none) */
+    OSSL_LIB_CTX *lib;             /* OpenSSL's algorithm caches for TLS: freed with the context */
     SSL_CTX *ctx;
 };
 
@@ -257,7 +259,7 @@ static void conn_close(struct conn *c)
 
 static void tls_ctx_free(struct tls_ctx *t);
 
-/* Nothing to do and nothing kept: the TLS contexts go too (made again at the next https request),
+/* Nothing to do and nothing kept: the TLS contexts go too (made again at the next https request, each in an OpenSSL library context of its own),
  * and the heap's free pages go back to the system. An agent that polls every few minutes then
  * idles without TLS state: about 0.3 MiB with a one-certificate CA file, 1.1 MiB with a full
  * system bundle, for one handshake per check-in. */
@@ -345,10 +347,42 @@ static struct conn *conn_take_idle(struct ag_http *h, const char *key)
 static void tls_ctx_free(struct tls_ctx *t)
 {
     SSL_CTX_free(t->ctx);
+    OSSL_LIB_CTX_free(t->lib);
     free(t->ca_file);
     free(t->client_cert);
     free(t->client_key);
     free(t);
+}
+
+/* A directory of CA certificates named by their subject hash ("5ad8a5d6.0", made by
+ * update-ca-certificates or `openssl rehash`)? */
+static bool hashed_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return false;
+    bool found = false;
+    for (struct dirent *e; !found && (e = readdir(d));) {
+        const char *n = e->d_name;
+        size_t hex = strspn(n, "0123456789abcdef");
+        found = hex == 8 && n[8] == '.' && n[9] >= '0' && n[9] <= '9';
+    }
+    closedir(d);
+    return found;
+}
+
+/* The system's CA certificates. Where they are also in a hashed directory (Debian, Yocto and
+ * Buildroot's ca-certificates make one), only that is used: OpenSSL then loads just the
+ * certificates a chain needs, instead of parsing the whole bundle into memory (about 0.8 MiB
+ * that stays). SSL_CERT_FILE, or no hashed directory: OpenSSL's default paths. */
+static int load_system_cas(SSL_CTX *ctx)
+{
+    const char *dir = getenv(X509_get_default_cert_dir_env());
+    if (!dir)
+        dir = X509_get_default_cert_dir();
+    if (!getenv(X509_get_default_cert_file_env()) && !strchr(dir, ':') && hashed_dir(dir))
+        return SSL_CTX_load_verify_dir(ctx, dir);
+    return SSL_CTX_set_default_verify_paths(ctx);
 }
 
 /* The context for this material, made on first use and kept for the client's life. */
@@ -373,7 +407,11 @@ static enum ot_err tls_ctx_get(struct ag_http *h, const struct ag_http_tls *m, s
     t->client_key = dup_null(m->client_key, &ok);
     char why[256];
     ERR_clear_error();
-    t->ctx = ok ? SSL_CTX_new(TLS_client_method()) : NULL;
+    /* A library context of its own: a TLS context makes OpenSSL fetch and cache every cipher,
+     * digest, signature algorithm and group it might negotiate (about 250 KiB), in the library
+     * context, for the life of the process. In one of our own they go when quiesce() frees it. */
+    t->lib = ok ? OSSL_LIB_CTX_new() : NULL;
+    t->ctx = t->lib ? SSL_CTX_new_ex(t->lib, NULL, TLS_client_method()) : NULL;
     if (!t->ctx) {
         tls_ctx_free(t);
         return ot_diag_set(d, OT_ERR_NOMEM, "cannot create a TLS context");
@@ -386,7 +424,7 @@ static enum ot_err tls_ctx_get(struct ag_http *h, const struct ag_http_tls *m, s
     SSL_CTX_set_session_cache_mode(t->ctx, SSL_SESS_CACHE_OFF);
     enum ot_err err = OT_OK;
     if (t->ca_file ? SSL_CTX_load_verify_locations(t->ctx, t->ca_file, NULL) != 1
-                   : SSL_CTX_set_default_verify_paths(t->ctx) != 1) {
+                   : load_system_cas(t->ctx) != 1) {
         ssl_error_text(why, sizeof(why), "unreadable");
         err = ot_diag_set(d, OT_ERR_IO, "cannot load the CA certificates %s: %s",
                           t->ca_file ? t->ca_file : "(the system's)", why);

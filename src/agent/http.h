@@ -15,7 +15,8 @@
  *   closed after AG_HTTP_IDLE_S (ag_http_keep_idle) or when the server closes it. When nothing
  *   runs and nothing is kept, the TLS contexts are freed too, and the heap trimmed. A request on a reused connection
  *   that the server had closed meanwhile (no byte of a reply) is sent again once on a new one.
- * - TLS 1.2 and up, always verified: the CA file (else the system's default paths), the host name
+ * - TLS 1.2 and up, always verified: the CA file (else the system's store: its hashed directory
+ *   when it has one, read certificate by certificate, else OpenSSL's default paths), the host name
  *   or IP address against the certificate, optionally a pinned public key (curl's syntax:
  *   "sha256//BASE64[;sha256//BASE64...]" or the path of a PEM or DER public key), an optional
  *   client certificate (PEM chain and key).
