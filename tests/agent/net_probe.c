@@ -9,7 +9,8 @@
  *
  *   net_probe net [--server URL]... [--allow-http] [--enroll TOKEN] [--key FILE]
  *                 [--identity K=V]... [--device-type T] [--stall S] [--timeout S]
- *                 [--connect-timeout S] [--ca FILE] [--pin SHA256] STEP...
+ *                 [--connect-timeout S] [--ca FILE] [--pin SHA256]
+ *                 [--client-cert FILE --client-key FILE] STEP...
  *       --key FILE is created (a new Ed25519 identity key) when it does not exist. Steps:
  *         checkin
  *         burst,n=N                      N check-ins at once (they share one authentication)
@@ -725,6 +726,10 @@ static int parse_options(struct probe *p, int argc, char **argv)
             c->ca_file = v;
         else if (strcmp(o, "--pin") == 0)
             c->pinned_key = v;
+        else if (strcmp(o, "--client-cert") == 0)
+            c->client_cert = v;
+        else if (strcmp(o, "--client-key") == 0)
+            c->client_key = v;
         else if (strcmp(o, "--stall") == 0)
             c->stall_timeout_s = num_opt(v);
         else if (strcmp(o, "--timeout") == 0)
@@ -775,8 +780,10 @@ int main(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "loop") == 0)
         return run_loop_checks();
-    if (argc >= 2 && strcmp(argv[1], "net") == 0)
+    if (argc >= 2 && strcmp(argv[1], "net") == 0) {
+        signal(SIGPIPE, SIG_IGN); /* as otter-agent: a write to a closed TLS socket is an error */
         return run_net(argc, argv);
+    }
     fprintf(stderr, "usage: net_probe loop | net_probe net [options] STEP...\n");
     return 2;
 }
