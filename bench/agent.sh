@@ -251,6 +251,39 @@ echo "  (otter-agent checked in $CHECKINS times in ${IDLE_S} s, expected at most
 $PROCMEM smaps "$AGENT_PID" 10 | sed 's/^/      /'
 stop "$AGENT_PID"; stop "$OTTERD_PID"
 
+# The same over HTTPS (not a target of the issue, which measures the daemons as they idle; a device
+# in the field talks TLS): otterd with a self-signed certificate, and the agent with
+#   tls.pem         ca_file = only that certificate (what a fleet's own CA costs);
+#   tls-bundle.pem  ca_file = the system's whole bundle plus it (OpenSSL parses every certificate);
+#   system          no ca_file: the system's CA store, here a hashed directory (a copy of
+#                   /etc/ssl/certs plus the certificate, SSL_CERT_DIR), read certificate by certificate.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout tls.key -out tls.pem \
+  -days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 2>/dev/null
+cat /etc/ssl/certs/ca-certificates.crt tls.pem > tls-bundle.pem
+mkdir cadir; cp -L /etc/ssl/certs/*.pem cadir/; cp tls.pem cadir/; openssl rehash cadir
+printf 'tls_cert = %s/tls.pem\ntls_key = %s/tls.key\n' "$W" "$W" >> otterd.conf
+"$OTTERD" --config otterd.conf --data "$W/otterd" --listen 127.0.0.1:0 > otterd.out 2> otterd.log &
+OTTERD_PID=$!; STARTED+=("$OTTERD_PID")
+for _ in $(seq 200); do grep -q "listening on" otterd.out 2>/dev/null && break; sleep 0.05; done
+OPORT=$(sed -n 's|.*listening on https://127\.0\.0\.1:\([0-9]*\).*|\1|p' otterd.out)
+for ca in tls.pem tls-bundle.pem system; do
+  sed -e "s|^servers = .*|servers = https://127.0.0.1:$OPORT\nca_file = $W/$ca|" -e '/^allow_http/d' \
+    agent.conf > agent-tls.conf
+  if [ "$ca" = system ]; then
+    sed -i '/^ca_file/d' agent-tls.conf
+    env -u SSL_CERT_FILE SSL_CERT_DIR="$W/cadir" "$AGENT" -c agent-tls.conf daemon > agent-tls.log 2>&1 &
+  else
+    env -u SSL_CERT_FILE -u SSL_CERT_DIR "$AGENT" -c agent-tls.conf daemon > agent-tls.log 2>&1 &
+  fi
+  AGENT_PID=$!; STARTED+=("$AGENT_PID")
+  sleep "$IDLE_S"
+  grep -q "POST /api/device/v1/checkin 200" otterd.log ||
+    { echo "otter-agent did not check in over https"; cat agent-tls.log; exit 1; }
+  idle_report "otter-agent https $ca" "$AGENT_PID"
+  stop "$AGENT_PID"
+done
+stop "$OTTERD_PID"
+
 # SWUpdate: waiting on its control socket; then with the web server
 ( cd sw && TMPDIR=$W/sw/tmp exec swupdate -l 3 -H bench:1.0 -k "$W/keys/cms.pem" ) > sw/idle.log 2>&1 &
 SW_PID=$!; STARTED+=("$SW_PID")
@@ -358,6 +391,9 @@ printf '  %-34s %14s %14s %14s\n' "" otter-agent swupdate rauc
 printf '  %-34s %14s %14s %14s\n' "stripped binary (bytes)" "${SIZE[otter-agent]}" "${SIZE[swupdate]}" "${SIZE[rauc]}"
 printf '  %-34s %14s %14s %14s\n' "shared libraries (idle daemon)" "${IDLE_LIBS[otter-agent]}" "${IDLE_LIBS[swupdate]}" "${IDLE_LIBS[rauc]}"
 printf '  %-34s %14s %14s %14s\n' "idle RssAnon (all processes)" "${IDLE_ANON[otter-agent]}" "${IDLE_ANON[swupdate]}" "${IDLE_ANON[rauc]}"
+printf '  %-34s %14s\n' "  over https, CA file: server's CA" "${IDLE_ANON[otter-agent https tls.pem]}"
+printf '  %-34s %14s\n' "  over https, CA file: a bundle" "${IDLE_ANON[otter-agent https tls-bundle.pem]}"
+printf '  %-34s %14s\n' "  over https, the system's CAs" "${IDLE_ANON[otter-agent https system]}"
 printf '  %-34s %14s %14s %14s\n' "idle RSS (all processes)" "${IDLE_RSS[otter-agent]}" "${IDLE_RSS[swupdate]}" "${IDLE_RSS[rauc]}"
 printf '  %-34s %14s %14s %14s\n' "idle PSS (all processes)" "${IDLE_PSS[otter-agent]}" "${IDLE_PSS[swupdate]}" "${IDLE_PSS[rauc]}"
 printf '  %-34s %14s %14s %14s\n' "idle CPU since start (ms)" "${IDLE_CPU[otter-agent]}" "${IDLE_CPU[swupdate]}" "${IDLE_CPU[rauc]}"

@@ -872,7 +872,6 @@ struct ag_http_xfer *ag_http_start(struct ag_http *h, const struct ag_http_reque
     x->data_fn = data;
     x->done_fn = done;
     x->userdata = userdata;
-    x->start_us = now_us();
     if (h->qtail)
         h->qtail->qnext = x;
     else
@@ -1079,6 +1078,7 @@ static void on_kick(void *userdata)
         return;
     }
     x->state = X_ACTIVE;
+    x->start_us = now_us(); /* time spent waiting for a place is not the exchange's */
     x->last_rx_ms = ag_loop_now_ms();
     if (x->timeout_s)
         x->total_timer = ag_loop_timer(x->h->loop, (uint64_t)x->timeout_s * 1000u, on_total_timer, x);

@@ -67,7 +67,8 @@ struct ag_http_result {
                                            error a callback returned */
     struct ot_diag diag;
     int status;                         /* the reply's status, 0 before one arrived */
-    uint64_t elapsed_us;                /* from ag_http_start to the end */
+    uint64_t elapsed_us;                /* from its start (after any wait for a place under
+                                           ag_http_limit) to the end */
 };
 
 /* The reply's status line and headers arrived (the final ones, not a 1xx). ag_http_header works
