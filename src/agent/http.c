@@ -87,7 +87,8 @@ enum xfer_state { X_QUEUED, X_STARTING, X_ACTIVE };
 
 struct ag_http_xfer {
     struct ag_http_xfer *prev, *next;   /* in h->xfers */
-    struct ag_http_xfer *qnext;         /* in h's queue while QUEUED */
+    struct ag_http_xfer *qprev, *qnext; /* in h's queue while QUEUED (and in_queue) */
+    bool in_queue;
     struct ag_http *h;
     enum xfer_state state;
     struct conn *c;
@@ -525,18 +526,16 @@ static void xfer_destroy(struct ag_http_xfer *x)
     cancel_timer(h, &x->throttle_timer);
     conn_close(x->c);
     x->c = NULL;
-    if (x->state == X_QUEUED) {
-        struct ag_http_xfer **p = &h->qhead, *prev = NULL;
-        while (*p && *p != x) {
-            prev = *p;
-            p = &(*p)->qnext;
-        }
-        if (*p) {
-            *p = x->qnext;
-            if (h->qtail == x)
-                h->qtail = prev;
-        }
-    } else if (h->nactive > 0) {
+    if (x->in_queue) {
+        if (x->qprev)
+            x->qprev->qnext = x->qnext;
+        else
+            h->qhead = x->qnext;
+        if (x->qnext)
+            x->qnext->qprev = x->qprev;
+        else
+            h->qtail = x->qprev;
+    } else if (x->state != X_QUEUED && h->nactive > 0) {
         h->nactive--;
     }
     if (x->prev)
@@ -563,9 +562,12 @@ static void promote(struct ag_http *h)
     while (!h->dead && h->qhead && (h->max_active == 0 || h->nactive < h->max_active)) {
         struct ag_http_xfer *x = h->qhead;
         h->qhead = x->qnext;
-        if (!h->qhead)
+        if (h->qhead)
+            h->qhead->qprev = NULL;
+        else
             h->qtail = NULL;
         x->qnext = NULL;
+        x->in_queue = false;
         x->state = X_STARTING;
         h->nactive++;
         x->kick_timer = ag_loop_timer(h->loop, 0, on_kick, x);
@@ -872,6 +874,8 @@ struct ag_http_xfer *ag_http_start(struct ag_http *h, const struct ag_http_reque
     x->data_fn = data;
     x->done_fn = done;
     x->userdata = userdata;
+    x->qprev = h->qtail;
+    x->in_queue = true;
     if (h->qtail)
         h->qtail->qnext = x;
     else
