@@ -103,6 +103,9 @@ struct ag_http_xfer *ag_http_start(struct ag_http *h, const struct ag_http_reque
 /* Stops it without calling done; its connection is closed unless it was idle. */
 void ag_http_cancel(struct ag_http_xfer *x);
 void ag_http_pause(struct ag_http_xfer *x, bool paused);
+/* Printable ASCII without blanks: what may go into a request line or a header value unquoted
+ * (URLs, tokens, ETags), so that nothing can split a line. */
+bool ag_http_is_clean(const char *s);
 /* A reply header's value (the first of that name, case-insensitive, blanks trimmed), or NULL.
  * Only inside the head callback. */
 const char *ag_http_header(struct ag_http_xfer *x, const char *name);

@@ -90,7 +90,6 @@ struct request {
     char *if_range;                /* "If-Range: <etag>" or NULL */
     uint64_t max_rate;
     bool paused;
-    bool checked;                  /* this attempt's status and Content-Range are checked */
 };
 
 /* The caller's handle is the request itself. */
@@ -129,15 +128,6 @@ static void proceed(struct request *r);
 static void complete(struct request *r);
 
 /* ---- small helpers --------------------------------------------------------------------------- */
-
-/* Header values and URLs: printable ASCII without blanks, so nothing can split a header line. */
-static bool is_clean(const char *s)
-{
-    for (; *s; s++)
-        if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f)
-            return false;
-    return true;
-}
 
 static bool has_prefix_ci(const char *s, const char *prefix)
 {
@@ -428,7 +418,7 @@ static void attempt(struct request *r)
     if (err)
         ot_diag_set(&d, err, "request URL too long");
     r->reply.len = 0;
-    r->failed = r->checked = false;
+    r->failed = false;
     r->status = 0;
     r->pos = r->offset;
     if (!err && !set_headers(r))
@@ -641,7 +631,6 @@ static bool parse_content_range(const char *v, uint64_t *first, uint64_t *last)
 /* Before the first byte of a download reaches the caller: is this the part asked for? */
 static bool check_download_start(struct request *r, long status, const char *content_range)
 {
-    r->checked = true;
     if (status == 206) {
         uint64_t first, last;
         if (!content_range) {
@@ -980,7 +969,7 @@ static char *url_origin(const char *url)
 static enum ot_err download_target(struct ag_net *n, struct request *r, const char *url,
                                    struct ot_diag *d)
 {
-    if (!url || !url[0] || strlen(url) > OT_WIRE_URL_MAX || !is_clean(url))
+    if (!url || !url[0] || strlen(url) > OT_WIRE_URL_MAX || !ag_http_is_clean(url))
         return ot_diag_set(d, OT_ERR_INVALID, "download: the URL must be 1..%d printable ASCII "
                            "characters without blanks", OT_WIRE_URL_MAX);
     if (url[0] == '/') {
@@ -1010,7 +999,7 @@ static enum ot_err download_if_range(struct request *r, const char *etag, struct
 {
     if (!etag || !etag[0])
         return OT_OK;
-    if (strlen(etag) > 256 || !is_clean(etag))
+    if (strlen(etag) > 256 || !ag_http_is_clean(etag))
         return ot_diag_set(d, OT_ERR_INVALID, "download: bad ETag");
     /* The server's ETag is quoted ("<sha256>"); a bare value is quoted here. */
     bool quoted = etag[0] == '"' || strncmp(etag, "W/\"", 3) == 0;
@@ -1071,7 +1060,7 @@ void ag_net_download_cancel(struct ag_download *dl)
 
 static enum ot_err check_server(const char *url, bool allow_http, struct ot_diag *d)
 {
-    if (!url || !url[0] || strlen(url) > SERVER_URL_MAX || !is_clean(url))
+    if (!url || !url[0] || strlen(url) > SERVER_URL_MAX || !ag_http_is_clean(url))
         return ot_diag_set(d, OT_ERR_CONFIG, "server URL must be 1..%d printable ASCII characters "
                            "without blanks", SERVER_URL_MAX);
     const char *host = has_prefix_ci(url, "https://") ? url + 8
