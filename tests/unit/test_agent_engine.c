@@ -194,6 +194,18 @@ static void cache_path(const struct fixture *f, char *out, size_t len, const voi
     snprintf(out, len, "%s/cache/%s.otter", f->state, hex);
 }
 
+/* Writes n bytes as the download-only cache's copy of those bytes (STATE_DIR/cache/SHA.otter, the
+ * directory made if need be); its path in cached. */
+static void put_in_cache(const struct fixture *f, const void *data, size_t n, char *cached,
+                         size_t len)
+{
+    char dir[160];
+    PATHF(dir, "%s/cache", f->state);
+    assert_true(mkdir(dir, 0700) == 0 || errno == EEXIST);
+    cache_path(f, cached, len, data, n);
+    write_file(cached, data, n);
+}
+
 static const char ARTIFACT[] = "pretend this is an artifact file, whole and verified";
 
 /* ---- the state file ------------------------------------------------------------------------- */
@@ -422,12 +434,8 @@ static void test_download_only_keeps_the_file(void **state)
 {
     struct fixture *f = *state;
     char part[160], cached[256], older[256];
-    path_in(f, part, sizeof(part), "download.part");
     cache_path(f, cached, sizeof(cached), ARTIFACT, sizeof(ARTIFACT));
-    cache_path(f, older, sizeof(older), "older", 5);
-    PATHF(part, "%s/cache", f->state);
-    assert_int_equal(mkdir(part, 0700), 0);
-    write_file(older, "older", 5);
+    put_in_cache(f, "older", 5, older, sizeof(older));
     path_in(f, part, sizeof(part), "download.part");
     write_file(part, ARTIFACT, sizeof(ARTIFACT));
     save_state(f, AG_VERIFY, OT_WIRE_TYPE_DOWNLOAD_ONLY, false, ARTIFACT, sizeof(ARTIFACT), "{}");
@@ -447,10 +455,7 @@ static void test_download_only_power_cut_after_keeping(void **state)
 {
     struct fixture *f = *state;
     char dir[160], cached[256];
-    PATHF(dir, "%s/cache", f->state);
-    assert_int_equal(mkdir(dir, 0700), 0);
-    cache_path(f, cached, sizeof(cached), ARTIFACT, sizeof(ARTIFACT));
-    write_file(cached, ARTIFACT, sizeof(ARTIFACT));
+    put_in_cache(f, ARTIFACT, sizeof(ARTIFACT), cached, sizeof(cached));
     save_state(f, AG_VERIFY, OT_WIRE_TYPE_DOWNLOAD_ONLY, false, ARTIFACT, sizeof(ARTIFACT), "{}");
     struct ag_state st = run_engine(f);
     assert_true(saw(f, AG_DOWNLOAD) && saw(f, AG_VERIFY) && saw(f, AG_REPORT));
@@ -465,11 +470,8 @@ static void test_download_only_power_cut_after_keeping(void **state)
 static void test_cached_artifact_is_used(void **state)
 {
     struct fixture *f = *state;
-    char dir[160], cached[256];
-    PATHF(dir, "%s/cache", f->state);
-    assert_int_equal(mkdir(dir, 0700), 0);
-    cache_path(f, cached, sizeof(cached), ARTIFACT, sizeof(ARTIFACT));
-    write_file(cached, ARTIFACT, sizeof(ARTIFACT));
+    char cached[256];
+    put_in_cache(f, ARTIFACT, sizeof(ARTIFACT), cached, sizeof(cached));
     save_state(f, AG_DOWNLOAD, OT_WIRE_TYPE_FORCED, false, ARTIFACT, sizeof(ARTIFACT), "{}");
     struct ag_state st = run_engine(f);
     /* download -> verify -> install (the pretend artifact then fails, nothing was fetched) */
