@@ -1042,14 +1042,17 @@ json_t *srv_rollout_report(struct srv_app *app, int64_t deployment_id, size_t nd
         const char *state = (int64_t)k < ro.phase    ? "passed"
                             : (int64_t)k == ro.phase ? srv_rollout_state_name(ro.state)
                                                      : "waiting";
-        /* the estimate: the current phase's pace of finishing so far, for what is left */
+        /* the estimate: the current phase's pace of finishing so far, for what is left. A done
+         * rollout starts no more devices, but those it released may still be on their way. */
         json_t *eta = NULL;
-        uint64_t left = (uint64_t)(hi - lo) - OT_MIN(final_of(c), (uint64_t)(hi - lo));
+        bool done = ro.state == SRV_ROLLOUT_DONE;
+        int64_t todo = done ? OT_MAX(OT_MIN(hi, ro.released) - lo, 0) : hi - lo;
+        uint64_t left = (uint64_t)todo - OT_MIN(final_of(c), (uint64_t)todo);
         if ((int64_t)k == ro.phase && ro.phase_started_at && fin && left &&
-            ro.state == SRV_ROLLOUT_RUNNING) {
+            (ro.state == SRV_ROLLOUT_RUNNING || done)) {
             double per_s = (double)fin / (double)OT_MAX(app->now() - ro.phase_started_at, 1);
             double secs = (double)left / per_s;
-            if (p.max_per_minute && unreleased) /* and it cannot go faster than the pace */
+            if (p.max_per_minute && unreleased && !done) /* no faster than the pace */
                 secs = OT_MAX(secs, (double)unreleased * 60.0 / (double)p.max_per_minute);
             all_left_rate = per_s;
             eta = json_integer((json_int_t)ceil(secs));

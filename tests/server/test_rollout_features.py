@@ -336,18 +336,32 @@ def test_bad_queries_are_refused(srv, release, body, status, word):
 
 # ---- ETA ---------------------------------------------------------------------------------------
 
-def test_eta_appears_once_devices_finish(srv, release):
+@pytest.mark.parametrize("phases, state", [
+    ([{"size": 3}, {"size": "100%"}], "running"),  # the canary waits for its devices
+    ([{"size": "100%"}], "done"),  # every device released: the rollout is done, its devices not
+])
+def test_eta_appears_once_devices_finish(srv, release, phases, state):
     devs = [accepted_device(srv) for _ in range(4)]
     dep = deploy(srv, release.uploaded()["id"], devices=[d.id for d in devs],
-                 policy={"phases": [{"size": "100%"}]}).json()["id"]
+                 policy={"phases": phases}).json()["id"]
     ro = api(srv, "GET", f"/api/v1/deployments/{dep}").json()["rollout"]
     assert ro["eta_s"] is None
-    w = wait_until(lambda: work(devs[0]), "the release")
-    devs[0].report(w["id"], "success")
+    released = 4 if state == "done" else 3
+    wait_until(lambda: (lambda ro: ro["state"] == state and ro["released"] == released)(
+        api(srv, "GET", f"/api/v1/deployments/{dep}").json()["rollout"]), f"the rollout {state}")
+    ready = [d for d in devs if work(d)]
+    assert len(ready) == released, ready
+    ready[0].report(dep, "success")
     ro = api(srv, "GET", f"/api/v1/deployments/{dep}").json()["rollout"]
+    assert ro["state"] == state, ro
     assert isinstance(ro["eta_s"], int) and ro["eta_s"] >= 0, ro
-    assert ro["phases"][0]["eta_s"] == ro["eta_s"]
+    assert ro["phases"][0]["eta_s"] == ro["eta_s"] or state == "running"
+    assert isinstance(ro["phases"][0]["eta_s"], int)
     assert ro["phases"][0]["counts"]["unreleased"] == 0
+    for d in ready[1:]:  # nothing left in the phase: nothing to estimate
+        d.report(dep, "success")
+    ro = api(srv, "GET", f"/api/v1/deployments/{dep}").json()["rollout"]
+    assert ro["phases"][0]["eta_s"] is None, ro
 
 
 # ---- continuous deployment ---------------------------------------------------------------------
