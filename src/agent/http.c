@@ -56,8 +56,10 @@
 #define ROUND_MAX (256 * 1024)      /* bytes taken in one go before other events get a turn */
 #define IDLE_MAX_DEFAULT 8
 #define PIN_FILE_MAX (64 * 1024)
+#define PROXY_PORT_DEFAULT "1080"   /* curl's */
+#define PROXY_CRED_MAX 255          /* bytes of a proxy's user name, and of its password */
 
-enum conn_state { C_CONNECTING, C_HANDSHAKE, C_SEND, C_RECV, C_IDLE };
+enum conn_state { C_CONNECTING, C_TUNNEL, C_HANDSHAKE, C_SEND, C_RECV, C_IDLE };
 
 struct tls_ctx {
     struct tls_ctx *next;
@@ -99,6 +101,12 @@ struct ag_http_xfer {
     char *key;                          /* connection key */
     struct tls_ctx *tctx;               /* https: the context of its TLS material */
     char *pin;
+    /* through a proxy (ag_http_request.proxy): connections go to it; https through a tunnel */
+    char *proxy_host;                   /* NULL: straight to the server */
+    char proxy_port[8];
+    char *proxy_auth;                   /* "Proxy-Authorization: Basic ...", or NULL */
+    char *tunnel;                       /* the CONNECT request, while the tunnel is being made */
+    size_t tunnel_len, tunnel_off;
     uint8_t *out;                       /* head and body */
     size_t out_len, out_off;
     bool head_only;                     /* HEAD: no reply body */
@@ -185,6 +193,11 @@ static void ssl_error_text(char *out, size_t len, const char *fallback)
     snprintf(out, len, "%s", reason ? reason : fallback);
     ERR_clear_error();
 }
+
+/* What a connection goes to, for messages: "proxy ", host, port (three printf arguments). */
+#define PEER(x)                                                                                    \
+    (x)->proxy_host ? "proxy " : "", (x)->proxy_host ? (x)->proxy_host : (x)->host,                \
+        (x)->proxy_host ? (x)->proxy_port : (x)->port
 
 static void cancel_timer(struct ag_http *h, uint64_t *t)
 {
@@ -552,6 +565,13 @@ static void xfer_destroy(struct ag_http_xfer *x)
     free(x->head);
     free(x->key);
     free(x->pin);
+    free(x->proxy_host);
+    if (x->proxy_auth)
+        explicit_bzero(x->proxy_auth, strlen(x->proxy_auth));
+    free(x->proxy_auth);
+    if (x->tunnel)
+        explicit_bzero(x->tunnel, x->tunnel_len);
+    free(x->tunnel);
     free(x);
 }
 
@@ -713,16 +733,64 @@ bool ag_http_is_clean(const char *s)
     return true;
 }
 
-/* Splits an absolute http(s) URL into x's host and port; *path points into url (at its path, its
- * query, or its end: build_request sends "/" for an empty one). */
-static enum ot_err parse_url(struct ag_http_xfer *x, const char *url, const char **path,
-                             struct ot_diag *d)
+/* Splits an authority's host[:port] (p, len bytes; no user info) into host and port. */
+static enum ot_err parse_host_port(const char *p, size_t len, char host_out[HOST_MAX + 1],
+                                   char port_out[8], const char *default_port, const char *what,
+                                   struct ot_diag *d)
+{
+    const char *host = p, *host_end, *port = NULL;
+    if (len && *p == '[') {
+        host = p + 1;
+        host_end = memchr(host, ']', len - 1);
+        if (!host_end)
+            return ot_diag_set(d, OT_ERR_INVALID, "bad IPv6 address in the %s", what);
+        if (host_end + 1 < p + len) {
+            if (host_end[1] != ':')
+                return ot_diag_set(d, OT_ERR_INVALID, "bad authority in the %s", what);
+            port = host_end + 2;
+        }
+    } else {
+        host_end = memchr(p, ':', len);
+        if (host_end)
+            port = host_end + 1;
+        else
+            host_end = p + len;
+    }
+    size_t hlen = (size_t)(host_end - host);
+    if (hlen == 0 || hlen > HOST_MAX)
+        return ot_diag_set(d, OT_ERR_INVALID, "bad host in the %s", what);
+    memcpy(host_out, host, hlen);
+    host_out[hlen] = '\0';
+    if (!port) {
+        snprintf(port_out, 8, "%s", default_port);
+        return OT_OK;
+    }
+    size_t plen = (size_t)(p + len - port);
+    unsigned long v = 0;
+    if (plen == 0 || plen > 5)
+        return ot_diag_set(d, OT_ERR_INVALID, "bad port in the %s", what);
+    for (size_t i = 0; i < plen; i++) {
+        if (port[i] < '0' || port[i] > '9')
+            return ot_diag_set(d, OT_ERR_INVALID, "bad port in the %s", what);
+        v = v * 10 + (unsigned long)(port[i] - '0');
+    }
+    if (v == 0 || v > 65535)
+        return ot_diag_set(d, OT_ERR_INVALID, "bad port in the %s", what);
+    snprintf(port_out, 8, "%lu", v);
+    return OT_OK;
+}
+
+/* Splits an absolute http(s) URL into its scheme, host and port; *path points into url (at its
+ * path, its query, or its end: build_request sends "/" for an empty one). */
+static enum ot_err parse_url(const char *url, bool *tls, char host[HOST_MAX + 1], char port[8],
+                             const char **path, struct ot_diag *d)
 {
     const char *p;
     if (strncasecmp(url, "https://", 8) == 0) {
-        x->tls = true;
+        *tls = true;
         p = url + 8;
     } else if (strncasecmp(url, "http://", 7) == 0) {
+        *tls = false;
         p = url + 7;
     } else {
         return ot_diag_set(d, OT_ERR_INVALID, "only http:// and https:// URLs are supported");
@@ -730,49 +798,206 @@ static enum ot_err parse_url(struct ag_http_xfer *x, const char *url, const char
     size_t auth = strcspn(p, "/?#");
     if (memchr(p, '@', auth))
         return ot_diag_set(d, OT_ERR_INVALID, "user names in URLs are not supported");
-    const char *host = p, *host_end, *port = NULL;
-    if (*p == '[') {
-        host = p + 1;
-        host_end = memchr(host, ']', auth);
-        if (!host_end)
-            return ot_diag_set(d, OT_ERR_INVALID, "bad IPv6 address in the URL");
-        if (host_end + 1 < p + auth) {
-            if (host_end[1] != ':')
-                return ot_diag_set(d, OT_ERR_INVALID, "bad URL authority");
-            port = host_end + 2;
-        }
-    } else {
-        host_end = memchr(p, ':', auth);
-        if (host_end)
-            port = host_end + 1;
-        else
-            host_end = p + auth;
-    }
-    size_t hlen = (size_t)(host_end - host);
-    if (hlen == 0 || hlen > HOST_MAX)
-        return ot_diag_set(d, OT_ERR_INVALID, "bad host in the URL");
-    memcpy(x->host, host, hlen);
-    x->host[hlen] = '\0';
-    if (port) {
-        size_t plen = (size_t)(p + auth - port);
-        unsigned long v = 0;
-        if (plen == 0 || plen > 5)
-            return ot_diag_set(d, OT_ERR_INVALID, "bad port in the URL");
-        for (size_t i = 0; i < plen; i++) {
-            if (port[i] < '0' || port[i] > '9')
-                return ot_diag_set(d, OT_ERR_INVALID, "bad port in the URL");
-            v = v * 10 + (unsigned long)(port[i] - '0');
-        }
-        if (v == 0 || v > 65535)
-            return ot_diag_set(d, OT_ERR_INVALID, "bad port in the URL");
-        snprintf(x->port, sizeof(x->port), "%lu", v);
-    } else {
-        snprintf(x->port, sizeof(x->port), "%s", x->tls ? "443" : "80");
-    }
+    enum ot_err err = parse_host_port(p, auth, host, port, *tls ? "443" : "80", "URL", d);
+    if (err)
+        return err;
     *path = p + auth;
     if (**path == '#')
         *path = "";
     return OT_OK;
+}
+
+/* ---- proxies -------------------------------------------------------------------------------- */
+
+static int hex_value(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* Percent-decodes p (len bytes) into out (PROXY_CRED_MAX + 1); false on a bad escape, a control
+ * character or too long a result. */
+static bool unescape_cred(const char *p, size_t len, char *out, size_t *out_len)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        int c = (unsigned char)p[i];
+        if (c == '%') {
+            int hi = len - i >= 3 ? hex_value(p[i + 1]) : -1;
+            int lo = len - i >= 3 ? hex_value(p[i + 2]) : -1;
+            if (hi < 0 || lo < 0)
+                return false;
+            c = hi * 16 + lo;
+            i += 2;
+        }
+        if (c < 0x20 || c == 0x7f || n >= PROXY_CRED_MAX)
+            return false;
+        out[n++] = (char)c;
+    }
+    out[n] = '\0';
+    *out_len = n;
+    return true;
+}
+
+/* "[http://][user[:password]@]host[:port][/]": the proxy's host and port, and the header that
+ * carries its credentials (NULL without any). */
+static enum ot_err parse_proxy(const char *proxy, char host[HOST_MAX + 1], char port[8],
+                               char **auth, struct ot_diag *d)
+{
+    *auth = NULL;
+    const char *p = proxy;
+    if (strncasecmp(p, "http://", 7) == 0)
+        p += 7;
+    else if (strstr(p, "://"))
+        return ot_diag_set(d, OT_ERR_INVALID, "proxy '%.100s': only http:// proxies are "
+                           "supported", proxy);
+    if (!ag_http_is_clean(proxy))
+        return ot_diag_set(d, OT_ERR_INVALID, "proxy: printable ASCII without blanks expected");
+    size_t len = strcspn(p, "/?#");
+    if (p[len] && strcmp(p + len, "/") != 0)
+        return ot_diag_set(d, OT_ERR_INVALID, "proxy '%.100s': expected "
+                           "http://[user:password@]host[:port], without a path", proxy);
+    const char *at = NULL;
+    for (const char *q = p; q < p + len; q++)
+        if (*q == '@')
+            at = q;
+    const char *hp = at ? at + 1 : p;
+    enum ot_err err = parse_host_port(hp, (size_t)(p + len - hp), host, port, PROXY_PORT_DEFAULT,
+                                      "proxy", d);
+    if (err || !at)
+        return err;
+    const char *colon = memchr(p, ':', (size_t)(at - p));
+    size_t ulen = colon ? (size_t)(colon - p) : (size_t)(at - p);
+    char user[PROXY_CRED_MAX + 1], pass[PROXY_CRED_MAX + 1], both[2 * PROXY_CRED_MAX + 2];
+    size_t un = 0, pn = 0;
+    pass[0] = '\0';
+    if (!unescape_cred(p, ulen, user, &un) ||
+        (colon && !unescape_cred(colon + 1, (size_t)(at - colon - 1), pass, &pn)) ||
+        strchr(user, ':'))
+        return ot_diag_set(d, OT_ERR_INVALID, "proxy: bad user name or password (escape "
+                           "special characters as %%XX)");
+    int blen = snprintf(both, sizeof(both), "%s:%s", user, pass);
+    char *b64 = malloc(ot_base64_encoded_len((size_t)blen));
+    if (b64) {
+        ot_base64_encode((const uint8_t *)both, (size_t)blen, b64);
+        if (asprintf(auth, "Proxy-Authorization: Basic %s", b64) < 0)
+            *auth = NULL;
+        explicit_bzero(b64, strlen(b64));
+    }
+    free(b64);
+    explicit_bzero(both, sizeof(both));
+    explicit_bzero(pass, sizeof(pass));
+    return *auth ? OT_OK : ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+}
+
+enum ot_err ag_http_proxy_check(const char *proxy, struct ot_diag *d)
+{
+    char host[HOST_MAX + 1], port[8], *auth = NULL;
+    enum ot_err err = parse_proxy(proxy, host, port, &auth, d);
+    if (auth)
+        explicit_bzero(auth, strlen(auth));
+    free(auth);
+    return err;
+}
+
+/* An address, or a network "address/bits", from text; false when it is neither. */
+static bool parse_net(const char *s, size_t len, int *family, uint8_t addr[16], unsigned *bits)
+{
+    char buf[INET6_ADDRSTRLEN + 5];
+    if (len >= sizeof(buf))
+        return false;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    char *slash = strchr(buf, '/');
+    if (slash)
+        *slash++ = '\0';
+    char *a = buf;
+    size_t alen = strlen(a);
+    if (a[0] == '[' && alen > 2 && a[alen - 1] == ']') {
+        a[alen - 1] = '\0';
+        a++;
+    }
+    if (inet_pton(AF_INET, a, addr) == 1)
+        *family = AF_INET;
+    else if (inet_pton(AF_INET6, a, addr) == 1)
+        *family = AF_INET6;
+    else
+        return false;
+    unsigned max = *family == AF_INET ? 32 : 128;
+    *bits = max;
+    if (slash) {
+        char *end = NULL;
+        unsigned long b = strtoul(slash, &end, 10);
+        if (!*slash || *end || b > max)
+            return false;
+        *bits = (unsigned)b;
+    }
+    return true;
+}
+
+static bool net_contains(const uint8_t net[16], const uint8_t addr[16], unsigned bits)
+{
+    size_t whole = bits / 8;
+    if (memcmp(net, addr, whole) != 0)
+        return false;
+    unsigned rest = bits % 8;
+    uint8_t mask = (uint8_t)(0xff << (8 - rest));
+    return rest == 0 || (net[whole] & mask) == (addr[whole] & mask);
+}
+
+bool ag_http_proxy_skip(const char *url, const char *no_proxy)
+{
+    bool tls;
+    char host[HOST_MAX + 1], port[8];
+    const char *path;
+    struct ot_diag d = {0};
+    if (parse_url(url, &tls, host, port, &path, &d) != OT_OK)
+        return true; /* ag_http_start refuses it anyway */
+    int fam;
+    uint8_t addr[16];
+    unsigned bits;
+    bool is_ip = parse_net(host, strlen(host), &fam, addr, &bits);
+    static const uint8_t v6_loopback[16] = {[15] = 1};
+    if (strcasecmp(host, "localhost") == 0 || (is_ip && fam == AF_INET && addr[0] == 127) ||
+        (is_ip && fam == AF_INET6 && memcmp(addr, v6_loopback, 16) == 0))
+        return true;
+    size_t hlen = strlen(host);
+    while (hlen && host[hlen - 1] == '.')
+        host[--hlen] = '\0';
+    for (const char *p = no_proxy ? no_proxy : ""; *p;) {
+        p += strspn(p, ", \t");
+        size_t len = strcspn(p, ", \t");
+        if (!len)
+            break;
+        const char *e = p;
+        p += len;
+        int nfam;
+        uint8_t net[16];
+        unsigned nbits;
+        if (len == 1 && e[0] == '*')
+            return true;
+        if (parse_net(e, len, &nfam, net, &nbits)) {
+            if (is_ip && nfam == fam && net_contains(net, addr, nbits))
+                return true;
+            continue;
+        }
+        const char *colon = memchr(e, ':', len); /* "host:port": the host is what counts */
+        if (colon)
+            len = (size_t)(colon - e);
+        while (len && e[0] == '.') { /* ".example.com" is "example.com" and its sub-domains */
+            e++;
+            len--;
+        }
+        while (len && e[len - 1] == '.')
+            len--;
+        if (!len || len > hlen || strncasecmp(host + hlen - len, e, len) != 0 ||
+            (is_ip && len != hlen)) /* "2.3" is no domain of 10.1.2.3 */
+            continue;
+        if (len == hlen || host[hlen - len - 1] == '.')
+            return true;
+    }
+    return false;
 }
 
 static bool has_header(const struct ag_http_request *rq, const char *name)
@@ -792,10 +1017,16 @@ static enum ot_err build_request(struct ag_http_xfer *x, const struct ag_http_re
     bool v6 = strchr(x->host, ':') != NULL;
     bool default_port = strcmp(x->port, x->tls ? "443" : "80") == 0;
     size_t plen = strcspn(path, "#");
-    enum ot_err err = ot_buf_printf(&b, "%s %.*s%s HTTP/1.1\r\nHost: %s%s%s%s%s\r\n", rq->method,
-                                    (int)plen, path, plen ? "" : "/", v6 ? "[" : "", x->host,
-                                    v6 ? "]" : "", default_port ? "" : ":",
-                                    default_port ? "" : x->port);
+    char authority[HOST_MAX + 16];
+    snprintf(authority, sizeof(authority), "%s%s%s%s%s", v6 ? "[" : "", x->host, v6 ? "]" : "",
+             default_port ? "" : ":", default_port ? "" : x->port);
+    /* through a proxy, plain http asks for the absolute URL (RFC 9112 §3.2.2) */
+    bool absolute = x->proxy_host && !x->tls;
+    enum ot_err err = ot_buf_printf(&b, "%s %s%s%.*s%s HTTP/1.1\r\nHost: %s\r\n", rq->method,
+                                    absolute ? "http://" : "", absolute ? authority : "",
+                                    (int)plen, path, plen ? "" : "/", authority);
+    if (!err && absolute && x->proxy_auth)
+        err = ot_buf_printf(&b, "%s\r\n", x->proxy_auth);
     if (!err && rq->user_agent)
         err = ot_buf_printf(&b, "User-Agent: %s\r\n", rq->user_agent);
     if (!err && !has_header(rq, "Accept"))
@@ -852,15 +1083,24 @@ struct ag_http_xfer *ag_http_start(struct ag_http *h, const struct ag_http_reque
     h->xfers = x;
     const char *path = NULL;
     const struct ag_http_tls *m = rq->tls;
-    enum ot_err err = parse_url(x, rq->url, &path, d);
+    enum ot_err err = parse_url(rq->url, &x->tls, x->host, x->port, &path, d);
+    if (!err && rq->proxy) {
+        char host[HOST_MAX + 1];
+        err = parse_proxy(rq->proxy, host, x->proxy_port, &x->proxy_auth, d);
+        if (!err && !(x->proxy_host = strdup(host)))
+            err = ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
+    }
     if (!err)
         err = build_request(x, rq, path, d);
     if (!err && x->tls)
         err = tls_ctx_get(h, m, &x->tctx, d);
     if (!err && x->tls && m && m->pinned_key && !(x->pin = strdup(m->pinned_key)))
         err = ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
-    if (!err && asprintf(&x->key, "%s://%s:%s %p %s", x->tls ? "https" : "http", x->host,
-                         x->port, (void *)x->tctx, x->pin ? x->pin : "") < 0) {
+    /* the proxy's credentials are not part of it: a tunnel is authorized once, when it is made,
+     * and plain http sends them with every request */
+    if (!err && asprintf(&x->key, "%s://%s:%s %p %s %s:%s", x->tls ? "https" : "http", x->host,
+                         x->port, (void *)x->tctx, x->pin ? x->pin : "",
+                         x->proxy_host ? x->proxy_host : "", x->proxy_port) < 0) {
         x->key = NULL;
         err = ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
     }
@@ -986,6 +1226,9 @@ static void handshake(struct ag_http_xfer *x)
     fail(x, "TLS handshake with %s port %s failed: %s", x->host, x->port, why);
 }
 
+static void tunnel(struct ag_http_xfer *x);
+
+/* TCP is up (to the server, or to the proxy): on to the tunnel, TLS, or the request. */
 static void connected(struct ag_http_xfer *x)
 {
     struct conn *c = x->c;
@@ -993,6 +1236,23 @@ static void connected(struct ag_http_xfer *x)
     c->ai_list = c->ai = NULL;
     if (!x->tls) {
         start_send(x);
+        return;
+    }
+    if (x->proxy_host) {
+        bool v6 = strchr(x->host, ':') != NULL;
+        int n = asprintf(&x->tunnel, "CONNECT %s%s%s:%s HTTP/1.1\r\nHost: %s%s%s:%s\r\n%s%s\r\n",
+                         v6 ? "[" : "", x->host, v6 ? "]" : "", x->port, v6 ? "[" : "", x->host,
+                         v6 ? "]" : "", x->port, x->proxy_auth ? x->proxy_auth : "",
+                         x->proxy_auth ? "\r\n" : "");
+        if (n < 0) {
+            x->tunnel = NULL;
+            fail(x, "out of memory");
+            return;
+        }
+        x->tunnel_len = (size_t)n;
+        x->tunnel_off = 0;
+        c->state = C_TUNNEL;
+        tunnel(x);
         return;
     }
     char why[128];
@@ -1034,7 +1294,7 @@ static void connect_next(struct ag_http_xfer *x)
         c->state = C_CONNECTING;
         conn_watch(c, EPOLLOUT);
         if (!c->watched) {
-            fail(x, "cannot watch the connection to %s port %s", x->host, x->port);
+            fail(x, "cannot watch the connection to %s%s port %s", PEER(x));
             return;
         }
         if (rc == 0) {
@@ -1043,7 +1303,7 @@ static void connect_next(struct ag_http_xfer *x)
         }
         return;
     }
-    fail(x, "cannot connect to %s port %s: %s", x->host, x->port, strerror(last_errno));
+    fail(x, "cannot connect to %s%s port %s: %s", PEER(x), strerror(last_errno));
 }
 
 /* A new connection for x. */
@@ -1061,11 +1321,13 @@ static void open_connection(struct ag_http_xfer *x)
     x->c = c;
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_NUMERICSERV};
-    int rc = getaddrinfo(x->host, x->port, &hints, &c->ai_list);
+    int rc = getaddrinfo(x->proxy_host ? x->proxy_host : x->host,
+                         x->proxy_host ? x->proxy_port : x->port, &hints, &c->ai_list);
     if (rc != 0) {
         c->ai_list = NULL;
-        fail(x, "cannot resolve %s: %s", x->host, rc == EAI_SYSTEM ? strerror(errno)
-                                                                    : gai_strerror(rc));
+        fail(x, "cannot resolve %s%s: %s", x->proxy_host ? "proxy " : "",
+             x->proxy_host ? x->proxy_host : x->host,
+             rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
         return;
     }
     c->ai = c->ai_list;
@@ -1557,6 +1819,95 @@ static enum io conn_io(struct conn *c, bool writing, void *p, size_t len, size_t
     }
 }
 
+/* The tunnel through the proxy: CONNECT is sent, then its reply's head read. After the head of a
+ * 2xx comes nothing until the client starts TLS: a byte more is a proxy not to trust. */
+static void tunnel(struct ag_http_xfer *x)
+{
+    struct conn *c = x->c;
+    char why[160];
+    while (x->tunnel_off < x->tunnel_len) {
+        size_t n = 0;
+        enum io io = conn_io(c, true, x->tunnel + x->tunnel_off, x->tunnel_len - x->tunnel_off,
+                             &n, why, sizeof(why));
+        if (io == IO_WAIT)
+            return;
+        if (io != IO_OK) {
+            fail(x, "cannot send to proxy %s port %s: %s", x->proxy_host, x->proxy_port, why);
+            return;
+        }
+        x->tunnel_off += n;
+        if (x->tunnel_off == x->tunnel_len)
+            x->in_len = 0;
+    }
+    if (!x->in && !(x->in = malloc(IN_SIZE))) {
+        fail(x, "out of memory");
+        return;
+    }
+    const char *end = NULL;
+    while (!end) {
+        if (x->in_len >= IN_SIZE - 1) {
+            fail(x, "proxy %s port %s: its reply to CONNECT is too long", x->proxy_host,
+                 x->proxy_port);
+            return;
+        }
+        size_t n = 0;
+        enum io io = conn_io(c, false, x->in + x->in_len, IN_SIZE - 1 - x->in_len, &n, why,
+                             sizeof(why));
+        if (io == IO_WAIT) {
+            conn_watch(c, EPOLLIN);
+            return;
+        }
+        if (io != IO_OK) {
+            fail(x, "proxy %s port %s%s%s", x->proxy_host, x->proxy_port,
+                 io == IO_EOF ? " closed the connection instead of opening a tunnel" : ": ",
+                 io == IO_EOF ? "" : why);
+            return;
+        }
+        x->in_len += n;
+        x->in[x->in_len] = '\0';
+        end = memmem(x->in, x->in_len, "\r\n\r\n", 4);
+    }
+    const char *line = (const char *)x->in;
+    int minor = 0, status = 0, used = 0;
+    if (sscanf(line, "HTTP/1.%1d %3d%n", &minor, &status, &used) != 2 || status < 100) {
+        fail(x, "proxy %s port %s: its reply to CONNECT is not HTTP", x->proxy_host,
+             x->proxy_port);
+        return;
+    }
+    if (status / 100 != 2) {
+        char reason[96] = "";
+        size_t r = 0;
+        for (const char *p = line + used + (line[used] == ' '); *p && *p != '\r' &&
+                                                                r + 1 < sizeof(reason); p++)
+            reason[r++] = (*p >= 0x20 && *p < 0x7f) ? *p : '?';
+        reason[r] = '\0';
+        if (status == 407)
+            fail(x, "proxy %s port %s wants a user name and password (HTTP 407%s%s)%s",
+                 x->proxy_host, x->proxy_port, r ? " " : "", reason,
+                 x->proxy_auth ? ": it refused the ones given" : ": give them in the proxy URL");
+        else
+            fail(x, "proxy %s port %s refused a tunnel to %s port %s: HTTP %d%s%s",
+                 x->proxy_host, x->proxy_port, x->host, x->port, status, r ? " " : "", reason);
+        return;
+    }
+    if ((size_t)(end + 4 - line) != x->in_len) {
+        fail(x, "proxy %s port %s sent more than its reply to CONNECT", x->proxy_host,
+             x->proxy_port);
+        return;
+    }
+    x->in_len = 0;
+    explicit_bzero(x->tunnel, x->tunnel_len);
+    free(x->tunnel);
+    x->tunnel = NULL;
+    x->tunnel_len = x->tunnel_off = 0;
+    if (conn_start_tls(x, c, why, sizeof(why))) {
+        fail(x, "TLS with %s: %s", x->host, why);
+        return;
+    }
+    c->state = C_HANDSHAKE;
+    handshake(x);
+}
+
 static void send_request(struct ag_http_xfer *x)
 {
     struct conn *c = x->c;
@@ -1669,6 +2020,9 @@ static void process(struct ag_http_xfer *x)
     switch (c->state) {
     case C_CONNECTING:
         break;
+    case C_TUNNEL:
+        tunnel(x);
+        break;
     case C_HANDSHAKE:
         handshake(x);
         break;
@@ -1707,7 +2061,7 @@ static void on_conn(void *userdata, int fd, uint32_t events)
         if (c->ai)
             c->ai = c->ai->ai_next;
         if (!c->ai) {
-            fail(x, "cannot connect to %s port %s: %s", x->host, x->port,
+            fail(x, "cannot connect to %s%s port %s: %s", PEER(x),
                  strerror(err ? err : ECONNREFUSED));
             return;
         }

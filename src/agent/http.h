@@ -22,8 +22,12 @@
  *   client certificate (PEM chain and key).
  * - Timeouts: connect (TCP and TLS handshake), total (0: none), stall (no byte received for that
  *   long while not paused); a receive rate cap (bytes/s); pause and resume of receiving.
- * - Not: redirects (the device API never sends one; a 3xx is the caller's to judge), proxies,
- *   compression, cookies, pipelining, HTTP/2.
+ * - HTTP proxies (ag_http_request.proxy): https goes through a CONNECT tunnel, TLS end to end
+ *   with the server as without a proxy; plain http asks the proxy for the absolute URL. Basic
+ *   authentication with the proxy from the URL's user info. Which URLs skip the proxy
+ *   (no_proxy, loopback) is ag_http_proxy_skip's to say; the caller decides.
+ * - Not: redirects (the device API never sends one; a 3xx is the caller's to judge), https://
+ *   or SOCKS proxies, compression, cookies, pipelining, HTTP/2.
  *
  * Callbacks run on the loop, never inside ag_http_start. From any of them the caller may start
  * and cancel transfers (the running one included) and free the whole client. A write on a closed
@@ -60,6 +64,9 @@ struct ag_http_request {
     unsigned timeout_s;                 /* the whole exchange; 0: none */
     unsigned stall_timeout_s;           /* 0: 60 */
     uint64_t max_rate;                  /* bytes/s received; 0: unlimited */
+    const char *proxy;                  /* "[http://][user[:password]@]host[:port]" (port 1080
+                                           by default, user and password %-escaped), or NULL:
+                                           straight to the server */
 };
 
 struct ag_http_result {
@@ -106,6 +113,14 @@ void ag_http_pause(struct ag_http_xfer *x, bool paused);
 /* Printable ASCII without blanks: what may go into a request line or a header value unquoted
  * (URLs, tokens, ETags), so that nothing can split a line. */
 bool ag_http_is_clean(const char *s);
+/* OT_OK when ag_http_request.proxy would take `proxy`; else why not (OT_ERR_INVALID). */
+enum ot_err ag_http_proxy_check(const char *proxy, struct ot_diag *d) OT_MUST_CHECK;
+/* Whether url goes straight to its server despite a proxy: its host is loopback ("localhost",
+ * 127.0.0.0/8, ::1), or matches an entry of no_proxy (NULL: none), a list separated by commas or
+ * blanks, as curl reads it: "*" (everything), a host name that also covers its sub-domains
+ * (".example.com" too), an IP address, or a network "10.0.0.0/8", "fd00::/8"; a ":port" after a
+ * name is ignored. */
+bool ag_http_proxy_skip(const char *url, const char *no_proxy);
 /* A reply header's value (the first of that name, case-insensitive, blanks trimmed), or NULL.
  * Only inside the head callback. */
 const char *ag_http_header(struct ag_http_xfer *x, const char *name);
