@@ -1,6 +1,7 @@
 /* otter-agent's configuration table (config.h): key, type, range, default and help in one place;
  * `otter-agent --help` and docs/agent.md list the same table. */
 #include "config.h"
+#include "http.h"
 
 #define CFG(f) offsetof(struct ag_config, f)
 #define DAY_MS (86400ull * 1000)
@@ -17,6 +18,12 @@ const struct ot_cfg_key ag_config_keys[] = {
     {NULL, "client_key", OT_CFG_STRING, CFG(client_key), 1, 4095, NULL, "client key (PEM)"},
     {NULL, "allow_http", OT_CFG_BOOL, CFG(allow_http), 0, 0, "false",
      "allow plain http:// servers (labs only)"},
+    {NULL, "proxy", OT_CFG_STRING, CFG(proxy), 1, 1023, NULL,
+     "HTTP proxy, http://[user:password@]host[:port], or none (default: https_proxy, "
+     "http_proxy, all_proxy from the environment)"},
+    {NULL, "no_proxy", OT_CFG_STRING, CFG(no_proxy), 0, 4095, NULL,
+     "hosts, domains and networks reached without the proxy, comma-separated (default: "
+     "no_proxy from the environment; loopback never uses one)"},
     {NULL, "identity_key", OT_CFG_STRING, CFG(identity_key), 1, 4095, NULL,
      "the device's Ed25519 identity key (default: STATE_DIR/identity.key, made on first start)"},
     {NULL, "identity", OT_CFG_STRLIST, CFG(identity), 0, 0, NULL,
@@ -88,6 +95,10 @@ enum ot_err ag_config_check(const struct ag_config *cfg, struct ot_diag *d)
                                              "bootloader's file)");
     if (!cfg->client_cert != !cfg->client_key)
         return ot_diag_set(d, OT_ERR_CONFIG, "client_cert and client_key go together");
+    struct ot_diag why = {0};
+    if (cfg->proxy && strcmp(cfg->proxy, "none") != 0 &&
+        ag_http_proxy_check(cfg->proxy, &why) != OT_OK)
+        return ot_diag_set(d, OT_ERR_CONFIG, "proxy: %s", why.msg);
     for (size_t i = 0; i < cfg->provides.n; i++)
         if (!strchr(cfg->provides.v[i], '=') || cfg->provides.v[i][0] == '=')
             return ot_diag_set(d, OT_ERR_CONFIG, "provides '%s': expected key=value",

@@ -9,6 +9,8 @@ struct ag_config {
     struct ot_strlist servers;     /* base URLs, tried in order */
     char *ca_file, *pinned_key, *client_cert, *client_key;
     bool allow_http;
+    char *proxy;                   /* NULL: from the environment; "none"; or the proxy's URL */
+    char *no_proxy;                /* NULL: from the environment */
     char *identity_key;            /* Ed25519 secret key file; created on first start */
     struct ot_strlist identity;    /* "key=value" identity attributes */
     char *device_type;

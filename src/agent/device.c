@@ -112,9 +112,38 @@ enum ot_err ag_device_identity(struct ag_device *a, struct ot_diag *d)
     return OT_OK;
 }
 
+/* The first of these environment variables that is set and not empty. */
+static const char *env_first(const char *const *names, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *v = getenv(names[i]);
+        if (v && v[0])
+            return v;
+    }
+    return NULL;
+}
+
 struct ag_net_config ag_device_net_config(const struct ag_device *a)
 {
-    return (struct ag_net_config){.servers = (const char *const *)a->cfg.servers.v,
+    /* as curl reads them: HTTP_PROXY in capitals is not one of them (a CGI program's environment
+     * gets it from a request's "Proxy:" header) */
+    static const char *const https_env[] = {"https_proxy", "HTTPS_PROXY", "all_proxy",
+                                            "ALL_PROXY"};
+    static const char *const http_env[] = {"http_proxy", "all_proxy", "ALL_PROXY"};
+    static const char *const no_env[] = {"no_proxy", "NO_PROXY"};
+    const char *proxy = a->cfg.proxy, *https_proxy = proxy, *http_proxy = proxy;
+    if (!proxy) {
+        https_proxy = env_first(https_env, OT_ARRAY_SIZE(https_env));
+        http_proxy = env_first(http_env, OT_ARRAY_SIZE(http_env));
+    } else if (strcmp(proxy, "none") == 0) {
+        https_proxy = http_proxy = NULL;
+    }
+    return (struct ag_net_config){.https_proxy = https_proxy,
+                                  .http_proxy = http_proxy,
+                                  .no_proxy = a->cfg.no_proxy
+                                                  ? a->cfg.no_proxy
+                                                  : env_first(no_env, OT_ARRAY_SIZE(no_env)),
+                                  .servers = (const char *const *)a->cfg.servers.v,
                                   .nservers = a->cfg.servers.n,
                                   .ca_file = a->cfg.ca_file,
                                   .pinned_key = a->cfg.pinned_key,

@@ -103,6 +103,7 @@ struct ag_net {
     size_t nservers;
     size_t current;                /* the server that answered last */
     char *ca_file, *pinned_key, *client_cert, *client_key, *user_agent;
+    char *https_proxy, *http_proxy, *no_proxy;
     struct ag_http_tls tls;        /* the strings above */
     struct ag_http *http;
     bool own_http;                 /* made by ag_net_new (else the caller's, shared) */
@@ -132,6 +133,13 @@ static void complete(struct request *r);
 static bool has_prefix_ci(const char *s, const char *prefix)
 {
     return strncasecmp(s, prefix, strlen(prefix)) == 0;
+}
+
+/* The proxy a request to url goes through, or NULL. */
+static const char *proxy_for(const struct ag_net *n, const char *url)
+{
+    const char *proxy = has_prefix_ci(url, "https://") ? n->https_proxy : n->http_proxy;
+    return proxy && !ag_http_proxy_skip(url, n->no_proxy) ? proxy : NULL;
 }
 
 /* The server's text goes into logs and terminals: control characters become '?'. */
@@ -438,6 +446,7 @@ static void attempt(struct request *r)
             .timeout_s = dl ? 0 : (unsigned)n->request_timeout_s,
             .stall_timeout_s = (unsigned)n->stall_timeout_s,
             .max_rate = dl ? r->max_rate : 0,
+            .proxy = proxy_for(n, ot_buf_str(&url)),
         };
         r->xfer = ag_http_start(n->http, &rq, on_head, on_data, on_done, r, &d);
         if (!r->xfer)
@@ -1090,6 +1099,14 @@ static enum ot_err check_config(const struct ag_net_config *c, struct ot_diag *d
                            "way round");
     if (!c->identity_key || c->identity_key->type != OT_KEY_SIGN_SECRET)
         return ot_diag_set(d, OT_ERR_CONFIG, "the identity key must be an Ed25519 secret key");
+    struct {
+        const char *name, *value;
+    } proxies[] = {{"https_proxy", c->https_proxy}, {"http_proxy", c->http_proxy}};
+    for (size_t i = 0; i < OT_ARRAY_SIZE(proxies); i++) {
+        struct ot_diag why = {0};
+        if (proxies[i].value && ag_http_proxy_check(proxies[i].value, &why) != OT_OK)
+            return ot_diag_set(d, OT_ERR_CONFIG, "%s: %s", proxies[i].name, why.msg);
+    }
     if (c->user_agent && (!c->user_agent[0] || strlen(c->user_agent) > 256 ||
                           !ot_utf8_printable(c->user_agent, strlen(c->user_agent), NULL)))
         return ot_diag_set(d, OT_ERR_CONFIG, "bad user agent");
@@ -1143,6 +1160,9 @@ static enum ot_err copy_config(struct ag_net *n, const struct ag_net_config *c, 
     n->client_cert = dup_or_null(c->client_cert, &ok);
     n->client_key = dup_or_null(c->client_key, &ok);
     n->user_agent = dup_or_null(c->user_agent ? c->user_agent : "otter-agent/" OTTER_VERSION, &ok);
+    n->https_proxy = dup_or_null(c->https_proxy, &ok);
+    n->http_proxy = dup_or_null(c->http_proxy, &ok);
+    n->no_proxy = dup_or_null(c->no_proxy, &ok);
     n->tls = (struct ag_http_tls){.ca_file = n->ca_file, .pinned_key = n->pinned_key,
                                   .client_cert = n->client_cert, .client_key = n->client_key};
     n->allow_http = c->allow_http;
@@ -1201,6 +1221,9 @@ void ag_net_free(struct ag_net *n)
     free(n->client_cert);
     free(n->client_key);
     free(n->user_agent);
+    free_secret(n->https_proxy); /* they may hold a password */
+    free_secret(n->http_proxy);
+    free(n->no_proxy);
     if (n->auth_body.data)
         explicit_bzero(n->auth_body.data, n->auth_body.len);
     ot_buf_release(&n->auth_body);

@@ -12,7 +12,8 @@
  * or a 5xx moves to the next server for this request; the server that answered last is tried
  * first next time. HTTP and TLS come from http.h: CA bundle (ca_file, else the system's), optional
  * pinned public key ("sha256//..." or a key file), optional client certificate and key; http://
- * URLs are refused unless allow_http. No redirects are followed. */
+ * URLs are refused unless allow_http. No redirects are followed. Through an HTTP proxy when
+ * configured (https_proxy, http_proxy, no_proxy), for the API and for downloads alike. */
 #ifndef OTTER_AGENT_NET_H
 #define OTTER_AGENT_NET_H
 
@@ -39,6 +40,8 @@ struct ag_net_config {
     unsigned request_timeout_s;            /* JSON requests; 0: 60 */
     unsigned stall_timeout_s;              /* downloads: fail below 1 byte/s for this long; 0: 60 */
     const char *user_agent;                /* NULL: "otter-agent/<version>" */
+    const char *https_proxy, *http_proxy;  /* NULL: none; for https:// and http:// URLs (http.h) */
+    const char *no_proxy;                  /* hosts that skip them (ag_http_proxy_skip) */
     struct ag_http *http;                  /* NULL: the net makes its own; else shared (otter-sim:
                                               one client, one connection cap, for every device) */
 };

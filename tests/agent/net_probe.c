@@ -10,7 +10,8 @@
  *   net_probe net [--server URL]... [--allow-http] [--enroll TOKEN] [--key FILE]
  *                 [--identity K=V]... [--device-type T] [--stall S] [--timeout S]
  *                 [--connect-timeout S] [--ca FILE] [--pin SHA256]
- *                 [--client-cert FILE --client-key FILE] STEP...
+ *                 [--client-cert FILE --client-key FILE] [--proxy URL] [--no-proxy LIST]
+ *                 STEP...
  *       --key FILE is created (a new Ed25519 identity key) when it does not exist. Steps:
  *         checkin
  *         burst,n=N                      N check-ins at once (they share one authentication)
@@ -734,6 +735,10 @@ static int parse_options(struct probe *p, int argc, char **argv)
             c->stall_timeout_s = num_opt(v);
         else if (strcmp(o, "--timeout") == 0)
             c->request_timeout_s = num_opt(v);
+        else if (strcmp(o, "--proxy") == 0)
+            c->https_proxy = c->http_proxy = v;
+        else if (strcmp(o, "--no-proxy") == 0)
+            c->no_proxy = v;
         else if (strcmp(o, "--connect-timeout") == 0)
             c->connect_timeout_s = num_opt(v);
         else if (strcmp(o, "--identity") == 0 && strchr(v, '=') &&

@@ -171,6 +171,52 @@ def test_in_place_file_update_needs_no_reboot(fleet, tmp_path):
     assert dev.booted() == "a"
 
 
+def test_updates_through_an_http_proxy(fleet, tmp_path):
+    """A device that reaches otterd only through an HTTP proxy: its server is otter.test, a name
+    only the (fake) proxy resolves. With the `proxy` key it enrols, checks in, downloads and
+    installs an update through the proxy, with the credentials from the proxy URL; then, with
+    the key gone from its configuration, the http_proxy environment variable takes it there."""
+    from proxy_util import FakeProxy
+    server, rel, _ = fleet
+    p = FakeProxy(auth=("otter", "s3cret"))
+    try:
+        dev = device(fleet, tmp_path, extra_config=(
+            f"servers = http://otter.test:{server.port}\n"
+            f"proxy = http://otter:s3cret@127.0.0.1:{p.port}"))
+        conf = dev.dir / "root" / "etc" / "app.conf"
+        conf.parent.mkdir(parents=True)
+        conf.write_text("old\n")
+        dev_id = enrolled(dev)
+        payload = rel.dir / "app.conf"
+        payload.write_text("through the proxy\n")
+        out = rel.dir / "conf.otter"
+        otter("pack", "-q", "-o", out, "--name", "conf", "--version", "8", "-T", "gw-1",
+              "-p", f"name=conf,file={payload},type=file,target=/etc/app.conf",
+              "-k", rel.dir / "release.key")
+        art = rel.upload(out).json()
+        dep = server.request("POST", "/api/v1/deployments",
+                             {"name": "x", "artifact_id": art["id"], "devices": [dev_id]},
+                             token=server.token).json()
+        assert dev.run_until(final(server, dep["id"], dev_id)) is None, dev.log_text()
+        assert row(server, dep["id"], dev_id)["status"] == "success", dev.log_text()
+        assert conf.read_text() == "through the proxy\n"
+        lines = [line for line, _ in p.forwards]
+        base = f"http://otter.test:{server.port}/api/device/v1"
+        assert f"POST {base}/checkin HTTP/1.1" in lines, lines
+        assert any(f"{base}/deployments/{dep['id']}" in line for line in lines), lines
+        assert any(line.startswith("GET ") for line in lines), lines  # the download
+        assert {a for _, a in p.forwards} == {"Basic b3R0ZXI6czNjcmV0"}  # otter:s3cret
+
+        dev.config.write_text("".join(line + "\n" for line in dev.config.read_text().splitlines()
+                                      if not line.startswith("proxy =")))
+        before = len(p.forwards)
+        env = {"http_proxy": f"http://otter:s3cret@127.0.0.1:{p.port}"}
+        dev.run_until(lambda: len(p.forwards) > before + 1, env=env)
+        assert any(line.endswith("/checkin HTTP/1.1") for line, _ in p.forwards[before:])
+    finally:
+        p.close()
+
+
 def test_standalone_install_and_commit(fleet, tmp_path):
     _, rel, _ = fleet
     dev = device(fleet, tmp_path)
