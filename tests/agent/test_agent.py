@@ -147,23 +147,35 @@ def test_artifact_the_device_does_not_trust_is_refused_before_download(fleet, tm
     assert dev.booted() == "a"
 
 
-def test_in_place_file_update_needs_no_reboot(fleet, tmp_path):
-    server, rel, _ = fleet
-    dev = device(fleet, tmp_path)
+def old_conf(dev):
+    """The device's /etc/app.conf (under its root), holding "old"."""
     conf = dev.dir / "root" / "etc" / "app.conf"
     conf.parent.mkdir(parents=True)
     conf.write_text("old\n")
-    dev_id = enrolled(dev)
+    return conf
+
+
+def deploy_conf(fleet, dev_id, text, version):
+    """Packs, uploads and deploys a file update of /etc/app.conf to one device."""
+    server, rel, _ = fleet
     payload = rel.dir / "app.conf"
-    payload.write_text("new\n")
+    payload.write_text(text)
     out = rel.dir / "conf.otter"
-    otter("pack", "-q", "-o", out, "--name", "conf", "--version", "7", "-T", "gw-1",
+    otter("pack", "-q", "-o", out, "--name", "conf", "--version", version, "-T", "gw-1",
           "-p", f"name=conf,file={payload},type=file,target=/etc/app.conf",
           "-k", rel.dir / "release.key")
     art = rel.upload(out).json()
-    dep = server.request("POST", "/api/v1/deployments",
-                         {"name": "x", "artifact_id": art["id"], "devices": [dev_id]},
-                         token=server.token).json()
+    return server.request("POST", "/api/v1/deployments",
+                          {"name": "x", "artifact_id": art["id"], "devices": [dev_id]},
+                          token=server.token).json()
+
+
+def test_in_place_file_update_needs_no_reboot(fleet, tmp_path):
+    server = fleet[0]
+    dev = device(fleet, tmp_path)
+    conf = old_conf(dev)
+    dev_id = enrolled(dev)
+    dep = deploy_conf(fleet, dev_id, "new\n", "7")
     assert dev.run_until(final(server, dep["id"], dev_id)) is None, dev.log_text()
     assert row(server, dep["id"], dev_id)["status"] == "success"
     assert conf.read_text() == "new\n"
@@ -177,26 +189,15 @@ def test_updates_through_an_http_proxy(fleet, tmp_path):
     installs an update through the proxy, with the credentials from the proxy URL; then, with
     the key gone from its configuration, the http_proxy environment variable takes it there."""
     from proxy_util import FakeProxy
-    server, rel, _ = fleet
+    server = fleet[0]
     p = FakeProxy(auth=("otter", "s3cret"))
     try:
         dev = device(fleet, tmp_path, extra_config=(
             f"servers = http://otter.test:{server.port}\n"
             f"proxy = http://otter:s3cret@127.0.0.1:{p.port}"))
-        conf = dev.dir / "root" / "etc" / "app.conf"
-        conf.parent.mkdir(parents=True)
-        conf.write_text("old\n")
+        conf = old_conf(dev)
         dev_id = enrolled(dev)
-        payload = rel.dir / "app.conf"
-        payload.write_text("through the proxy\n")
-        out = rel.dir / "conf.otter"
-        otter("pack", "-q", "-o", out, "--name", "conf", "--version", "8", "-T", "gw-1",
-              "-p", f"name=conf,file={payload},type=file,target=/etc/app.conf",
-              "-k", rel.dir / "release.key")
-        art = rel.upload(out).json()
-        dep = server.request("POST", "/api/v1/deployments",
-                             {"name": "x", "artifact_id": art["id"], "devices": [dev_id]},
-                             token=server.token).json()
+        dep = deploy_conf(fleet, dev_id, "through the proxy\n", "8")
         assert dev.run_until(final(server, dep["id"], dev_id)) is None, dev.log_text()
         assert row(server, dep["id"], dev_id)["status"] == "success", dev.log_text()
         assert conf.read_text() == "through the proxy\n"
