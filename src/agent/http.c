@@ -685,7 +685,15 @@ static void on_connect_timer(void *userdata)
 {
     struct ag_http_xfer *x = userdata;
     x->connect_timer = 0;
-    fail(x, "could not connect to %s port %s within %u s", x->host, x->port, x->connect_timeout_s);
+    struct conn *c = x->c;
+    if (c && c->state == C_TUNNEL)
+        fail(x, "proxy %s port %s did not open a tunnel to %s port %s within %u s",
+             x->proxy_host, x->proxy_port, x->host, x->port, x->connect_timeout_s);
+    else if (c && c->state == C_HANDSHAKE)
+        fail(x, "no TLS handshake with %s port %s within %u s", x->host, x->port,
+             x->connect_timeout_s);
+    else
+        fail(x, "could not connect to %s%s port %s within %u s", PEER(x), x->connect_timeout_s);
 }
 
 static void arm_stall(struct ag_http_xfer *x, uint64_t ms);

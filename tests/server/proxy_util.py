@@ -7,7 +7,7 @@ reply back with "Connection: close", then closes. It resolves names itself from 
 ("otter.test" -> 127.0.0.1): the client never resolves the server's name when a proxy is used,
 which is why servers are named otter.test in these tests (a loopback address goes straight to
 the server whatever the proxy setting). It can demand Basic credentials (407 otherwise) and
-refuse tunnels. Every thread is bounded in time, every socket has a timeout; nothing leaves
+refuse tunnels, or never answer. Every thread is bounded in time, every socket has a timeout; nothing leaves
 127.0.0.1."""
 import base64
 import select
@@ -21,9 +21,10 @@ HOSTS = {"otter.test": "127.0.0.1"}
 
 
 class FakeProxy:
-    def __init__(self, auth=None, refuse=None):
+    def __init__(self, auth=None, refuse=None, silent=False):
         self.auth = auth          # (user, password) demanded, or None
         self.refuse = refuse      # a status line for every CONNECT, or None
+        self.silent = silent      # read requests, never answer (until closed or stopped)
         self.lock = threading.Lock()
         self.connects = []        # (target, Proxy-Authorization or None), per CONNECT
         self.forwards = []        # (request line, Proxy-Authorization or None), per forward
@@ -100,6 +101,9 @@ class FakeProxy:
                 (self.connects if method == "CONNECT" else self.forwards).append(
                     (line if method != "CONNECT" else target,
                      headers.get("proxy-authorization")))
+            if self.silent:
+                self.stopping.wait(LIFETIME_S)
+                return
             if not self._authorized(s, headers):
                 return
             if method == "CONNECT":

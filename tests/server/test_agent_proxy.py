@@ -158,6 +158,25 @@ def test_a_refused_tunnel_and_a_dead_proxy(raw, proxy, key, certs):
     assert s.paths() == []
 
 
+def test_a_proxy_that_never_answers(raw, proxy, key, certs):
+    """A proxy that takes CONNECT and says nothing: the check-in fails after the connect timeout
+    (2 s here), saying which proxy did not open the tunnel."""
+    k, c = make_cert(certs, "srv", "DNS:otter.test")
+    s = raw(checkin_handler, tls=server_ctx(k, c))
+    p = proxy(silent=True)
+    t0 = time.monotonic()
+    res = probe("net", "--server", named(s), "--key", key, "--identity", "probe=1",
+                "--connect-timeout", "2", "--timeout", "30", "--ca", c, "--proxy", p.url,
+                "checkin", timeout=60)
+    took = time.monotonic() - t0
+    ch = one(res, "checkin")
+    assert ch["err"] == "io", ch
+    assert f"proxy 127.0.0.1 port {p.port} did not open a tunnel to otter.test port {s.port} " \
+        "within 2 s" in ch["msg"], ch
+    assert 1.5 < took < 10, took
+    assert len(p.connects) >= 1 and s.paths() == []
+
+
 def test_loopback_and_no_proxy(raw, key):
     """A server at 127.0.0.1 is reached straight, even with a proxy that does not exist; a
     no_proxy list that does not cover the server leaves it to the proxy (which is dead here:
