@@ -56,6 +56,9 @@ const struct ot_cfg_key ag_config_keys[] = {
      "install while downloading, without a local copy (restarts from the start if cut)"},
     {NULL, "max_rate", OT_CFG_SIZE, CFG(max_rate), 0, 1ull << 40, "0",
      "download bandwidth cap in bytes/s (0: none)"},
+    {NULL, "download_block", OT_CFG_SIZE, CFG(download_block), 64 * 1024, 1ull << 30, "1M",
+     "stored downloads are synced to disk every this many bytes: a power cut costs at most one "
+     "block of the download"},
     {NULL, "download_window", OT_CFG_STRING, CFG(download_window), 0, 11, "",
      "download only between these local times, HH:MM-HH:MM (empty: any time)"},
     {NULL, "poll_interval", OT_CFG_DURATION, CFG(poll_interval_ms), 1000, 7 * DAY_MS, "5m",

@@ -27,6 +27,7 @@ struct ag_config {
     char *root;                    /* prefix for file/archive targets (tests, chroot images) */
     bool streaming;                /* install while downloading (no local copy) */
     uint64_t max_rate;             /* download bytes/s, 0 unlimited */
+    uint64_t download_block;       /* stored downloads are made durable every this many bytes */
     char *download_window;         /* "HH:MM-HH:MM" local time, "" always */
     uint64_t poll_interval_ms;     /* until the server says */
     uint64_t retry_max_ms;         /* backoff cap */

@@ -1087,6 +1087,19 @@ static bool in_window(const char *w)
     return a <= b ? now >= a && now < b : now >= a || now < b;
 }
 
+/* Stored mode: everything of download.part up to `end` goes to the disk, and the state says so.
+ * A download resumes from there after a power cut (phase_download): bytes written after it may
+ * be lost or garbage when the power goes. */
+static enum ot_err download_durable(struct ag_engine *e, uint64_t end, struct ot_diag *d)
+{
+    if (e->dl_fd < 0 || end <= e->st.downloaded)
+        return OT_OK;
+    if (fdatasync(e->dl_fd) < 0)
+        return ot_diag_errno(d, OT_ERR_IO, errno, "syncing the download");
+    e->st.downloaded = end;
+    return ag_state_save(e->cfg->state_dir, &e->st, d);
+}
+
 static enum ot_err on_dl_data(void *userdata, uint64_t offset, const uint8_t *p, size_t n,
                               struct ot_diag *d)
 {
@@ -1099,7 +1112,13 @@ static enum ot_err on_dl_data(void *userdata, uint64_t offset, const uint8_t *p,
         err = w == (ssize_t)n ? OT_OK
                               : ot_diag_errno(d, OT_ERR_IO, w < 0 ? errno : ENOSPC,
                                               "writing the download");
+        /* the bytes come in order: a block boundary crossed is a block complete */
+        uint64_t block = e->cfg->download_block;
+        if (!err && block && (offset + n) / block > offset / block)
+            err = download_durable(e, (offset + n) / block * block, d);
     }
+    if (err)
+        return err; /* dl_offset stays the end of what was written */
     e->dl_offset = offset + n;
     unsigned pct = e->st.artifact_size ? (unsigned)(e->dl_offset * 100 / e->st.artifact_size) : 0;
     if (pct >= e->last_progress + 10) {
@@ -1132,6 +1151,10 @@ static void on_dl_done(void *userdata, const struct ag_net_result *r)
         err = ot_artifact_reader_finish(e->stream->reader, &d);
     else if (!err && fsync(e->dl_fd) < 0)
         err = ot_diag_errno(&d, OT_ERR_IO, errno, "fsync of the download");
+    else if (!err)
+        e->st.downloaded = e->dl_offset; /* saved with the next phase */
+    else if (err == OT_ERR_IO && !e->stream && download_durable(e, e->dl_offset, &d) != OT_OK)
+        ot_log(OT_LOG_WARNING, "download: %s", d.msg); /* it resumes from the last block */
     if (e->dl_fd >= 0)
         close(e->dl_fd);
     e->dl_fd = -1;
@@ -1233,11 +1256,24 @@ static void phase_download(struct ag_engine *e)
         struct stat st;
         if (e->dl_fd < 0 || fstat(e->dl_fd, &st) < 0)
             return finish(e, "failure", "cannot open %s: %s", e->download_path, strerror(errno));
-        offset = (uint64_t)st.st_size;
-        if (offset > e->st.artifact_size) {
-            if (ftruncate(e->dl_fd, 0) < 0)
-                return finish(e, "failure", "cannot truncate the download: %s", strerror(errno));
+        /* from the last synced block: what lies after it may be what a power cut lost */
+        offset = OT_MIN((uint64_t)st.st_size, e->st.downloaded);
+        if (offset > e->st.artifact_size)
             offset = 0;
+        if ((uint64_t)st.st_size > offset && ftruncate(e->dl_fd, (off_t)offset) < 0)
+            return finish(e, "failure", "cannot truncate the download: %s", strerror(errno));
+        if (offset < (uint64_t)st.st_size)
+            ot_log(OT_LOG_INFO, "download: resuming from byte %llu, the end of the last synced "
+                   "block (%llu bytes were in the file)", (unsigned long long)offset,
+                   (unsigned long long)st.st_size);
+        if (e->st.downloaded != offset) { /* the file was removed, or cut short */
+            e->st.downloaded = offset;
+            if (!save(e)) {
+                close(e->dl_fd);
+                e->dl_fd = -1;
+                download_interrupted(e, "cannot save the state");
+                return;
+            }
         }
         if (offset == e->st.artifact_size) {
             close(e->dl_fd);

@@ -139,6 +139,8 @@ enum ot_err ag_state_load(const char *dir, struct ag_state *ret, struct ot_diag 
     ret->boot_armed = json_is_true(json_object_get(o, "boot_armed"));
     ret->activated = json_is_true(json_object_get(o, "activated"));
     ret->attempts = (unsigned)json_integer_value(json_object_get(o, "attempts"));
+    json_int_t downloaded = json_integer_value(json_object_get(o, "downloaded"));
+    ret->downloaded = downloaded > 0 ? (uint64_t)downloaded : 0;
     const char *type = str_or(o, "type", "forced");
     for (int t = 0; t < OT_WIRE_TYPE__MAX; t++)
         if (strcmp(type, ot_wire_deploy_type_name((enum ot_wire_deploy_type)t)) == 0)
@@ -175,13 +177,14 @@ enum ot_err ag_state_save(const char *dir, const struct ag_state *s, struct ot_d
                           "boot_armed", s->boot_armed, "activated", s->activated, "result",
                           s->result, "message", s->message, "attempts", (json_int_t)s->attempts);
     /* Written by this version on: a file without them (an older agent's) loads as a forced,
-     * not held deployment that never waited. */
+     * not held deployment that never waited, and a download with nothing synced (it starts
+     * over). */
     const char *type = ot_wire_deploy_type_name(s->type);
-    json_t *more = json_pack("{s:s, s:b, s:b, s:b, s:b, s:s, s:s}", "type",
+    json_t *more = json_pack("{s:s, s:b, s:b, s:b, s:b, s:s, s:s, s:I}", "type",
                              type ? type : "forced", "install_held", s->install_held,
                              "slot_only", s->slot_only, "staged", s->staged, "approved",
                              s->approved, "wait_reason", s->wait_reason, "wait_reported",
-                             s->wait_reported);
+                             s->wait_reported, "downloaded", (json_int_t)s->downloaded);
     if (o && (!more || json_object_update(o, more) < 0)) {
         json_decref(o);
         o = NULL;

@@ -54,6 +54,8 @@ struct ag_state {
     char result[16];               /* report: success, failure or rolled_back */
     char *message;                 /* report: what happened */
     unsigned attempts;             /* times install started (a crash loop ends in failure) */
+    uint64_t downloaded;           /* stored mode: bytes of download.part known to be on disk
+                                      (synced); what lies beyond may be what a power cut lost */
     /* How the server wants the deployment treated (the check-in's "type" and "install_allowed",
      * the latest answer about it): */
     enum ot_wire_deploy_type type;
