@@ -56,7 +56,7 @@ const struct ot_cfg_key ag_config_keys[] = {
      "install while downloading, without a local copy (restarts from the start if cut)"},
     {NULL, "max_rate", OT_CFG_SIZE, CFG(max_rate), 0, 1ull << 40, "0",
      "download bandwidth cap in bytes/s (0: none)"},
-    {NULL, "download_block", OT_CFG_SIZE, CFG(download_block), 64 * 1024, 1ull << 30, "1M",
+    {NULL, "download_block", OT_CFG_SIZE, CFG(download_block), 64 * 1024, 1ull << 30, "4M",
      "stored downloads are synced to disk every this many bytes: a power cut costs at most one "
      "block of the download"},
     {NULL, "download_window", OT_CFG_STRING, CFG(download_window), 0, 11, "",
