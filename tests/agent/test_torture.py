@@ -8,6 +8,7 @@ EIO, a short write, a failed fsync) injected through an LD_PRELOAD shim. After e
   * the server's record matches the device (success <=> the new slot is the committed default).
 
 OTTER_TORTURE_TRIALS (default 200) and OTTER_TORTURE_SEED set the run; both are printed."""
+import hashlib
 import os
 import random
 import time
@@ -22,7 +23,9 @@ from fleet_util import Release, otter
 TRIALS = int(os.environ.get("OTTER_TORTURE_TRIALS", "200"))
 SEED = int(os.environ.get("OTTER_TORTURE_SEED", str(int(time.time()) % 100000)))
 SHIM = BUILD / "tests" / "libotter_faultshim.so"
-IMAGE = (b"new-rootfs-torture-" * 40000)[:600000]
+# incompressible, so that the artifact is ~600 kB and its download takes ~0.15 s at max_rate: the
+# random kills land in it, across download_block's syncs (64K: 9 of them)
+IMAGE = b"".join(hashlib.sha256(b"torture %d" % i).digest() for i in range(600000 // 32 + 1))[:600000]
 CRASH_POINTS = ["save:download", "save:verify", "save:install", "before:activate",
                 "save:reboot_pending", "after:boot_try", "before:reboot",
                 "save:verify_after_boot", "save:commit", "after:commit", "save:report",
@@ -52,7 +55,7 @@ def run_trial(server, rel, enroll, art_id, tmp_path, i, trial):
     kind, param, unhealthy = trial
     dev = SimDevice(tmp_path, server, rel.dir / "trust.json", enroll, name=f"t{i}",
                     health_command="exit 1" if unhealthy else "",
-                    extra_config="max_rate = 4M\n")
+                    extra_config="max_rate = 4M\ndownload_block = 64K\n")
     # enroll and learn the device id
     ids = {}
 
