@@ -31,7 +31,8 @@ const struct ot_cfg_key ag_config_keys[] = {
     {NULL, "device_type", OT_CFG_STRING, CFG(device_type), 1, 63, NULL,
      "the device type artifacts must list"},
     {NULL, "provides", OT_CFG_STRLIST, CFG(provides), 0, 0, NULL,
-     "what the device provides, key=value, comma-separated (artifacts' depends need them)"},
+     "what the device provides, key=value, comma-separated, beside what committed artifacts "
+     "provide (artifacts' depends need them)"},
     {NULL, "enrollment_token", OT_CFG_STRING, CFG(enrollment_token), 1, 127, NULL,
      "the fleet's enrollment token: accepted without an operator"},
     {NULL, "trust", OT_CFG_STRING, CFG(trust), 1, 4095, "/etc/otter/trust.json",

@@ -925,6 +925,56 @@ static void phase_verify_after_boot(struct ag_engine *e, bool with_server)
     go(e, AG_COMMIT);
 }
 
+static void provides_free(struct ag_engine *e)
+{
+    for (size_t i = 0; i < e->nprovides; i++) {
+        free(e->provides[i].key);
+        free(e->provides[i].value);
+    }
+    free(e->provides);
+    free(e->wire_provides);
+    e->provides = NULL;
+    e->wire_provides = NULL;
+    e->nprovides = 0;
+}
+
+/* What the device provides (checked against artifacts' depends, sent with every check-in): the
+ * configuration's `provides`, then what committed artifacts provided, which wins for a key both
+ * name (a bootloader artifact that provides bootloader=3 outdates the configured bootloader=2).
+ * False: out of memory. */
+static bool provides_rebuild(struct ag_engine *e)
+{
+    provides_free(e);
+    size_t max = e->cfg->provides.n + e->installed.nprovides;
+    if (!max)
+        return true;
+    e->provides = calloc(max, sizeof(*e->provides));
+    e->wire_provides = calloc(max, sizeof(*e->wire_provides));
+    if (!e->provides || !e->wire_provides)
+        return false;
+    for (size_t i = 0; i < max; i++) {
+        bool conf = i < e->cfg->provides.n;
+        const char *kv = conf ? e->cfg->provides.v[i] : NULL, *eq = kv ? strchr(kv, '=') : NULL;
+        const struct ot_kv *in = conf ? NULL : &e->installed.provides[i - e->cfg->provides.n];
+        char *key = conf ? strndup(kv, (size_t)(eq - kv)) : strdup(in->key);
+        char *value = strdup(conf ? eq + 1 : in->value);
+        size_t k = 0;
+        while (k < e->nprovides && (!key || strcmp(e->provides[k].key, key) != 0))
+            k++;
+        if (k == e->nprovides) {
+            e->nprovides++;
+        } else {
+            free(e->provides[k].key);
+            free(e->provides[k].value);
+        }
+        e->provides[k] = (struct ot_kv){key, value};
+        e->wire_provides[k] = (struct ot_wire_kv){key, value};
+        if (!key || !value)
+            return false;
+    }
+    return true;
+}
+
 static void phase_commit(struct ag_engine *e)
 {
     struct ot_manifest m = {0};
@@ -941,11 +991,15 @@ static void phase_commit(struct ag_engine *e)
     for (size_t i = 0; !err && i < m.npayloads; i++)
         err = ag_installed_put(&e->installed, m.payloads[i].name, m.payloads[i].version,
                                m.payloads[i].sha256);
+    for (size_t i = 0; !err && i < m.nprovides; i++)
+        err = ag_installed_provide(&e->installed, m.provides[i].key, m.provides[i].value);
     if (!err)
         e->installed.min_security_version =
             OT_MAX(e->installed.min_security_version, m.security_version);
     if (!err)
         err = ag_installed_save(e->cfg->state_dir, &e->installed, &d);
+    if (!err && !provides_rebuild(e))
+        err = ot_diag_set(&d, OT_ERR_NOMEM, "out of memory");
     ot_manifest_release(&m);
     if (err) {
         /* The new version runs; what failed is bookkeeping. Retry rather than roll back. */
@@ -1587,23 +1641,9 @@ enum ot_err ag_engine_new(const struct ag_engine_env *env, struct ag_engine **re
         ag_engine_free(e);
         return err;
     }
-    if (e->cfg->provides.n) {
-        e->provides = calloc(e->cfg->provides.n, sizeof(*e->provides));
-        e->wire_provides = calloc(e->cfg->provides.n, sizeof(*e->wire_provides));
-        if (!e->provides || !e->wire_provides) {
-            ag_engine_free(e);
-            return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
-        }
-    }
-    for (size_t i = 0; i < e->cfg->provides.n; i++) {
-        char *kv = e->cfg->provides.v[i], *eq = strchr(kv, '=');
-        e->provides[i] = (struct ot_kv){strndup(kv, (size_t)(eq - kv)), strdup(eq + 1)};
-        e->wire_provides[i] = (struct ot_wire_kv){e->provides[i].key, e->provides[i].value};
-        e->nprovides++;
-        if (!e->provides[i].key || !e->provides[i].value) {
-            ag_engine_free(e);
-            return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
-        }
+    if (!provides_rebuild(e)) {
+        ag_engine_free(e);
+        return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
     }
     *ret = e;
     return OT_OK;
@@ -1622,12 +1662,7 @@ void ag_engine_free(struct ag_engine *e)
         ag_loop_timer_cancel(e->env.loop, e->timer);
     ag_state_release(&e->st);
     ag_installed_release(&e->installed);
-    for (size_t i = 0; i < e->nprovides; i++) {
-        free(e->provides[i].key);
-        free(e->provides[i].value);
-    }
-    free(e->provides);
-    free(e->wire_provides);
+    provides_free(e);
     free(e->work_dir);
     free(e->download_path);
     free(e->cache_dir);

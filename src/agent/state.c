@@ -206,7 +206,37 @@ void ag_installed_release(struct ag_installed *in)
         free(in->payloads[i].version);
     }
     free(in->payloads);
+    for (size_t i = 0; i < in->nprovides; i++) {
+        free(in->provides[i].key);
+        free(in->provides[i].value);
+    }
+    free(in->provides);
     *in = (struct ag_installed){0};
+}
+
+enum ot_err ag_installed_provide(struct ag_installed *in, const char *key, const char *value)
+{
+    struct ot_kv *p = NULL;
+    for (size_t i = 0; i < in->nprovides; i++)
+        if (strcmp(in->provides[i].key, key) == 0)
+            p = &in->provides[i];
+    if (!p) {
+        struct ot_kv *grown = realloc(in->provides, (in->nprovides + 1) * sizeof(*grown));
+        if (!grown)
+            return OT_ERR_NOMEM;
+        in->provides = grown;
+        p = &in->provides[in->nprovides];
+        *p = (struct ot_kv){.key = strdup(key)};
+        if (!p->key)
+            return OT_ERR_NOMEM;
+        in->nprovides++;
+    }
+    char *v = strdup(value);
+    if (!v)
+        return OT_ERR_NOMEM;
+    free(p->value);
+    p->value = v;
+    return OT_OK;
 }
 
 enum ot_err ag_installed_put(struct ag_installed *in, const char *name, const char *version,
@@ -265,6 +295,17 @@ enum ot_err ag_installed_load(const char *dir, struct ag_installed *ret, struct 
             break;
         }
     }
+    json_object_foreach(json_object_get(o, "provides"), name, v) {
+        if (err)
+            break;
+        if (!json_is_string(v)) {
+            err = ot_diag_set(d, OT_ERR_FORMAT, "%s/%s: provides '%.64s' is damaged", dir,
+                              INSTALLED_FILE, name);
+            break;
+        }
+        if ((err = ag_installed_provide(ret, name, json_string_value(v))) != OT_OK)
+            err = ot_diag_set(d, err, "out of memory");
+    }
     json_decref(o);
     if (err)
         ag_installed_release(ret);
@@ -281,7 +322,10 @@ enum ot_err ag_installed_save(const char *dir, const struct ag_installed *in, st
                             json_pack("{s:s, s:s}", "version", in->payloads[i].version, "sha256",
                                       hex));
     }
-    json_t *o = json_pack("{s:o, s:I}", "payloads", payloads, "min_security_version",
-                          (json_int_t)in->min_security_version);
+    json_t *provides = json_object();
+    for (size_t i = 0; provides && i < in->nprovides; i++)
+        json_object_set_new(provides, in->provides[i].key, json_string(in->provides[i].value));
+    json_t *o = json_pack("{s:o, s:I, s:o}", "payloads", payloads, "min_security_version",
+                          (json_int_t)in->min_security_version, "provides", provides);
     return write_json(dir, INSTALLED_FILE, o, d);
 }

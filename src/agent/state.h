@@ -16,6 +16,7 @@
 #define OTTER_AGENT_STATE_H
 
 #include "otter/err.h"
+#include "otter/manifest.h"
 #include "otter/wire.h"
 
 enum ag_phase {
@@ -86,6 +87,9 @@ struct ag_installed {
     struct ot_wire_installed *payloads;
     size_t n;
     uint64_t min_security_version;
+    struct ot_kv *provides;        /* what committed artifacts provide (their manifests' provides,
+                                      the newest value of each key) */
+    size_t nprovides;
 };
 enum ot_err ag_installed_load(const char *dir, struct ag_installed *ret, struct ot_diag *d)
     OT_MUST_CHECK;
@@ -94,6 +98,9 @@ enum ot_err ag_installed_save(const char *dir, const struct ag_installed *in, st
 /* Sets (adds or replaces) one payload's entry. */
 enum ot_err ag_installed_put(struct ag_installed *in, const char *name, const char *version,
                              const uint8_t sha256[32]) OT_MUST_CHECK;
+/* Sets (adds or replaces) what the device provides for key. */
+enum ot_err ag_installed_provide(struct ag_installed *in, const char *key, const char *value)
+    OT_MUST_CHECK;
 void ag_installed_release(struct ag_installed *in);
 
 /* Test hook for the power-cut torture test: when the environment variable OTTER_AGENT_CRASH_AT

@@ -433,6 +433,46 @@ def test_depends_are_checked_against_what_the_device_provides(fleet, tmp_path):
     assert (new.dir / "root" / "d.txt").exists() and not (old.dir / "root" / "d.txt").exists()
 
 
+def test_what_committed_artifacts_provide_is_what_the_device_provides(fleet, tmp_path):
+    """An artifact's `provides` become the device's when it is committed, kept in installed.json
+    across restarts, beside the configured ones, and the newest value of a key wins: app 1
+    (provides app.api=1 and bootloader=3) installs; app 2 (depends on app.api=1, provides
+    app.api=2) installs after it; app 3 (depends on app.api=1 again) is refused, as is one that
+    needs the configured bootloader=2, which app 1 replaced."""
+    server, rel, _ = fleet
+
+    def pack(version, provides=(), depends=()):
+        p = rel.dir / f"app-{version}.txt"
+        p.write_text(version)
+        out = rel.dir / f"app-{version}.otter"
+        args = ["pack", "-q", "-o", out, "--name", "app", "--version", version, "-T", "gw-1"]
+        for kv in provides:
+            args += ["--provides", kv]
+        for kv in depends:
+            args += ["--depends", kv]
+        otter(*args, "-p", f"name=app,file={p},type=file,target=/app.txt",
+              "-k", rel.dir / "release.key")
+        return rel.upload(out).json()["id"]
+
+    dev = device(fleet, tmp_path, extra_config="provides = board=rev2, bootloader=2\n")
+    dev_id = enrolled(dev)
+    steps = [(pack("1", provides=["app.api=1", "bootloader=3"], depends=["board=rev2"]),
+              "success"),
+             (pack("2", provides=["app.api=2"], depends=["app.api=1"]), "success"),
+             (pack("3", depends=["app.api=1"]), "failure"),
+             (pack("4", depends=["bootloader=2"]), "failure")]
+    for art, want in steps:
+        dep = deploy(server, art, dev_id)
+        assert dev.run_until(final(server, dep, dev_id)) is None, dev.log_text()
+        r = row(server, dep, dev_id)
+        assert r["status"] == want, (want, r, dev.log_text())
+        if want == "failure":
+            assert r["message"].startswith("refused before download: depends on"), r
+    assert (dev.dir / "root" / "app.txt").read_text() == "2"
+    installed = json.loads((dev.state / "installed.json").read_text())
+    assert installed["provides"] == {"app.api": "2", "bootloader": "3"}, installed
+
+
 def test_a_damaged_state_file_does_not_stop_the_agent(fleet, tmp_path):
     dev = device(fleet, tmp_path)
     dev.state.mkdir(parents=True, exist_ok=True)
