@@ -950,8 +950,10 @@ static bool provides_rebuild(struct ag_engine *e)
         return true;
     e->provides = calloc(max, sizeof(*e->provides));
     e->wire_provides = calloc(max, sizeof(*e->wire_provides));
-    if (!e->provides || !e->wire_provides)
+    if (!e->provides || !e->wire_provides) {
+        provides_free(e);
         return false;
+    }
     for (size_t i = 0; i < max; i++) {
         bool conf = i < e->cfg->provides.n;
         const char *kv = conf ? e->cfg->provides.v[i] : NULL, *eq = kv ? strchr(kv, '=') : NULL;
@@ -969,8 +971,10 @@ static bool provides_rebuild(struct ag_engine *e)
         }
         e->provides[k] = (struct ot_kv){key, value};
         e->wire_provides[k] = (struct ot_wire_kv){key, value};
-        if (!key || !value)
+        if (!key || !value) {
+            provides_free(e); /* none rather than half: a check-in must not see a NULL */
             return false;
+        }
     }
     return true;
 }
