@@ -42,6 +42,18 @@ static inline void ot__fclosep(FILE **f)
     if (*f)
         fclose(*f);
 }
+/* strdup of s, or NULL for NULL; a failed copy sets *ok to false (and returns NULL), so that a
+ * series of copies is checked once. */
+static inline char *ot_strdup_opt(const char *s, bool *ok)
+{
+    if (!s)
+        return NULL;
+    char *r = strdup(s);
+    if (!r)
+        *ok = false;
+    return r;
+}
+
 #define _cleanup_free_ _cleanup_(ot__freep)
 #define _cleanup_close_ _cleanup_(ot__closep)
 #define _cleanup_fclose_ _cleanup_(ot__fclosep)

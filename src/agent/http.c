@@ -171,16 +171,6 @@ static bool streq_null(const char *a, const char *b)
     return (!a && !b) || (a && b && strcmp(a, b) == 0);
 }
 
-static char *dup_null(const char *s, bool *ok)
-{
-    if (!s)
-        return NULL;
-    char *r = strdup(s);
-    if (!r)
-        *ok = false;
-    return r;
-}
-
 /* OpenSSL's queued error, as text (or `fallback`). Clears the queue. */
 static void ssl_error_text(char *out, size_t len, const char *fallback)
 {
@@ -417,9 +407,9 @@ static enum ot_err tls_ctx_get(struct ag_http *h, const struct ag_http_tls *m, s
     if (!t)
         return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
     bool ok = true;
-    t->ca_file = dup_null(m->ca_file, &ok);
-    t->client_cert = dup_null(m->client_cert, &ok);
-    t->client_key = dup_null(m->client_key, &ok);
+    t->ca_file = ot_strdup_opt(m->ca_file, &ok);
+    t->client_cert = ot_strdup_opt(m->client_cert, &ok);
+    t->client_key = ot_strdup_opt(m->client_key, &ok);
     char why[256];
     ERR_clear_error();
     /* A library context of its own: a TLS context makes OpenSSL fetch and cache every cipher,

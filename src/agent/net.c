@@ -151,16 +151,6 @@ static void safe_copy(char *out, size_t len, const char *s)
     out[i] = '\0';
 }
 
-static char *dup_or_null(const char *s, bool *ok)
-{
-    if (!s)
-        return NULL;
-    char *r = strdup(s);
-    if (!r)
-        *ok = false;
-    return r;
-}
-
 static void free_secret(char *s)
 {
     if (s) {
@@ -1151,18 +1141,19 @@ static enum ot_err copy_config(struct ag_net *n, const struct ag_net_config *c, 
     if (!n->servers)
         return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < c->nservers; i++, n->nservers++) {
-        char *s = n->servers[i] = dup_or_null(c->servers[i], &ok);
+        char *s = n->servers[i] = ot_strdup_opt(c->servers[i], &ok);
         for (size_t l = s ? strlen(s) : 0; l > 0 && s[l - 1] == '/'; l--)
             s[l - 1] = '\0';
     }
-    n->ca_file = dup_or_null(c->ca_file, &ok);
-    n->pinned_key = dup_or_null(c->pinned_key, &ok);
-    n->client_cert = dup_or_null(c->client_cert, &ok);
-    n->client_key = dup_or_null(c->client_key, &ok);
-    n->user_agent = dup_or_null(c->user_agent ? c->user_agent : "otter-agent/" OTTER_VERSION, &ok);
-    n->https_proxy = dup_or_null(c->https_proxy, &ok);
-    n->http_proxy = dup_or_null(c->http_proxy, &ok);
-    n->no_proxy = dup_or_null(c->no_proxy, &ok);
+    n->ca_file = ot_strdup_opt(c->ca_file, &ok);
+    n->pinned_key = ot_strdup_opt(c->pinned_key, &ok);
+    n->client_cert = ot_strdup_opt(c->client_cert, &ok);
+    n->client_key = ot_strdup_opt(c->client_key, &ok);
+    n->user_agent =
+        ot_strdup_opt(c->user_agent ? c->user_agent : "otter-agent/" OTTER_VERSION, &ok);
+    n->https_proxy = ot_strdup_opt(c->https_proxy, &ok);
+    n->http_proxy = ot_strdup_opt(c->http_proxy, &ok);
+    n->no_proxy = ot_strdup_opt(c->no_proxy, &ok);
     n->tls = (struct ag_http_tls){.ca_file = n->ca_file, .pinned_key = n->pinned_key,
                                   .client_cert = n->client_cert, .client_key = n->client_key};
     n->allow_http = c->allow_http;

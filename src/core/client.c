@@ -101,16 +101,6 @@ static enum ot_err check_token(const char *token, struct ot_diag *d)
     return OT_OK;
 }
 
-static char *strdup_or_null(const char *s, bool *ok)
-{
-    if (!s)
-        return NULL;
-    char *r = strdup(s);
-    if (!r)
-        *ok = false;
-    return r;
-}
-
 static enum ot_err copy_opts(struct ot_client *c, const struct ot_client_opts *o, struct ot_diag *d)
 {
     bool ok = true;
@@ -124,8 +114,8 @@ static enum ot_err copy_opts(struct ot_client *c, const struct ot_client_opts *o
         c->auth = NULL;
         ok = false;
     }
-    c->ca_file = strdup_or_null(o->ca_file, &ok);
-    c->user_agent = strdup_or_null(o->user_agent ? o->user_agent : "otter", &ok);
+    c->ca_file = ot_strdup_opt(o->ca_file, &ok);
+    c->user_agent = ot_strdup_opt(o->user_agent ? o->user_agent : "otter", &ok);
     c->stall_s = o->stall_timeout_s > 0 ? o->stall_timeout_s : OT_CLIENT_STALL_TIMEOUT_S;
     c->timeout_s = o->timeout_s > 0 ? o->timeout_s : OT_CLIENT_REQUEST_TIMEOUT_S;
     return ok ? OT_OK : ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
