@@ -1226,6 +1226,18 @@ static void handshake(struct ag_http_xfer *x)
 
 static void tunnel(struct ag_http_xfer *x);
 
+/* The connection reaches the server (straight, or through the proxy's tunnel): TLS starts. */
+static void tls_begin(struct ag_http_xfer *x)
+{
+    char why[128];
+    if (conn_start_tls(x, x->c, why, sizeof(why))) {
+        fail(x, "TLS with %s: %s", x->host, why);
+        return;
+    }
+    x->c->state = C_HANDSHAKE;
+    handshake(x);
+}
+
 /* TCP is up (to the server, or to the proxy): on to the tunnel, TLS, or the request. */
 static void connected(struct ag_http_xfer *x)
 {
@@ -1253,13 +1265,7 @@ static void connected(struct ag_http_xfer *x)
         tunnel(x);
         return;
     }
-    char why[128];
-    if (conn_start_tls(x, c, why, sizeof(why))) {
-        fail(x, "TLS with %s: %s", x->host, why);
-        return;
-    }
-    c->state = C_HANDSHAKE;
-    handshake(x);
+    tls_begin(x);
 }
 
 /* Tries the addresses from c->ai on; fails x when none is left. */
@@ -1898,12 +1904,7 @@ static void tunnel(struct ag_http_xfer *x)
     free(x->tunnel);
     x->tunnel = NULL;
     x->tunnel_len = x->tunnel_off = 0;
-    if (conn_start_tls(x, c, why, sizeof(why))) {
-        fail(x, "TLS with %s: %s", x->host, why);
-        return;
-    }
-    c->state = C_HANDSHAKE;
-    handshake(x);
+    tls_begin(x);
 }
 
 static void send_request(struct ag_http_xfer *x)
