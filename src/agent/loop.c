@@ -1,8 +1,9 @@
 /* otter-agent's event loop (loop.h): one epoll set for the caller's fds (the HTTP client's
  * sockets among them) and a signalfd; timers in a binary min-heap whose first deadline becomes
- * epoll_wait's timeout. Built for otter-sim too, which runs ~100,000 simulated devices on one loop: ~100k live
- * timers being cancelled and re-armed all the time, thousands of fds, hundreds of transfers. So
- * every operation is O(1) or O(log n), and nothing the loop keeps is searched linearly:
+ * epoll_wait's timeout. Built for otter-sim too, which runs ~100,000 simulated devices on one
+ * loop: ~100k live timers being cancelled and re-armed all the time, thousands of fds, hundreds
+ * of transfers. So every operation is O(1) or O(log n), and nothing the loop keeps is searched
+ * linearly:
  *
  * - Timers: each lives in a slot of an arena (a free list reuses slots) and in the heap, ordered
  *   by (due_ms, seq), seq being the order of creation, so equal deadlines keep it. A heap entry
@@ -52,13 +53,10 @@ struct timer_slot {
     bool armed;
 };
 
-enum watch_kind { WATCH_NONE, WATCH_CALLER };
-
 /* A watched fd, at its own index in the table. */
 struct watch {
     uint32_t gen;              /* bumped by every add; with the fd, epoll's data */
-    enum watch_kind kind;
-    ag_fd_fn fn;
+    ag_fd_fn fn;               /* NULL: the fd is not watched */
     void *userdata;
 };
 
@@ -81,7 +79,7 @@ struct ag_loop {
     uint32_t free_slot;           /* head of the free list, SLOT_NONE when empty */
     uint64_t last_timer_seq;
 
-    struct watch *watches;        /* indexed by fd; kind WATCH_NONE where nothing is watched */
+    struct watch *watches;        /* indexed by fd; fn NULL where nothing is watched */
     size_t nwatches;              /* the table's length (fds 0 .. nwatches - 1) */
 
     bool stopping;
@@ -260,10 +258,10 @@ static void run_timers(struct ag_loop *l)
 /* epoll's data for a watch: the fd, and the generation that tells a re-added watch apart. */
 static uint64_t watch_key(uint32_t gen, int fd) { return (uint64_t)gen << 32 | (uint32_t)fd; }
 
-/* fd's watch of that kind, or NULL. */
-static struct watch *watch_find(struct ag_loop *l, int fd, enum watch_kind kind)
+/* fd's watch, or NULL. */
+static struct watch *watch_find(struct ag_loop *l, int fd)
 {
-    if (fd < 0 || (size_t)fd >= l->nwatches || l->watches[fd].kind != kind)
+    if (fd < 0 || (size_t)fd >= l->nwatches || !l->watches[fd].fn)
         return NULL;
     return &l->watches[fd];
 }
@@ -284,11 +282,11 @@ static bool watch_table_reach(struct ag_loop *l, int fd)
     return true;
 }
 
-/* Watches fd. An entry still holding a watch (of the other kind: the callers check theirs) whose
- * fd was closed without it being removed is replaced: epoll forgot that one with the fd, which
- * is why the EPOLL_CTL_ADD succeeds. */
-static enum ot_err watch_add(struct ag_loop *l, int fd, uint32_t events, enum watch_kind kind,
-                             ag_fd_fn fn, void *userdata, struct ot_diag *d)
+/* Watches fd (ag_loop_fd refuses one watched already). An entry still holding a watch whose fd
+ * was closed without it being removed is replaced: epoll forgot that one with the fd, which is
+ * why the EPOLL_CTL_ADD succeeds. */
+static enum ot_err watch_add(struct ag_loop *l, int fd, uint32_t events, ag_fd_fn fn,
+                             void *userdata, struct ot_diag *d)
 {
     if (!watch_table_reach(l, fd))
         return ot_diag_set(d, OT_ERR_NOMEM, "out of memory");
@@ -296,7 +294,7 @@ static enum ot_err watch_add(struct ag_loop *l, int fd, uint32_t events, enum wa
     struct epoll_event ev = {.events = events, .data.u64 = watch_key(gen, fd)};
     if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
         return ot_diag_errno(d, OT_ERR_IO, errno, "cannot watch fd %d", fd);
-    l->watches[fd] = (struct watch){.gen = gen, .kind = kind, .fn = fn, .userdata = userdata};
+    l->watches[fd] = (struct watch){.gen = gen, .fn = fn, .userdata = userdata};
     return OT_OK;
 }
 
@@ -314,14 +312,14 @@ enum ot_err ag_loop_fd(struct ag_loop *l, int fd, uint32_t events, ag_fd_fn fn, 
 {
     if (fd < 0 || !fn)
         return ot_diag_set(d, OT_ERR_INVALID, "bad fd watch");
-    if (watch_find(l, fd, WATCH_CALLER))
+    if (watch_find(l, fd))
         return ot_diag_set(d, OT_ERR_EXISTS, "fd %d is watched already", fd);
-    return watch_add(l, fd, events, WATCH_CALLER, fn, userdata, d);
+    return watch_add(l, fd, events, fn, userdata, d);
 }
 
 enum ot_err ag_loop_fd_modify(struct ag_loop *l, int fd, uint32_t events)
 {
-    struct watch *w = watch_find(l, fd, WATCH_CALLER);
+    struct watch *w = watch_find(l, fd);
     if (!w)
         return OT_ERR_NOENT;
     struct epoll_event ev = {.events = events, .data.u64 = watch_key(w->gen, fd)};
@@ -330,7 +328,7 @@ enum ot_err ag_loop_fd_modify(struct ag_loop *l, int fd, uint32_t events)
 
 void ag_loop_fd_remove(struct ag_loop *l, int fd)
 {
-    if (watch_find(l, fd, WATCH_CALLER))
+    if (watch_find(l, fd))
         watch_remove(l, fd);
 }
 /* ---- signals --------------------------------------------------------------------------------- */
@@ -366,7 +364,7 @@ enum ot_err ag_loop_signal(struct ag_loop *l, int signo, ag_signal_fn fn, void *
     if (fd < 0)
         return ot_diag_errno(d, OT_ERR_IO, errno, "signalfd");
     if (l->sigfd < 0) {
-        enum ot_err err = watch_add(l, fd, EPOLLIN, WATCH_CALLER, on_signalfd, l, d);
+        enum ot_err err = watch_add(l, fd, EPOLLIN, on_signalfd, l, d);
         if (err) {
             close(fd);
             return err;
@@ -385,8 +383,7 @@ static void dispatch(struct ag_loop *l, uint64_t key, uint32_t events)
 {
     int fd = (int)(uint32_t)key;
     uint32_t gen = (uint32_t)(key >> 32);
-    if ((size_t)fd >= l->nwatches || l->watches[fd].kind == WATCH_NONE ||
-        l->watches[fd].gen != gen)
+    if (!watch_find(l, fd) || l->watches[fd].gen != gen)
         return;
     struct watch copy = l->watches[fd]; /* the table may move while the callback runs */
     copy.fn(copy.userdata, fd, events);
